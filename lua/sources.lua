@@ -1,0 +1,350 @@
+-- Source files: the schema of imap{...}, loading each file in its own
+-- environment under an instruction budget, secrets, and validation with
+-- messages of the form "FILE:LINE: field: message".
+
+local core = require "vault.core"
+local vm = require "vault.vm"
+local secret = require "secret"
+
+local M = {}
+
+M.FILE_BUDGET = 20000000     -- instructions a source file may run
+M.FILE_MAX_BYTES = 1 << 20
+
+-- The schema. `check` returns the normalized value or nil, message.
+local function is_integer(v) return math.type(v) == "integer" or (type(v) == "number" and v == math.floor(v)) end
+
+local function type_name(v)
+  if secret.is(v) then return "secret" end
+  if type(v) == "string" then return string.format("string %q", #v > 40 and v:sub(1, 40) .. "..." or v) end
+  return type(v) == "nil" and "nothing" or type(v) .. (type(v) == "number" and " " .. tostring(v) or "")
+end
+
+local function expect_string(what)
+  return function(v)
+    if type(v) ~= "string" then return nil, "expected " .. what .. ", got " .. type_name(v) end
+    if v == "" then return nil, "must not be empty" end
+    return v
+  end
+end
+
+local function check_patterns(v, field)
+  if type(v) == "string" then v = { v } end
+  if type(v) ~= "table" then
+    return nil, "expected a list of folder patterns, got " .. type_name(v)
+  end
+  local out = {}
+  for k, p in pairs(v) do
+    if math.type(k) ~= "integer" then
+      return nil, "expected a list of folder patterns, found key " .. tostring(k)
+    end
+    if type(p) ~= "string" or p == "" then
+      return nil, string.format("%s[%d]: expected a folder name or pattern (string), got %s",
+        field, k, type_name(p))
+    end
+    out[k] = p
+  end
+  return out
+end
+
+M.fields = {
+  name = { doc = "display label", check = expect_string("a display label (string)") },
+  host = { required = true, check = function(v)
+    local s, err = expect_string("a host name (string)")(v)
+    if not s then return nil, err end
+    if s:find("[%s/]") then return nil, "expected a bare host name such as imap.example.com, got " .. type_name(v) end
+    return s
+  end },
+  port = { check = function(v)
+    if type(v) ~= "number" or not is_integer(v) then return nil, "expected an integer, got " .. type_name(v) end
+    if v < 1 or v > 65535 then return nil, "port " .. tostring(math.tointeger(v) or v) .. " is out of range (1-65535)" end
+    return math.tointeger(v)
+  end },
+  username = { required = true, check = expect_string("a user name (string)") },
+  password = { required = true, check = function(v)
+    if type(v) == "string" then
+      if v == "" then return nil, "must not be empty" end
+      return secret.literal(v)
+    end
+    if secret.is(v) then return v end
+    return nil, 'expected a string, secret.env "VAR", secret.file "path" or secret.command{...}, got ' .. type_name(v)
+  end },
+  tls = { check = function(v)
+    if v == true or v == false or v == "starttls" then return v end
+    return nil, 'expected true (implicit TLS), "starttls" or false (plaintext), got ' .. type_name(v)
+  end },
+  allow_insecure_cert = { check = function(v)
+    if type(v) ~= "boolean" then return nil, "expected true or false, got " .. type_name(v) end
+    return v
+  end },
+  folders = { check = function(v)
+    if type(v) ~= "table" then
+      return nil, "expected a table { include = {...}, exclude = {...} }, got " .. type_name(v)
+    end
+    local out = {}
+    for k, list in pairs(v) do
+      if k ~= "include" and k ~= "exclude" then
+        return nil, "unknown key " .. tostring(k) .. " (expected include or exclude)"
+      end
+      local pats, err = check_patterns(list, k)
+      if not pats then return nil, k .. ": " .. err end
+      out[k] = pats
+    end
+    return out
+  end },
+  filter = { check = function(v)
+    if type(v) ~= "function" then return nil, "expected a function(msg) returning true or false, got " .. type_name(v) end
+    return v
+  end },
+  on_error = { check = function(v)
+    if type(v) ~= "function" then return nil, "expected a function(err, attempt) returning seconds or nil, got " .. type_name(v) end
+    return v
+  end },
+  poll = { check = function(v)
+    if type(v) ~= "number" or v ~= v then return nil, "expected seconds between polls (number), got " .. type_name(v) end
+    if v < 10 then return nil, "must be at least 10 seconds" end
+    return v
+  end },
+  fetch_batch = { check = function(v)
+    if type(v) ~= "number" or not is_integer(v) or v < 1 or v > 5000 then
+      return nil, "expected an integer from 1 to 5000, got " .. type_name(v)
+    end
+    return math.tointeger(v)
+  end },
+  pipeline = { check = function(v)
+    if type(v) ~= "number" or not is_integer(v) or v < 1 or v > 64 then
+      return nil, "expected an integer from 1 to 64 (commands in flight), got " .. type_name(v)
+    end
+    return math.tointeger(v)
+  end },
+}
+
+M.field_order = { "name", "host", "port", "username", "password", "tls", "allow_insecure_cert",
+  "folders", "filter", "on_error", "poll", "fetch_batch", "pipeline" }
+
+local function distance(a, b)
+  local la, lb = #a, #b
+  local prev, cur = {}, {}
+  for j = 0, lb do prev[j] = j end
+  for i = 1, la do
+    cur[0] = i
+    for j = 1, lb do
+      local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev, cur = cur, prev
+  end
+  return prev[lb]
+end
+
+function M.suggest(name)
+  local best, bestd
+  for _, f in ipairs(M.field_order) do
+    local d = distance(name:lower(), f)
+    if not bestd or d < bestd then best, bestd = f, d end
+  end
+  if bestd and bestd <= math.max(2, #name // 3) then return best end
+end
+
+-- The line where FIELD is assigned in TEXT, searching from line FROM.
+local function field_line(lines, field, from)
+  local pat1 = "^%s*" .. field .. "%s*="
+  local pat2 = "[{,;]%s*" .. field .. "%s*="
+  from = math.max(1, math.min(from or 1, #lines))
+  for i = from, #lines do
+    local l = lines[i]
+    if l:find(pat1) or l:find(pat2) then return i end
+  end
+  for i = 1, from - 1 do
+    local l = lines[i]
+    if l:find(pat1) or l:find(pat2) then return i end
+  end
+end
+
+local function split_lines(text)
+  local lines = {}
+  for l in (text .. "\n"):gmatch("([^\n]*)\n") do lines[#lines + 1] = l end
+  return lines
+end
+
+local IMAP_DEF = {}   -- metatable tagging the value imap{...} returns
+
+-- The environment of one source file: safe libraries plus imap and secret.
+local function file_env(file)
+  local env = {}
+  for _, k in ipairs { "assert", "error", "ipairs", "next", "pairs", "pcall", "select",
+    "tonumber", "tostring", "type", "xpcall", "rawequal", "rawget", "rawlen", "rawset",
+    "setmetatable", "getmetatable", "print" } do
+    env[k] = _G[k]
+  end
+  for _, lib in ipairs { "string", "table", "math", "utf8" } do
+    local copy = {}
+    for k, v in pairs(_G[lib]) do copy[k] = v end
+    env[lib] = copy
+  end
+  env.os = { getenv = os.getenv, time = os.time, date = os.date, clock = os.clock }
+  env.print = function(...)
+    local parts = {}
+    for i = 1, select("#", ...) do parts[#parts + 1] = tostring((select(i, ...))) end
+    core.log("info", nil, file .. ": " .. table.concat(parts, "\t"))
+  end
+  env.secret = secret.constructors(file)
+  env.imap = function(t)
+    if type(t) ~= "table" then
+      error("imap expects a table: return imap { host = ..., username = ..., password = ... }", 2)
+    end
+    local info = debug.getinfo(2, "l")
+    return setmetatable({ fields = t, line = info and info.currentline or 1 }, IMAP_DEF)
+  end
+  env._G = env
+  return env
+end
+
+-- Turns an error raised while running FILE into "FILE:LINE: what: message".
+local function runtime_problem(file, msg)
+  msg = tostring(msg):gsub("\nstack traceback:.*", "")
+  local line, rest = msg:match("^[^\n]-:(%d+): (.*)$")
+  if line then return string.format("%s:%s: error: %s", file, line, rest) end
+  return string.format("%s:1: error: %s", file, msg)
+end
+
+-- Loads one file. Returns a definition or nil and a list of problems.
+function M.load_file(path, id)
+  local problems = {}
+  local function problem(line, field, msg)
+    problems[#problems + 1] = string.format("%s:%d: %s: %s", path, line or 1, field, msg)
+  end
+
+  if not id:match("^[%w][%w_.%-]*$") then
+    problem(1, "id", "the file name must be letters, digits, '.', '-' or '_' (it is the source id): " .. id)
+    return nil, problems
+  end
+  local text, err = core.readfile(path, M.FILE_MAX_BYTES)
+  if not text then
+    problem(1, "file", err)
+    return nil, problems
+  end
+  local env = file_env(path)
+  local chunk, serr = load(text, "@" .. path, "t", env)
+  if not chunk then
+    -- serr is "PATH:LINE: message"
+    local line, rest = serr:match(":(%d+): (.*)$")
+    problem(tonumber(line), "syntax error", rest or serr)
+    return nil, problems
+  end
+  local ok, result = vm.budget_pcall(M.FILE_BUDGET, chunk)
+  if not ok then
+    local msg = tostring(result)
+    if msg:find("instruction budget exceeded", 1, true) then
+      problems[#problems + 1] = string.format("%s:1: file: did not finish within %d instructions (an endless loop?); a source file should only return imap{...}",
+        path, M.FILE_BUDGET)
+    elseif msg:find("not enough memory", 1, true) then
+      problems[#problems + 1] = string.format("%s:1: file: ran out of memory while loading", path)
+    else
+      problems[#problems + 1] = runtime_problem(path, msg)
+    end
+    return nil, problems
+  end
+  local lines = split_lines(text)
+  if getmetatable(result) == IMAP_DEF and (result.line or 0) < 1 then
+    -- `return imap{...}` is a tail call, so the call site is not on the
+    -- stack: find it in the text instead.
+    result.line = 1
+    for i, l in ipairs(lines) do
+      if l:find("imap%s*[{(]") then result.line = i; break end
+    end
+  end
+  if getmetatable(result) ~= IMAP_DEF then
+    problem(#lines, "file", "must return imap { ... } (it returned " .. type_name(result) .. ")")
+    return nil, problems
+  end
+
+  local def = { id = id, file = path, text = text }
+  local fields = result.fields
+  local call_line = result.line
+  for k, v in pairs(fields) do
+    if type(k) ~= "string" then
+      problem(call_line, "imap", "unexpected value " .. type_name(v) .. " without a field name")
+    elseif not M.fields[k] then
+      local hint = M.suggest(k)
+      problem(field_line(lines, k, call_line) or call_line, k,
+        "unknown field" .. (hint and (" (did you mean '" .. hint .. "'?)") or
+          (" (known fields: " .. table.concat(M.field_order, ", ") .. ")")))
+    else
+      local value, verr = M.fields[k].check(v)
+      if value == nil and verr then
+        problem(field_line(lines, k, call_line) or call_line, k, verr)
+      else
+        def[k] = value
+      end
+    end
+  end
+  for _, f in ipairs(M.field_order) do
+    if M.fields[f].required and fields[f] == nil then
+      problem(call_line, f, "missing (required: host, username, password)")
+    end
+  end
+  -- Secrets are read now, so a missing variable or file shows at load time.
+  if def.password then
+    local ok2, rerr = secret.resolve(def.password)
+    if not ok2 then
+      problem(field_line(lines, "password", call_line) or call_line, "password", rerr)
+      def.password = nil
+    end
+  end
+  if #problems > 0 then
+    table.sort(problems, function(a, b)
+      local la, lb = tonumber(a:match(":(%d+): ")), tonumber(b:match(":(%d+): "))
+      if la ~= lb then return (la or 0) < (lb or 0) end
+      return a < b
+    end)
+    return nil, problems
+  end
+
+  if def.tls == nil then def.tls = true end
+  if def.port == nil then def.port = def.tls == true and 993 or 143 end
+  if def.allow_insecure_cert == nil then def.allow_insecure_cert = false end
+  if def.name == nil then def.name = id end
+  if def.poll == nil then def.poll = 300 end
+  if def.fetch_batch == nil then def.fetch_batch = 200 end
+  if def.pipeline == nil then def.pipeline = 4 end
+  def.folders = def.folders or {}
+  return def
+end
+
+-- Every *.lua file of DIR. Returns { ids = {sorted}, defs = {id=def},
+-- problems = {id={...}}, files = {id=path} } or nil, err.
+function M.load_dir(dir)
+  local names, err = core.listdir(dir)
+  if not names then return nil, err end
+  local r = { ids = {}, defs = {}, problems = {}, files = {} }
+  for _, name in ipairs(names) do
+    local id = name:match("^(.*)%.lua$")
+    if id and not name:match("^%.") then
+      local path = dir:gsub("/+$", "") .. "/" .. name
+      local st = core.stat(path)
+      if st and st.type == "file" then
+        r.ids[#r.ids + 1] = id
+        r.files[id] = path
+        local def, problems = M.load_file(path, id)
+        if def then r.defs[id] = def else r.problems[id] = problems end
+      end
+    end
+  end
+  return r
+end
+
+-- A copy of DEF safe to show: hooks named, password masked.
+function M.public(def)
+  if not def then return nil end
+  local out = {}
+  for _, f in ipairs(M.field_order) do
+    local v = def[f]
+    if f == "password" then v = v and "***"
+    elseif type(v) == "function" then v = "function" end
+    out[f] = v
+  end
+  return out
+end
+
+return M

@@ -1,0 +1,48 @@
+-- The public `vault` table: the API of DESIGN.md as hooks, the REPL and
+-- `emailvault eval` see it. Each function documents itself in docs/lua-api.md.
+
+local core = require "vault.core"
+local task = require "vault.task"
+local E = require "engine"
+local log = require "log"
+
+local vault = {}
+
+vault.version = core.version and core.version() or nil
+
+function vault.sources() return E.list() end
+
+function vault.status(id)
+  if type(id) ~= "string" then error("vault.status expects a source id (string)", 2) end
+  local rec = E.get(id)
+  if not rec then return nil, "no source with id '" .. id .. "'" end
+  return E.view(rec)
+end
+
+function vault.reload() return E.reload("vault.reload") end
+
+-- The source a log line belongs to: the task's source, if any.
+local function current_source()
+  local t = task.current()
+  local name = t and task.name(t)
+  return name and name:match("^source:(.*)$") or nil
+end
+
+vault.log = {}
+for _, level in ipairs { "debug", "info", "warn", "error" } do
+  vault.log[level] = function(msg, ...)
+    local fields = ...
+    if type(fields) == "table" and select("#", ...) == 1 then
+      log[level](current_source(), msg, fields)
+    else
+      local parts = { tostring(msg) }
+      for i = 1, select("#", ...) do parts[#parts + 1] = tostring((select(i, ...))) end
+      log[level](current_source(), table.concat(parts, " "))
+    end
+  end
+end
+
+function vault.sleep(seconds) return task.sleep(seconds) end
+function vault.now() return core.now() end
+
+return vault

@@ -1,0 +1,420 @@
+#define _GNU_SOURCE	/* struct ucred */
+#include "control/server.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <lauxlib.h>
+
+#include "control/frame.h"
+#include "log.h"
+#include "lua/task.h"
+#include "lua/vm.h"
+
+struct client {
+	struct control_server *srv;
+	struct bufferevent *bev;
+	int fd;
+	lua_Integer id;
+	uint64_t task_id;	/* the running chunk, or 0 */
+	int interrupted;	/* sticky until the chunk ends */
+	struct client *next;
+};
+
+struct control_server {
+	struct event_base *base;
+	struct vm *vm;
+	struct evconnlistener *listener;
+	struct client *clients;
+	lua_Integer next_id;
+	char *path;
+};
+
+/* One server per process; the Lua binding reaches it through this. */
+static struct control_server *the_server;
+
+static struct client *
+find_client(struct control_server *srv, lua_Integer id)
+{
+	for (struct client *c = srv->clients; c; c = c->next)
+		if (c->id == id)
+			return c;
+	return NULL;
+}
+
+static void
+send_frame(struct client *c, char type, const char *data, size_t len)
+{
+	unsigned char hdr[FRAME_HEADER];
+	uint32_t n;
+
+	if (len + 1 > FRAME_MAX) {
+		static const char cut[] = "\n... (output too large for one reply)";
+		len = FRAME_MAX - sizeof(cut) - 1;
+		n = (uint32_t)(len + sizeof(cut));	/* type + data + cut (no NUL) */
+		hdr[0] = n >> 24; hdr[1] = n >> 16; hdr[2] = n >> 8; hdr[3] = (unsigned char)n;
+		hdr[4] = (unsigned char)type;
+		bufferevent_write(c->bev, hdr, sizeof(hdr));
+		bufferevent_write(c->bev, data, len);
+		bufferevent_write(c->bev, cut, sizeof(cut) - 1);
+		return;
+	}
+	n = (uint32_t)len + 1;
+	hdr[0] = n >> 24; hdr[1] = n >> 16; hdr[2] = n >> 8; hdr[3] = (unsigned char)n;
+	hdr[4] = (unsigned char)type;
+	bufferevent_write(c->bev, hdr, sizeof(hdr));
+	bufferevent_write(c->bev, data, len);
+}
+
+static void
+client_free(struct client *c)
+{
+	struct control_server *srv = c->srv;
+
+	for (struct client **pp = &srv->clients; *pp; pp = &(*pp)->next) {
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	}
+	if (c->task_id) {
+		struct task *t = task_find(srv->vm, c->task_id);
+		c->task_id = 0;
+		if (t)
+			task_cancel(t);
+	}
+	bufferevent_free(c->bev);
+	free(c);
+}
+
+/* Called every so many instructions while a chunk runs and the loop is
+ * blocked: looks at the socket itself for an interrupt or a hang-up. */
+static int
+watchdog(void *ud)
+{
+	struct client *c = ud;
+	struct evbuffer *in;
+	unsigned char peek[FRAME_HEADER];
+	ssize_t r;
+
+	if (c->interrupted)
+		return 1;
+	in = bufferevent_get_input(c->bev);
+	if (evbuffer_get_length(in) >= FRAME_HEADER) {
+		evbuffer_copyout(in, peek, FRAME_HEADER);
+		if (peek[4] == 'I') {
+			evbuffer_drain(in, FRAME_HEADER);
+			return c->interrupted = 1;
+		}
+	}
+	r = recv(c->fd, peek, sizeof(peek), MSG_PEEK | MSG_DONTWAIT);
+	if (r == 0)
+		return c->interrupted = 1;	/* the client went away */
+	if (r == FRAME_HEADER && peek[4] == 'I') {
+		if (recv(c->fd, peek, sizeof(peek), MSG_DONTWAIT) == FRAME_HEADER)
+			return c->interrupted = 1;
+	}
+	return 0;
+}
+
+static void
+run_eval(struct client *c, const char *payload, size_t len)
+{
+	lua_State *L = c->srv->vm->L;
+	int flags;
+
+	if (c->task_id) {
+		static const char busy[] = "a chunk is still running on this connection";
+		send_frame(c, 'X', busy, sizeof(busy) - 1);
+		return;
+	}
+	if (len < 1) {
+		static const char bad[] = "empty eval request";
+		send_frame(c, 'X', bad, sizeof(bad) - 1);
+		return;
+	}
+	flags = (unsigned char)payload[0];
+	if (vm_require(L, "repl") != 0)
+		goto fail;
+	lua_getfield(L, -1, "eval");
+	lua_pushinteger(L, c->id);
+	lua_pushlstring(L, payload + 1, len - 1);
+	lua_pushboolean(L, flags & EVAL_FLAG_JSON);
+	if (vm_pcall(L, 3, 1) != LUA_OK)
+		goto fail;
+	if (lua_isinteger(L, -1)) {
+		struct task *t = task_find(c->srv->vm, (uint64_t)lua_tointeger(L, -1));
+		if (t) {
+			c->task_id = task_id(t);
+			c->interrupted = 0;
+			task_set_watchdog(t, watchdog, c);
+		}
+	}
+	lua_pop(L, 2);
+	return;
+fail:
+	{
+		size_t elen;
+		const char *e = lua_tolstring(L, -1, &elen);
+		send_frame(c, 'X', e ? e : "internal error", e ? elen : 14);
+		lua_settop(L, 0);
+	}
+}
+
+static void
+run_complete(struct client *c, const char *payload, size_t len)
+{
+	lua_State *L = c->srv->vm->L;
+	size_t n;
+	const char *s;
+
+	if (vm_require(L, "repl") != 0)
+		goto fail;
+	lua_getfield(L, -1, "complete");
+	if (!lua_isfunction(L, -1)) {
+		lua_pop(L, 2);
+		send_frame(c, 'L', "", 0);
+		return;
+	}
+	lua_pushlstring(L, payload, len);
+	if (vm_pcall(L, 1, 1) != LUA_OK)
+		goto fail;
+	s = lua_tolstring(L, -1, &n);
+	send_frame(c, 'L', s ? s : "", s ? n : 0);
+	lua_pop(L, 2);
+	return;
+fail:
+	lua_settop(L, 0);
+	send_frame(c, 'L', "", 0);
+}
+
+static void
+read_cb(struct bufferevent *bev, void *arg)
+{
+	struct client *c = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+
+	for (;;) {
+		unsigned char hdr[FRAME_HEADER];
+		uint32_t n;
+		char *payload;
+
+		if (evbuffer_get_length(in) < FRAME_HEADER)
+			return;
+		evbuffer_copyout(in, hdr, FRAME_HEADER);
+		n = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
+		if (n < 1 || n > FRAME_MAX) {
+			log_warn(NULL, "control client sent a malformed frame; closing it");
+			client_free(c);
+			return;
+		}
+		if (evbuffer_get_length(in) < 4 + (size_t)n)
+			return;
+		evbuffer_drain(in, FRAME_HEADER);
+		payload = malloc(n);
+		if (payload == NULL) {
+			client_free(c);
+			return;
+		}
+		evbuffer_remove(in, payload, n - 1);
+		payload[n - 1] = '\0';
+		switch (hdr[4]) {
+		case 'E':
+			run_eval(c, payload, n - 1);
+			break;
+		case 'I':
+			if (c->task_id) {
+				struct task *t = task_find(c->srv->vm, c->task_id);
+				c->interrupted = 1;
+				if (t)
+					task_cancel(t);	/* waiting: its done callback replies */
+			}
+			break;
+		case 'C':
+			run_complete(c, payload, n - 1);
+			break;
+		default:
+			break;
+		}
+		free(payload);
+	}
+}
+
+static void
+event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	(void)bev;
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+		client_free(arg);
+}
+
+static int
+peer_allowed(int fd, char *why, size_t len)
+{
+	struct ucred cred;
+	socklen_t clen = sizeof(cred);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0) {
+		snprintf(why, len, "cannot read peer credentials: %s", strerror(errno));
+		return 0;
+	}
+	if (cred.uid != geteuid() && cred.uid != 0) {
+		snprintf(why, len, "peer uid %u is not the engine's uid %u",
+		    (unsigned)cred.uid, (unsigned)geteuid());
+		return 0;
+	}
+	return 1;
+}
+
+static void
+accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int slen, void *arg)
+{
+	struct control_server *srv = arg;
+	struct client *c;
+	char why[128];
+
+	(void)l;
+	(void)sa;
+	(void)slen;
+	if (!peer_allowed(fd, why, sizeof(why))) {
+		static const char msg[] = "refused: the control socket serves only its owner";
+		log_warn(NULL, "control connection refused: %s", why);
+		(void)frame_write(fd, 'X', msg, sizeof(msg) - 1);
+		close(fd);
+		return;
+	}
+	c = calloc(1, sizeof(*c));
+	if (c == NULL) {
+		close(fd);
+		return;
+	}
+	c->srv = srv;
+	c->fd = fd;
+	c->id = ++srv->next_id;
+	c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(c->bev, read_cb, NULL, event_cb, c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	c->next = srv->clients;
+	srv->clients = c;
+	log_debug(NULL, "control client connected id=%lld", (long long)c->id);
+}
+
+struct control_server *
+control_server_start(struct event_base *base, struct vm *vm, const char *path,
+    char *err, size_t errlen)
+{
+	struct control_server *srv;
+	struct sockaddr_un sun;
+	mode_t old_umask;
+
+	if (strlen(path) >= sizeof(sun.sun_path)) {
+		snprintf(err, errlen, "control socket path %s is too long (max %zu bytes); "
+		    "use a shorter --data folder", path, sizeof(sun.sun_path) - 1);
+		return NULL;
+	}
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	memcpy(sun.sun_path, path, strlen(path));
+	unlink(path);	/* a stale socket of a dead engine: we hold the data lock */
+	srv = calloc(1, sizeof(*srv));
+	if (srv == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	srv->base = base;
+	srv->vm = vm;
+	srv->path = strdup(path);
+	old_umask = umask(0177);
+	srv->listener = evconnlistener_new_bind(base, accept_cb, srv,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 16,
+	    (struct sockaddr *)&sun, sizeof(sun));
+	umask(old_umask);
+	if (srv->listener == NULL) {
+		snprintf(err, errlen, "cannot listen on %s: %s", path, strerror(errno));
+		free(srv->path);
+		free(srv);
+		return NULL;
+	}
+	chmod(path, 0600);
+	the_server = srv;
+	return srv;
+}
+
+void
+control_server_free(struct control_server *srv)
+{
+	if (srv == NULL)
+		return;
+	while (srv->clients)
+		client_free(srv->clients);
+	evconnlistener_free(srv->listener);
+	unlink(srv->path);
+	free(srv->path);
+	if (the_server == srv)
+		the_server = NULL;
+	free(srv);
+}
+
+/* control.send(client_id, kind, text): 'R'/'X' also end the client's chunk. */
+static int
+l_send(lua_State *L)
+{
+	lua_Integer id = luaL_checkinteger(L, 1);
+	const char *kind = luaL_checkstring(L, 2);
+	size_t len;
+	const char *text = luaL_checklstring(L, 3, &len);
+	struct client *c = the_server ? find_client(the_server, id) : NULL;
+
+	if (c == NULL) {
+		lua_pushboolean(L, 0);
+		return 1;
+	}
+	if (kind[0] == 'R' || kind[0] == 'X') {
+		c->task_id = 0;
+		if (c->interrupted && kind[0] == 'X') {
+			static const char msg[] = "interrupted";
+			c->interrupted = 0;
+			send_frame(c, 'X', msg, sizeof(msg) - 1);
+			lua_pushboolean(L, 1);
+			return 1;
+		}
+		c->interrupted = 0;
+	}
+	send_frame(c, kind[0], text, len);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int
+l_clients(lua_State *L)
+{
+	int n = 0;
+
+	if (the_server)
+		for (struct client *c = the_server->clients; c; c = c->next)
+			n++;
+	lua_pushinteger(L, n);
+	return 1;
+}
+
+int
+luaopen_vault_control(lua_State *L)
+{
+	static const luaL_Reg funcs[] = {
+		{ "send", l_send },
+		{ "clients", l_clients },
+		{ NULL, NULL }
+	};
+	luaL_newlib(L, funcs);
+	return 1;
+}

@@ -1,0 +1,246 @@
+#include "engine.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <lauxlib.h>
+
+#include "control/client.h"
+#include "control/server.h"
+#include "lua/core.h"
+#include "lua/task.h"
+#include "lua/vm.h"
+#include "paths.h"
+
+/* After SIGTERM, how long in-flight work may take before we leave anyway. */
+#define STOP_GRACE_SECONDS 8
+
+struct engine {
+	struct event_base *base;
+	struct vm *vm;
+	struct control_server *control;
+	struct event *sighup, *sigterm, *sigint, *stop_timer;
+	int stopping;
+	int stop_ticks;
+	int lock_fd;
+};
+
+void
+engine_preload_modules(struct vm *vm)
+{
+	vm_preload(vm->L, "vault.core", luaopen_vault_core);
+	vm_preload(vm->L, "vault.task", luaopen_vault_task);
+	vm_preload(vm->L, "vault.control", luaopen_vault_control);
+}
+
+/* Calls main.FN(...) from lua/main.lua with NARGS arguments on the stack;
+ * leaves one result. -1 with the error logged. */
+static int
+call_main(struct vm *vm, const char *fn, int nargs)
+{
+	lua_State *L = vm->L;
+
+	if (vm_require(L, "main") != 0)
+		goto fail;
+	lua_getfield(L, -1, fn);
+	lua_remove(L, -2);
+	lua_insert(L, -1 - nargs);
+	if (vm_pcall(L, nargs, 1) != LUA_OK)
+		goto fail;
+	return 0;
+fail:
+	log_error(NULL, "internal error in main.%s: %s", fn, vm_tostring(L, -1));
+	lua_settop(L, 0);
+	lua_pushnil(L);
+	return -1;
+}
+
+static void
+leave_loop(struct engine *e)
+{
+	event_base_loopexit(e->base, NULL);
+}
+
+/* While stopping: leave as soon as no task is left, or when time is up. */
+static void
+stop_check_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct engine *e = arg;
+
+	(void)fd;
+	(void)what;
+	if (task_count(e->vm) == 0) {
+		leave_loop(e);
+		return;
+	}
+	if (++e->stop_ticks >= STOP_GRACE_SECONDS * 10) {
+		log_warn(NULL, "stop: %d tasks still running after %d s; leaving anyway",
+		    task_count(e->vm), STOP_GRACE_SECONDS);
+		leave_loop(e);
+	}
+}
+
+static void
+begin_stop(struct engine *e, const char *why)
+{
+	struct timeval tv = { 0, 100000 };
+
+	if (e->stopping)
+		return;
+	e->stopping = 1;
+	log_info(NULL, "stopping (%s)", why);
+	if (call_main(e->vm, "stop", 0) == 0)
+		lua_pop(e->vm->L, 1);
+	control_server_free(e->control);
+	e->control = NULL;
+	/* Tasks still running (a polite LOGOUT) get the grace period. */
+	e->stop_timer = event_new(e->base, -1, EV_PERSIST, stop_check_cb, e);
+	evtimer_add(e->stop_timer, &tv);
+	if (task_count(e->vm) == 0)
+		leave_loop(e);
+}
+
+static void
+signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct engine *e = arg;
+
+	(void)what;
+	if (sig == SIGHUP) {
+		if (log_reopen() < 0)
+			log_error(NULL, "cannot reopen the log file: %s", strerror(errno));
+		log_info(NULL, "SIGHUP: reloading sources");
+		if (!e->stopping && call_main(e->vm, "reload", 0) == 0)
+			lua_pop(e->vm->L, 1);
+		return;
+	}
+	begin_stop(e, sig == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static int
+lock_data_dir(struct engine *e, const char *data_dir)
+{
+	char path[4096], pid[32];
+	int n;
+
+	snprintf(path, sizeof(path), "%s/engine.lock", data_dir);
+	e->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (e->lock_fd < 0) {
+		fprintf(stderr, "emailvault: cannot open %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	if (flock(e->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		char other[32] = "";
+		ssize_t r = pread(e->lock_fd, other, sizeof(other) - 1, 0);
+		if (r > 0)
+			other[strcspn(other, "\n")] = '\0';
+		fprintf(stderr, "emailvault: another engine (pid %s) is already running with "
+		    "data folder %s; stop it first, or use another --data folder\n",
+		    r > 0 ? other : "?", data_dir);
+		return -1;
+	}
+	n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(e->lock_fd, 0) < 0 || pwrite(e->lock_fd, pid, (size_t)n, 0) != n)
+		log_warn(NULL, "cannot write the pid to %s", path);
+	return 0;
+}
+
+int
+engine_run(const struct engine_options *opt)
+{
+	struct engine e;
+	char sock[4096], err[512];
+	lua_State *L;
+	int status = 0;
+	struct stat st;
+
+	memset(&e, 0, sizeof(e));
+	e.lock_fd = -1;
+	umask(077);
+	if (paths_mkdir_p(opt->data_dir, 0700) < 0) {
+		fprintf(stderr, "emailvault: cannot create data folder %s: %s\n",
+		    opt->data_dir, strerror(errno));
+		return 1;
+	}
+	if (stat(opt->data_dir, &st) == 0 && (st.st_mode & 077))
+		log_warn(NULL, "data folder %s is accessible to other users (mode %o); "
+		    "chmod 700 it", opt->data_dir, (unsigned)(st.st_mode & 0777));
+	if (lock_data_dir(&e, opt->data_dir) < 0) {
+		if (e.lock_fd >= 0)
+			close(e.lock_fd);
+		return 1;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	e.base = event_base_new();
+	e.vm = e.base ? vm_new(e.base, 0) : NULL;
+	if (e.vm == NULL) {
+		fprintf(stderr, "emailvault: out of memory\n");
+		return 1;
+	}
+	engine_preload_modules(e.vm);
+	L = e.vm->L;
+
+	control_socket_path(opt->data_dir, sock, sizeof(sock));
+	e.control = control_server_start(e.base, e.vm, sock, err, sizeof(err));
+	if (e.control == NULL) {
+		log_error(NULL, "%s", err);
+		status = 1;
+		goto out;
+	}
+
+	lua_createtable(L, 0, 4);
+	lua_pushstring(L, opt->sources_dir);
+	lua_setfield(L, -2, "sources_dir");
+	lua_pushstring(L, opt->data_dir);
+	lua_setfield(L, -2, "data_dir");
+	lua_pushboolean(L, opt->once);
+	lua_setfield(L, -2, "once");
+	lua_pushstring(L, sock);
+	lua_setfield(L, -2, "control_socket");
+	if (call_main(e.vm, "run", 1) < 0 || !lua_toboolean(L, -1)) {
+		status = 1;
+		goto out;
+	}
+	lua_pop(L, 1);
+
+	e.sighup = evsignal_new(e.base, SIGHUP, signal_cb, &e);
+	e.sigterm = evsignal_new(e.base, SIGTERM, signal_cb, &e);
+	e.sigint = evsignal_new(e.base, SIGINT, signal_cb, &e);
+	evsignal_add(e.sighup, NULL);
+	evsignal_add(e.sigterm, NULL);
+	evsignal_add(e.sigint, NULL);
+
+	event_base_dispatch(e.base);
+	if (!e.stopping)
+		begin_stop(&e, core_exit_request.requested ? "done" : "loop ended");
+	if (core_exit_request.requested)
+		status = core_exit_request.code;
+out:
+	control_server_free(e.control);
+	task_cancel_all(e.vm);
+	if (e.stop_timer)
+		event_free(e.stop_timer);
+	if (e.sighup) {
+		event_free(e.sighup);
+		event_free(e.sigterm);
+		event_free(e.sigint);
+	}
+	vm_free(e.vm);
+	event_base_free(e.base);
+	if (e.lock_fd >= 0) {
+		if (ftruncate(e.lock_fd, 0) < 0) {
+			/* nothing to do: the lock goes with the process */
+		}
+		close(e.lock_fd);
+	}
+	log_info(NULL, "exit status=%d", status);
+	return status;
+}

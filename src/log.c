@@ -1,0 +1,235 @@
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LOG_LINE_MAX 8192
+#define LOG_SECRETS_MAX 64
+#define LOG_SECRET_MIN 3	/* shorter values would blank out ordinary text */
+
+static enum log_level min_level = LOG_INFO;
+static int log_fd = 2;
+static char *log_path;
+static char *secrets[LOG_SECRETS_MAX];
+static int nsecrets;
+static log_observer_fn observer;
+static void *observer_ud;
+
+static const char *level_names[] = { "DEBUG", "INFO", "WARN", "ERROR" };
+
+int
+log_parse_level(const char *name, enum log_level *out)
+{
+	static const char *lower[] = { "debug", "info", "warn", "error" };
+
+	for (int i = 0; i < 4; i++) {
+		if (strcmp(name, lower[i]) == 0 || strcmp(name, level_names[i]) == 0) {
+			*out = (enum log_level)i;
+			return 0;
+		}
+	}
+	if (strcmp(name, "warning") == 0) {
+		*out = LOG_WARN;
+		return 0;
+	}
+	return -1;
+}
+
+const char *
+log_level_name(enum log_level level)
+{
+	return level_names[level];
+}
+
+void
+log_set_level(enum log_level level)
+{
+	min_level = level;
+}
+
+enum log_level
+log_get_level(void)
+{
+	return min_level;
+}
+
+int
+log_open_file(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+
+	if (fd < 0)
+		return -1;
+	if (log_fd > 2)
+		close(log_fd);
+	log_fd = fd;
+	if (path != log_path) {
+		free(log_path);
+		log_path = strdup(path);
+	}
+	return 0;
+}
+
+int
+log_reopen(void)
+{
+	if (log_path == NULL)
+		return 0;
+	return log_open_file(log_path);
+}
+
+void
+log_close(void)
+{
+	if (log_fd > 2)
+		close(log_fd);
+	log_fd = 2;
+	free(log_path);
+	log_path = NULL;
+	log_clear_secrets();
+}
+
+void
+log_add_secret(const char *secret)
+{
+	if (secret == NULL || strlen(secret) < LOG_SECRET_MIN)
+		return;
+	for (int i = 0; i < nsecrets; i++)
+		if (strcmp(secrets[i], secret) == 0)
+			return;
+	if (nsecrets == LOG_SECRETS_MAX) {
+		/* The oldest is most likely a password that was since changed. */
+		free(secrets[0]);
+		memmove(secrets, secrets + 1, sizeof(secrets[0]) * (LOG_SECRETS_MAX - 1));
+		nsecrets--;
+	}
+	secrets[nsecrets++] = strdup(secret);
+}
+
+void
+log_clear_secrets(void)
+{
+	for (int i = 0; i < nsecrets; i++)
+		free(secrets[i]);
+	nsecrets = 0;
+}
+
+void
+log_set_observer(log_observer_fn fn, void *ud)
+{
+	observer = fn;
+	observer_ud = ud;
+}
+
+const char *
+log_quote(char *buf, unsigned size, const char *value)
+{
+	int plain = value[0] != '\0';
+	unsigned o = 0;
+
+	for (const char *p = value; *p && plain; p++)
+		if (*p == ' ' || *p == '"' || *p == '=' || (unsigned char)*p < 0x20)
+			plain = 0;
+	if (plain) {
+		snprintf(buf, size, "%s", value);
+		return buf;
+	}
+	if (size < 3) {
+		buf[0] = '\0';
+		return buf;
+	}
+	buf[o++] = '"';
+	for (const char *p = value; *p && o + 3 < size; p++) {
+		unsigned char c = (unsigned char)*p;
+		if (c == '"' || c == '\\') {
+			buf[o++] = '\\';
+			buf[o++] = (char)c;
+		} else if (c == '\n' || c == '\r' || c == '\t') {
+			buf[o++] = '\\';
+			buf[o++] = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+		} else if (c < 0x20) {
+			buf[o++] = '?';
+		} else {
+			buf[o++] = (char)c;
+		}
+	}
+	buf[o++] = '"';
+	buf[o] = '\0';
+	return buf;
+}
+
+/* Replaces every occurrence of a registered secret in LINE with ***. */
+static void
+scrub_secrets(char *line, size_t *len)
+{
+	for (int i = 0; i < nsecrets; i++) {
+		size_t slen = strlen(secrets[i]);
+		char *from = line, *hit;
+
+		while ((hit = strstr(from, secrets[i])) != NULL) {
+			memmove(hit + 3, hit + slen, *len - (size_t)(hit - line) - slen + 1);
+			memcpy(hit, "***", 3);
+			*len = *len - slen + 3;
+			from = hit + 3;
+		}
+	}
+}
+
+void
+log_vmsg(enum log_level level, const char *source, const char *fmt, va_list ap)
+{
+	char line[LOG_LINE_MAX];
+	struct timeval tv;
+	struct tm tm;
+	size_t len;
+	int n;
+
+	if (level < min_level)
+		return;
+	gettimeofday(&tv, NULL);
+	gmtime_r(&tv.tv_sec, &tm);
+	len = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
+	n = snprintf(line + len, sizeof(line) - len, ".%03dZ %-5s [%s] ",
+	    (int)(tv.tv_usec / 1000), level_names[level], source ? source : "-");
+	len += (size_t)n;
+	n = vsnprintf(line + len, sizeof(line) - len - 1, fmt, ap);
+	if (n < 0)
+		n = 0;
+	len += (size_t)n;
+	if (len > sizeof(line) - 2)
+		len = sizeof(line) - 2;
+	/* A message must never break the one-line-per-event rule. */
+	for (size_t i = 0; i < len; i++)
+		if (line[i] == '\n' || line[i] == '\r')
+			line[i] = ' ';
+	line[len] = '\0';
+	scrub_secrets(line, &len);
+	if (observer)
+		observer(level, line, observer_ud);
+	line[len++] = '\n';
+	for (size_t off = 0; off < len;) {
+		ssize_t w = write(log_fd, line + off, len - off);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		off += (size_t)w;
+	}
+}
+
+void
+log_msg(enum log_level level, const char *source, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vmsg(level, source, fmt, ap);
+	va_end(ap);
+}

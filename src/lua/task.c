@@ -1,0 +1,600 @@
+#include "lua/task.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <lauxlib.h>
+
+#include "log.h"
+#include "lua/vm.h"
+
+#define TASK_HANDLE "vault.task"
+#define WATCHDOG_STEP 10000
+
+enum task_state { TASK_READY, TASK_RUNNING, TASK_WAITING, TASK_DONE };
+
+struct cleanup {
+	task_cleanup_fn fn;
+	void *ud;
+	struct cleanup *next;
+};
+
+struct task {
+	struct vm *vm;
+	lua_State *co;
+	int co_ref;
+	uint64_t id;
+	uint64_t seq;
+	uint64_t timer_seq;
+	enum task_state state;
+	int nargs;			/* values pushed on co for the next resume */
+	struct event *resume_ev;
+	struct event *timer;
+	struct cleanup *cleanups;
+	task_done_fn done;
+	void *done_ud;
+	int (*watchdog)(void *ud);
+	void *watchdog_ud;
+	struct task *next;
+	char name[64];
+};
+
+static void task_resume_cb(evutil_socket_t fd, short what, void *arg);
+
+static void
+unlink_task(struct task *t)
+{
+	for (struct task **pp = &t->vm->tasks; *pp; pp = &(*pp)->next) {
+		if (*pp == t) {
+			*pp = t->next;
+			return;
+		}
+	}
+}
+
+static void
+run_cleanups(struct task *t)
+{
+	while (t->cleanups) {
+		struct cleanup *c = t->cleanups;
+		t->cleanups = c->next;
+		c->fn(c->ud);
+		free(c);
+	}
+}
+
+/* Frees everything but leaves results on co readable until unref. */
+static void
+task_free(struct task *t)
+{
+	unlink_task(t);
+	run_cleanups(t);
+	if (t->resume_ev)
+		event_free(t->resume_ev);
+	if (t->timer)
+		event_free(t->timer);
+	*(struct task **)lua_getextraspace(t->co) = NULL;
+	luaL_unref(t->vm->L, LUA_REGISTRYINDEX, t->co_ref);
+	free(t);
+}
+
+static void
+schedule(struct task *t)
+{
+	event_active(t->resume_ev, EV_TIMEOUT, 0);
+}
+
+static void
+watchdog_hook(lua_State *L, lua_Debug *ar)
+{
+	struct task *t = task_current(L);
+
+	(void)ar;
+	if (t && t->watchdog && t->watchdog(t->watchdog_ud))
+		luaL_error(L, "interrupted");
+}
+
+struct task *
+task_spawn(lua_State *L, int nargs, const char *name, task_done_fn done, void *done_ud)
+{
+	struct vm *vm = vm_of(L);
+	struct task *t = calloc(1, sizeof(*t));
+
+	if (t == NULL || vm->base == NULL) {
+		free(t);
+		lua_pop(L, nargs + 1);
+		return NULL;
+	}
+	t->vm = vm;
+	t->id = ++vm->last_task_id;
+	snprintf(t->name, sizeof(t->name), "%s", name ? name : "task");
+	t->co = lua_newthread(L);
+	t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	*(struct task **)lua_getextraspace(t->co) = t;
+	lua_xmove(L, t->co, nargs + 1);
+	t->nargs = nargs;
+	t->done = done;
+	t->done_ud = done_ud;
+	t->resume_ev = event_new(vm->base, -1, 0, task_resume_cb, t);
+	t->state = TASK_READY;
+	t->next = vm->tasks;
+	vm->tasks = t;
+	schedule(t);
+	return t;
+}
+
+struct task *
+task_current(lua_State *L)
+{
+	return *(struct task **)lua_getextraspace(L);
+}
+
+struct task *
+task_find(struct vm *vm, uint64_t id)
+{
+	for (struct task *t = vm->tasks; t; t = t->next)
+		if (t->id == id)
+			return t;
+	return NULL;
+}
+
+uint64_t
+task_id(const struct task *t)
+{
+	return t->id;
+}
+
+const char *
+task_name(const struct task *t)
+{
+	return t->name;
+}
+
+int
+task_count(struct vm *vm)
+{
+	int n = 0;
+
+	for (struct task *t = vm->tasks; t; t = t->next)
+		n++;
+	return n;
+}
+
+struct task_token
+task_wait(struct task *t)
+{
+	struct task_token tok = { t->id, ++t->seq };
+
+	t->state = TASK_WAITING;
+	return tok;
+}
+
+int
+task_wake(struct vm *vm, struct task_token tok, task_push_fn push, void *ud)
+{
+	struct task *t = task_find(vm, tok.id);
+
+	if (t == NULL || t->state != TASK_WAITING || t->seq != tok.seq)
+		return -1;
+	t->seq++;	/* a second wake with the same token is stale */
+	t->nargs = push ? push(t->co, ud) : 0;
+	t->state = TASK_READY;
+	schedule(t);
+	return 0;
+}
+
+void *
+task_add_cleanup(struct task *t, task_cleanup_fn fn, void *ud)
+{
+	struct cleanup *c = malloc(sizeof(*c));
+
+	if (c == NULL)
+		return NULL;
+	c->fn = fn;
+	c->ud = ud;
+	c->next = t->cleanups;
+	t->cleanups = c;
+	return c;
+}
+
+void
+task_remove_cleanup(struct task *t, void *handle)
+{
+	for (struct cleanup **pp = &t->cleanups; *pp; pp = &(*pp)->next) {
+		if (*pp == handle) {
+			struct cleanup *c = *pp;
+			*pp = c->next;
+			free(c);
+			return;
+		}
+	}
+}
+
+void
+task_set_watchdog(struct task *t, int (*check)(void *ud), void *ud)
+{
+	t->watchdog = check;
+	t->watchdog_ud = ud;
+	if (check)
+		lua_sethook(t->co, watchdog_hook, LUA_MASKCOUNT, WATCHDOG_STEP);
+	else
+		lua_sethook(t->co, NULL, 0, 0);
+}
+
+static void
+finish(struct task *t, int ok, int nres)
+{
+	t->state = TASK_DONE;
+	if (t->done)
+		t->done(t, ok, t->co, nres, t->done_ud);
+	task_free(t);
+}
+
+static void
+task_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct task *t = arg;
+	int nres = 0, status;
+
+	(void)fd;
+	(void)what;
+	if (t->state != TASK_READY)
+		return;
+	t->state = TASK_RUNNING;
+	status = lua_resume(t->co, t->vm->L, t->nargs, &nres);
+	t->nargs = 0;
+	if (status == LUA_YIELD) {
+		lua_pop(t->co, nres);
+		/* A primitive set WAITING; a bare coroutine.yield() just lets
+		 * the rest of the loop run and continues on the next turn. */
+		if (t->state == TASK_RUNNING) {
+			t->state = TASK_READY;
+			schedule(t);
+		}
+		return;
+	}
+	if (status == LUA_OK) {
+		finish(t, 1, nres);
+		return;
+	}
+	const char *msg = lua_tostring(t->co, -1);
+	luaL_traceback(t->co, t->co, msg ? msg : "(error object is not a string)", 0);
+	finish(t, 0, 1);
+}
+
+int
+task_cancel(struct task *t)
+{
+	if (t->state == TASK_RUNNING)
+		return -1;
+	t->state = TASK_DONE;
+	run_cleanups(t);
+	/* Closes pending to-be-closed variables of the abandoned coroutine. */
+	lua_resetthread(t->co);
+	lua_settop(t->co, 0);
+	lua_pushliteral(t->co, "cancelled");
+	if (t->done)
+		t->done(t, 0, t->co, 1, t->done_ud);
+	task_free(t);
+	return 0;
+}
+
+void
+task_cancel_all(struct vm *vm)
+{
+	struct task *t, *next;
+
+	for (t = vm->tasks; t; t = next) {
+		next = t->next;
+		if (t->state != TASK_RUNNING)
+			task_cancel(t);
+	}
+}
+
+/* ---- Lua binding: vault.task ------------------------------------------ */
+
+struct handle {
+	uint64_t id;
+};
+
+static struct task *
+check_task(lua_State *L, int idx)
+{
+	struct handle *h = luaL_checkudata(L, idx, TASK_HANDLE);
+
+	return task_find(vm_of(L), h->id);
+}
+
+static void
+push_handle(lua_State *L, struct task *t)
+{
+	struct handle *h = lua_newuserdatauv(L, sizeof(*h), 0);
+
+	h->id = t->id;
+	luaL_setmetatable(L, TASK_HANDLE);
+}
+
+/* The on_done Lua function of a spawned task, called as on_done(ok, ...). */
+static void
+lua_done(struct task *t, int ok, lua_State *co, int nres, void *ud)
+{
+	lua_State *L = t->vm->L;
+	int ref = (int)(intptr_t)ud;
+
+	if (ref == LUA_NOREF)
+		return;
+	lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+	luaL_unref(L, LUA_REGISTRYINDEX, ref);
+	lua_pushboolean(L, ok);
+	luaL_checkstack(L, nres, "task results");
+	lua_xmove(co, L, nres);
+	if (vm_pcall(L, nres + 1, 0) != LUA_OK) {
+		log_error(NULL, "task %s: on_done failed: %s", t->name, lua_tostring(L, -1));
+		lua_pop(L, 1);
+	}
+}
+
+/* task.spawn(name, fn [, on_done]) -> handle */
+static int
+l_spawn(lua_State *L)
+{
+	const char *name = luaL_checkstring(L, 1);
+	int ref = LUA_NOREF;
+	struct task *t;
+
+	luaL_checktype(L, 2, LUA_TFUNCTION);
+	if (!lua_isnoneornil(L, 3)) {
+		luaL_checktype(L, 3, LUA_TFUNCTION);
+		lua_pushvalue(L, 3);
+		ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	}
+	lua_pushvalue(L, 2);
+	t = task_spawn(L, 0, name, lua_done, (void *)(intptr_t)ref);
+	if (t == NULL) {
+		luaL_unref(L, LUA_REGISTRYINDEX, ref);
+		return luaL_error(L, "tasks need the running engine");
+	}
+	push_handle(L, t);
+	return 1;
+}
+
+static struct task *
+must_be_in_task(lua_State *L, const char *what)
+{
+	struct task *t = task_current(L);
+
+	if (t == NULL)
+		luaL_error(L, "%s must be called from a task (the engine, a source "
+		    "or a REPL chunk), not the main thread or a plain coroutine", what);
+	return t;
+}
+
+static void
+timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct task *t = arg;
+	struct task_token tok = { t->id, t->timer_seq };
+
+	(void)fd;
+	(void)what;
+	task_wake(t->vm, tok, NULL, NULL);
+}
+
+static void
+arm_timer(struct task *t, double seconds)
+{
+	struct timeval tv;
+
+	t->timer_seq = t->seq;	/* the timer wakes this wait only */
+	if (t->timer == NULL)
+		t->timer = evtimer_new(t->vm->base, timer_cb, t);
+	if (seconds < 0)
+		seconds = 0;
+	tv.tv_sec = (time_t)seconds;
+	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+	evtimer_add(t->timer, &tv);
+}
+
+static int
+sleep_done(lua_State *L, int status, lua_KContext ctx)
+{
+	struct task *t = task_current(L);
+
+	(void)status;
+	(void)ctx;
+	if (t && t->timer)
+		evtimer_del(t->timer);	/* woken early by task.wake */
+	return 0;
+}
+
+/* task.sleep(seconds) */
+static int
+l_sleep(lua_State *L)
+{
+	struct task *t = must_be_in_task(L, "vault.sleep");
+	double seconds = luaL_checknumber(L, 1);
+
+	task_wait(t);
+	arm_timer(t, seconds);
+	return lua_yieldk(L, 0, 0, sleep_done);
+}
+
+static int
+suspend_done(lua_State *L, int status, lua_KContext ctx)
+{
+	struct task *t = task_current(L);
+
+	(void)status;
+	(void)ctx;
+	if (t && t->timer)
+		evtimer_del(t->timer);
+	if (lua_gettop(L) == 0) {	/* woken by the timer */
+		lua_pushnil(L);
+		lua_pushliteral(L, "timeout");
+		return 2;
+	}
+	return lua_gettop(L);
+}
+
+/* task.suspend([timeout]) -> values given to task.wake | nil, "timeout" */
+static int
+l_suspend(lua_State *L)
+{
+	struct task *t = must_be_in_task(L, "task.suspend");
+
+	int timed = !lua_isnoneornil(L, 1);
+	double seconds = timed ? luaL_checknumber(L, 1) : 0;
+
+	lua_settop(L, 0);
+	task_wait(t);
+	if (timed)
+		arm_timer(t, seconds);
+	return lua_yieldk(L, 0, 0, suspend_done);
+}
+
+static int
+push_wake_values(lua_State *co, void *ud)
+{
+	lua_State *L = ud;
+	int n = lua_gettop(L) - 1;
+
+	if (n == 0) {
+		lua_pushboolean(co, 1);
+		return 1;
+	}
+	luaL_checkstack(co, n, "wake values");
+	for (int i = 2; i <= n + 1; i++)
+		lua_pushvalue(L, i);
+	lua_xmove(L, co, n);
+	return n;
+}
+
+/* task.wake(handle, ...) -> true if it was suspended */
+static int
+l_wake(lua_State *L)
+{
+	struct task *t = check_task(L, 1);
+	struct task_token tok;
+
+	if (t == NULL || t->state != TASK_WAITING) {
+		lua_pushboolean(L, 0);
+		return 1;
+	}
+	tok.id = t->id;
+	tok.seq = t->seq;
+	lua_pushboolean(L, task_wake(t->vm, tok, push_wake_values, L) == 0);
+	return 1;
+}
+
+static int
+l_cancel(lua_State *L)
+{
+	struct task *t = check_task(L, 1);
+
+	if (t == NULL) {
+		lua_pushboolean(L, 0);
+		return 1;
+	}
+	if (task_cancel(t) < 0)
+		return luaL_error(L, "a task cannot cancel itself");
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int
+l_current(lua_State *L)
+{
+	struct task *t = task_current(L);
+
+	if (t == NULL)
+		return 0;
+	push_handle(L, t);
+	return 1;
+}
+
+static int
+l_status(lua_State *L)
+{
+	static const char *names[] = { "ready", "running", "waiting", "done" };
+	struct task *t = check_task(L, 1);
+
+	lua_pushstring(L, t ? names[t->state] : "done");
+	return 1;
+}
+
+static int
+l_handle_tostring(lua_State *L)
+{
+	struct handle *h = luaL_checkudata(L, 1, TASK_HANDLE);
+	struct task *t = task_find(vm_of(L), h->id);
+
+	lua_pushfstring(L, "task %d (%s)", (int)h->id, t ? t->name : "done");
+	return 1;
+}
+
+static int
+l_handle_eq(lua_State *L)
+{
+	struct handle *a = luaL_checkudata(L, 1, TASK_HANDLE);
+	struct handle *b = luaL_checkudata(L, 2, TASK_HANDLE);
+
+	lua_pushboolean(L, a->id == b->id);
+	return 1;
+}
+
+static int
+l_id(lua_State *L)
+{
+	struct handle *h = luaL_checkudata(L, 1, TASK_HANDLE);
+
+	lua_pushinteger(L, (lua_Integer)h->id);
+	return 1;
+}
+
+static int
+l_name(lua_State *L)
+{
+	struct task *t = check_task(L, 1);
+
+	if (t == NULL)
+		return 0;
+	lua_pushstring(L, t->name);
+	return 1;
+}
+
+static int
+l_count(lua_State *L)
+{
+	lua_pushinteger(L, task_count(vm_of(L)));
+	return 1;
+}
+
+int
+luaopen_vault_task(lua_State *L)
+{
+	static const luaL_Reg funcs[] = {
+		{ "spawn", l_spawn },
+		{ "sleep", l_sleep },
+		{ "suspend", l_suspend },
+		{ "wake", l_wake },
+		{ "cancel", l_cancel },
+		{ "current", l_current },
+		{ "status", l_status },
+		{ "count", l_count },
+		{ "id", l_id },
+		{ "name", l_name },
+		{ NULL, NULL }
+	};
+	if (luaL_newmetatable(L, TASK_HANDLE)) {
+		lua_pushcfunction(L, l_handle_tostring);
+		lua_setfield(L, -2, "__tostring");
+		lua_pushcfunction(L, l_handle_eq);
+		lua_setfield(L, -2, "__eq");
+	}
+	lua_pop(L, 1);
+	luaL_newlib(L, funcs);
+	return 1;
+}

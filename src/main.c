@@ -1,0 +1,284 @@
+/*
+ * emailvault: the command line. Each command parses its own options and
+ * hands over to the engine, the control socket client or the Lua half.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <gmime/gmime.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <openssl/crypto.h>
+#include <sqlite3.h>
+
+#include "control/client.h"
+#include "engine.h"
+#include "log.h"
+#include "lua/vm.h"
+#include "paths.h"
+
+#define EXIT_USAGE 2
+
+static char default_sources[4096];
+static char default_data[4096];
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: emailvault COMMAND [OPTIONS]\n"
+	    "\n"
+	    "MyEmailVault keeps a complete, byte-exact, deduplicated archive of your\n"
+	    "IMAP accounts and follows new mail as it arrives.\n"
+	    "\n"
+	    "commands:\n"
+	    "  run      [--sources DIR] [--data DIR] [--log FILE] [--log-level LEVEL] [--once]\n"
+	    "           run the engine on every *.lua source file in DIR\n"
+	    "  check    [--sources DIR]\n"
+	    "           validate every source file without connecting anywhere\n"
+	    "  eval     [--data DIR] [--json] 'CHUNK'\n"
+	    "           run a Lua chunk inside the running engine and print its results\n"
+	    "  version  the versions of emailvault and the libraries it runs with\n"
+	    "  help     this text\n"
+	    "\n"
+	    "options:\n"
+	    "  --sources DIR     source files, one per mail account (default: %s)\n"
+	    "  --data DIR        the archive, its database and the control socket\n"
+	    "                    (default: %s)\n"
+	    "  --log FILE        append the log to FILE instead of stderr (reopened on SIGHUP)\n"
+	    "  --log-level LEVEL debug, info, warn or error (default: info)\n"
+	    "  --once            one complete pass over every source, then exit\n"
+	    "                    (0 if every source finished, 1 if any ended in error)\n"
+	    "  --json            print results as JSON\n"
+	    "\n"
+	    "The engine reloads its sources on SIGHUP and stops cleanly on SIGTERM.\n"
+	    "See docs/sources.md for the source file format.\n",
+	    default_sources, default_data);
+}
+
+static int
+usage_error(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "emailvault: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\nrun 'emailvault --help' for usage\n");
+	return EXIT_USAGE;
+}
+
+enum { OPT_SOURCES = 1000, OPT_DATA, OPT_LOG, OPT_LOG_LEVEL, OPT_ONCE, OPT_JSON, OPT_HELP };
+
+struct cli {
+	const char *sources;
+	const char *data;
+	const char *log_file;
+	const char *log_level;
+	int once;
+	int json;
+};
+
+/* Parses the options ALLOWED (a string of OPT_ letters) for COMMAND. Returns
+ * the index of the first operand, or -1 after a usage error was printed. */
+static int
+parse_options(int argc, char **argv, const char *command, const int *allowed, struct cli *cli)
+{
+	static const struct option all[] = {
+		{ "sources", required_argument, NULL, OPT_SOURCES },
+		{ "data", required_argument, NULL, OPT_DATA },
+		{ "log", required_argument, NULL, OPT_LOG },
+		{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+		{ "once", no_argument, NULL, OPT_ONCE },
+		{ "json", no_argument, NULL, OPT_JSON },
+		{ "help", no_argument, NULL, OPT_HELP },
+		{ NULL, 0, NULL, 0 }
+	};
+	int c;
+
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+h", all, NULL)) != -1) {
+		int ok = 0;
+		if (c == 'h' || c == OPT_HELP) {
+			usage(stdout);
+			exit(0);
+		}
+		for (const int *a = allowed; *a; a++)
+			if (*a == c)
+				ok = 1;
+		if (c == '?' || c == ':' || !ok) {
+			char opt[256];
+			const char *bad = argv[optind - 1];
+			if (c == '?' && optopt)
+				snprintf(opt, sizeof(opt), "-%c", optopt);
+			else
+				snprintf(opt, sizeof(opt), "%s", bad);
+			if (c != '?' && !ok)
+				fprintf(stderr, "emailvault %s: option %s does not apply to this command\n",
+				    command, opt);
+			else
+				fprintf(stderr, "emailvault %s: unknown option or missing value: %s\n",
+				    command, opt);
+			fprintf(stderr, "run 'emailvault --help' for usage\n");
+			return -1;
+		}
+		switch (c) {
+		case OPT_SOURCES: cli->sources = optarg; break;
+		case OPT_DATA: cli->data = optarg; break;
+		case OPT_LOG: cli->log_file = optarg; break;
+		case OPT_LOG_LEVEL: cli->log_level = optarg; break;
+		case OPT_ONCE: cli->once = 1; break;
+		case OPT_JSON: cli->json = 1; break;
+		}
+	}
+	return optind;
+}
+
+static int
+cmd_run(int argc, char **argv)
+{
+	static const int allowed[] = { OPT_SOURCES, OPT_DATA, OPT_LOG, OPT_LOG_LEVEL, OPT_ONCE, 0 };
+	struct cli cli = { default_sources, default_data, NULL, NULL, 0, 0 };
+	struct engine_options opt;
+	enum log_level level;
+	int first = parse_options(argc, argv, "run", allowed, &cli);
+
+	if (first < 0)
+		return EXIT_USAGE;
+	if (first < argc)
+		return usage_error("run takes no arguments (got '%s')", argv[first]);
+	if (cli.log_level) {
+		if (log_parse_level(cli.log_level, &level) < 0)
+			return usage_error("unknown log level '%s' (debug, info, warn or error)",
+			    cli.log_level);
+		log_set_level(level);
+	}
+	if (cli.log_file && log_open_file(cli.log_file) < 0) {
+		perror(cli.log_file);
+		return 1;
+	}
+	opt.sources_dir = cli.sources;
+	opt.data_dir = cli.data;
+	opt.log_file = cli.log_file;
+	opt.once = cli.once;
+	return engine_run(&opt);
+}
+
+static int
+cmd_check(int argc, char **argv)
+{
+	static const int allowed[] = { OPT_SOURCES, 0 };
+	struct cli cli = { default_sources, default_data, NULL, NULL, 0, 0 };
+	struct vm *vm;
+	lua_State *L;
+	int status = 1;
+	int first = parse_options(argc, argv, "check", allowed, &cli);
+
+	if (first < 0)
+		return EXIT_USAGE;
+	if (first < argc)
+		return usage_error("check takes no arguments (got '%s')", argv[first]);
+	log_set_level(LOG_WARN);	/* warnings (a readable secret file) still show */
+	vm = vm_new(NULL, 0);
+	if (vm == NULL)
+		return 1;
+	engine_preload_modules(vm);
+	L = vm->L;
+	if (vm_require(L, "main") != 0)
+		goto fail;
+	lua_getfield(L, -1, "check");
+	lua_pushstring(L, cli.sources);
+	if (vm_pcall(L, 1, 2) != LUA_OK)
+		goto fail;
+	status = (int)lua_tointeger(L, -1);
+	lua_pop(L, 1);
+	for (lua_Integer i = 1; lua_rawgeti(L, -1, i) == LUA_TSTRING; i++) {
+		fprintf(status ? stderr : stdout, "%s\n", lua_tostring(L, -1));
+		lua_pop(L, 1);
+	}
+	vm_free(vm);
+	return status;
+fail:
+	fprintf(stderr, "emailvault: internal error: %s\n", vm_tostring(L, -1));
+	vm_free(vm);
+	return 1;
+}
+
+static int
+cmd_eval(int argc, char **argv)
+{
+	static const int allowed[] = { OPT_DATA, OPT_JSON, 0 };
+	struct cli cli = { default_sources, default_data, NULL, NULL, 0, 0 };
+	char err[1024];
+	int fd, status;
+	int first = parse_options(argc, argv, "eval", allowed, &cli);
+
+	if (first < 0)
+		return EXIT_USAGE;
+	if (first != argc - 1) {
+		fprintf(stderr, "usage: emailvault eval [--data DIR] [--json] 'CHUNK'\n");
+		return EXIT_USAGE;
+	}
+	fd = control_connect(cli.data, err, sizeof(err));
+	if (fd < 0) {
+		fprintf(stderr, "emailvault: %s\n", err);
+		return 1;
+	}
+	status = control_eval(fd, argv[first], cli.json);
+	close(fd);
+	return status;
+}
+
+static int
+cmd_version(void)
+{
+	lua_State *L = luaL_newstate();
+	const curl_version_info_data *curl = curl_version_info(CURLVERSION_NOW);
+
+	printf("emailvault %s\n", EMAILVAULT_VERSION);
+	if (L) {
+		luaL_openlibs(L);
+		lua_getglobal(L, "_VERSION");
+		printf("lua        %s (built with %s)\n", lua_tostring(L, -1), LUA_RELEASE);
+		lua_close(L);
+	}
+	printf("libevent   %s\n", event_get_version());
+	printf("openssl    %s\n", OpenSSL_version(OPENSSL_VERSION));
+	printf("libcurl    %s\n", curl->version);
+	printf("sqlite     %s\n", sqlite3_libversion());
+	printf("gmime      %u.%u.%u\n", gmime_major_version, gmime_minor_version, gmime_micro_version);
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *cmd;
+
+	paths_default_sources(default_sources, sizeof(default_sources));
+	paths_default_data(default_data, sizeof(default_data));
+	if (argc < 2) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	cmd = argv[1];
+	if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0)
+		return cmd_version();
+	if (strcmp(cmd, "run") == 0)
+		return cmd_run(argc - 1, argv + 1);
+	if (strcmp(cmd, "check") == 0)
+		return cmd_check(argc - 1, argv + 1);
+	if (strcmp(cmd, "eval") == 0)
+		return cmd_eval(argc - 1, argv + 1);
+	if (cmd[0] == '-')
+		return usage_error("unknown option '%s' (options go after the command)", cmd);
+	return usage_error("unknown command '%s'", cmd);
+}
