@@ -177,7 +177,7 @@ local function file_env(file)
     "setmetatable", "getmetatable", "print" } do
     env[k] = _G[k]
   end
-  for _, lib in ipairs { "string", "table", "math", "utf8" } do
+  for _, lib in ipairs { "string", "table", "math", "utf8", "coroutine" } do
     local copy = {}
     for k, v in pairs(_G[lib]) do copy[k] = v end
     env[lib] = copy

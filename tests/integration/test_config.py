@@ -1,0 +1,201 @@
+"""Source file validation, through `emailvault check` (no network)."""
+import os
+import re
+import stat
+import tempfile
+import shutil
+import unittest
+
+import vault
+from vault import source_file
+
+
+class CheckTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="ev-check-")
+
+    def tearDown(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def write(self, name, text, mode=0o600):
+        path = os.path.join(self.dir, name)
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, mode)
+        return path
+
+    def check(self, env=None):
+        return vault.run("check", "--sources", self.dir, env=env)
+
+    def problems(self, env=None):
+        r = self.check(env)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        return [l for l in r.stderr.splitlines() if re.match(r"^.+:\d+: ", l)]
+
+    def assertProblem(self, text, field, fragment, line=None, env=None, name="s.lua"):
+        path = self.write(name, text)
+        probs = self.problems(env)
+        want = re.escape(path) + r":(\d+): " + re.escape(field) + ": .*" + re.escape(fragment)
+        hits = [p for p in probs if re.search(want, p)]
+        self.assertTrue(hits, "no problem matching %r in:\n%s" % (want, "\n".join(probs)))
+        if line is not None:
+            self.assertEqual(int(re.search(want, hits[0]).group(1)), line, hits[0])
+        return hits[0]
+
+    # -- good files ---------------------------------------------------------
+    def test_valid_file_passes_with_summary(self):
+        self.write("work.lua", source_file(port=993, name='"Work"'))
+        self.write("home.lua", source_file(port=143, tls="false"))
+        r = self.check()
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("2 sources OK: home, work", r.stdout)
+
+    def test_example_file_is_valid_once_copied(self):
+        shutil.copy(os.path.join(vault.SOURCE_DIR, "sources.d", "example.lua.example"),
+                    os.path.join(self.dir, "example.lua"))
+        r = self.check(env={"WORK_IMAP_PASSWORD": "x-password"})
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_example_is_not_loaded_under_its_shipped_name(self):
+        r = vault.run("check", "--sources", os.path.join(vault.SOURCE_DIR, "sources.d"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("no source files", r.stdout)
+
+    def test_missing_folder(self):
+        r = vault.run("check", "--sources", os.path.join(self.dir, "nope"))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("does not exist", r.stderr)
+
+    # -- each kind of problem ----------------------------------------------
+    def test_syntax_error(self):
+        self.assertProblem('return imap {\n  host = "x"\n  username = "u",\n}\n',
+                           "syntax error", "'}' expected", line=3)
+
+    def test_runtime_error(self):
+        self.assertProblem('local t = nil\nreturn t.x\n', "error", "attempt to index", line=2)
+
+    def test_error_raised_by_the_file(self):
+        self.assertProblem('\n\nerror("no password here")\n', "error", "no password here", line=3)
+
+    def test_endless_loop_is_stopped(self):
+        self.assertProblem('local n = 0\nwhile true do n = n + 1 end\n', "file", "endless loop")
+
+    def test_endless_loop_inside_a_coroutine_is_stopped(self):
+        self.assertProblem('local co = coroutine.wrap(function() while true do end end)\nco()\n',
+                           "file", "endless loop")
+
+    def test_file_must_return_imap(self):
+        self.assertProblem('return { host = "x" }\n', "file", "must return imap")
+        self.assertProblem('local x = 1\n', "file", "must return imap")
+
+    def test_unknown_field_suggests_nearest(self):
+        self.assertProblem(source_file(extra='  hots = "x",'), "hots", "did you mean 'host'", line=6)
+        self.assertProblem(source_file(extra='  allow_insecure_certs = true,'), "allow_insecure_certs",
+                           "did you mean 'allow_insecure_cert'")
+        self.assertProblem(source_file(extra='  flavour = 1,'), "flavour", "known fields")
+
+    def test_wrong_types(self):
+        self.assertProblem(source_file(extra='  name = 42,'), "name", "expected a display label")
+        self.assertProblem(source_file(port='"993"'), "port", "expected an integer", line=3)
+        self.assertProblem(source_file(port='9.5'), "port", "expected an integer")
+        self.assertProblem(source_file(tls='"yes"'), "tls", 'expected true (implicit TLS), "starttls" or false')
+        self.assertProblem(source_file(allow_insecure_cert='"no"'), "allow_insecure_cert", "expected true or false")
+        self.assertProblem(source_file(folders='"INBOX"'), "folders", "expected a table")
+        self.assertProblem(source_file(folders='{ only = {"x"} }'), "folders", "unknown key only")
+        self.assertProblem(source_file(folders='{ exclude = { 1 } }'), "folders", "exclude[1]")
+        self.assertProblem(source_file(filter='true'), "filter", "expected a function")
+        self.assertProblem(source_file(on_error='30'), "on_error", "expected a function")
+        self.assertProblem(source_file(poll='1'), "poll", "at least 10 seconds")
+        self.assertProblem(source_file(password=None, extra='  password = 12345,'), "password", "expected a string")
+        self.assertProblem(source_file(host='imap.example.com/'), "host", "bare host name")
+
+    def test_missing_required_fields(self):
+        for field in ("host", "username", "password"):
+            text = 'return imap {\n  host = "h",\n  username = "u",\n  password = "p",\n}\n'
+            text = re.sub(r"\n  %s = [^\n]*" % field, "", text)
+            self.assertProblem(text, field, "missing", line=1)
+
+    def test_port_out_of_range(self):
+        self.assertProblem(source_file(port=70000), "port", "out of range", line=3)
+        self.assertProblem(source_file(port=0), "port", "out of range")
+
+    def test_bad_file_name(self):
+        self.write("bad name.lua", source_file())
+        probs = self.problems()
+        self.assertTrue(any(": id: " in p for p in probs), probs)
+
+    def test_every_problem_of_a_file_is_listed(self):
+        self.write("s.lua", 'return imap {\n  host = 1,\n  port = 0,\n  username = "u",\n  password = "p",\n}\n')
+        probs = self.problems()
+        self.assertEqual(len(probs), 2, probs)
+        self.assertRegex(probs[0], r":2: host: ")
+        self.assertRegex(probs[1], r":3: port: ")
+
+    def test_one_bad_file_does_not_hide_good_ones(self):
+        self.write("good.lua", source_file())
+        self.write("bad.lua", "return imap {")
+        r = self.check()
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("1 problem in 1 of 2 source files", r.stderr)
+
+    def test_each_file_has_its_own_environment(self):
+        self.write("a.lua", "shared = 'leak'\n" + source_file())
+        self.write("b.lua", "assert(shared == nil, 'saw another file global')\n" + source_file())
+        self.assertEqual(self.check().returncode, 0, self.check().stderr)
+
+    def test_no_dangerous_libraries(self):
+        self.assertProblem('os.execute("true")\n', "error", "attempt to call a nil value")
+        self.assertProblem('io.open("/etc/passwd")\n', "error", "attempt to index a nil value")
+
+    # -- secrets -------------------------------------------------------------
+    def test_secret_env(self):
+        self.write("s.lua", source_file(password='secret.env "EV_TEST_PW"'))
+        self.assertEqual(self.check(env={"EV_TEST_PW": "from-env"}).returncode, 0)
+        env = dict(os.environ)
+        env.pop("EV_TEST_PW", None)
+        self.assertProblem(source_file(password='secret.env "EV_TEST_PW_UNSET"'), "password",
+                           "environment variable EV_TEST_PW_UNSET is not set", line=5)
+        self.assertProblem(source_file(password='secret.env "EV_TEST_PW_EMPTY"'), "password",
+                           "is empty", env={"EV_TEST_PW_EMPTY": ""})
+
+    def test_secret_file(self):
+        pw = self.write("pw.txt", "from-file\n")
+        self.write("s.lua", source_file(password='secret.file "%s"' % pw))
+        self.assertEqual(self.check().returncode, 0, self.check().stderr)
+        # relative paths are read from the source file's folder
+        self.write("s.lua", source_file(password='secret.file "pw.txt"'))
+        self.assertEqual(self.check().returncode, 0, self.check().stderr)
+        self.assertProblem(source_file(password='secret.file "missing.txt"'), "password",
+                           "cannot read secret file")
+        self.write("empty.txt", "")
+        self.assertProblem(source_file(password='secret.file "empty.txt"'), "password", "is empty")
+
+    def test_secret_file_readable_by_others_is_warned(self):
+        self.write("pw.txt", "from-file\n", mode=0o644)
+        self.write("s.lua", source_file(password='secret.file "pw.txt"'))
+        r = self.check()
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("readable by other users", r.stderr)
+
+    def test_secret_command(self):
+        self.write("s.lua", source_file(password='secret.command { "printf", "from-command" }'))
+        self.assertEqual(self.check().returncode, 0, self.check().stderr)
+        self.assertProblem(source_file(password='secret.command { "sh", "-c", "echo nope >&2; exit 3" }'),
+                           "password", "exited with status 3: nope")
+        self.assertProblem(source_file(password='secret.command { "/nonexistent/pass" }'),
+                           "password", "cannot run /nonexistent/pass")
+        self.assertProblem(source_file(password='secret.command { "true" }'), "password", "printed nothing")
+
+    def test_secret_misuse(self):
+        self.assertProblem(source_file(password='secret.env(42)'), "error", "secret.env expects")
+        self.assertProblem(source_file(password='secret.command(7)'), "error", "secret.command expects")
+
+    def test_password_never_printed(self):
+        self.write("s.lua", source_file(password="hunter2-very-secret", port=0))
+        r = self.check()
+        self.assertEqual(r.returncode, 1)
+        self.assertNotIn("hunter2-very-secret", r.stdout + r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
