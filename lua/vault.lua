@@ -42,6 +42,8 @@ for _, level in ipairs { "debug", "info", "warn", "error" } do
   end
 end
 
+vault.imap = require "vault.imap"
+
 function vault.sleep(seconds) return task.sleep(seconds) end
 function vault.now() return core.now() end
 

@@ -16,6 +16,7 @@
 #include "control/client.h"
 #include "control/server.h"
 #include "lua/core.h"
+#include "lua/imap.h"
 #include "lua/task.h"
 #include "lua/vm.h"
 #include "paths.h"
@@ -39,6 +40,7 @@ engine_preload_modules(struct vm *vm)
 	vm_preload(vm->L, "vault.core", luaopen_vault_core);
 	vm_preload(vm->L, "vault.task", luaopen_vault_task);
 	vm_preload(vm->L, "vault.control", luaopen_vault_control);
+	vm_preload(vm->L, "vault.imap", luaopen_vault_imap);
 }
 
 /* Calls main.FN(...) from lua/main.lua with NARGS arguments on the stack;
