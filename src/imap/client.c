@@ -50,6 +50,7 @@ struct imap_client {
 	int allow_insecure;
 	double connect_timeout, command_timeout;
 	int pipeline;
+	int auth;			/* 0 auto, 'L' LOGIN only, 'P' PLAIN only */
 
 	struct net_connect *nc;
 	struct bufferevent *bev;
@@ -750,7 +751,12 @@ do_login(struct imap_client *c)
 	h.ud = c;
 	h.on_done = auth_done;
 	c->caps_from_code = 0;
-	if (imap_client_has_cap(c, "AUTH=PLAIN")) {
+	if (c->auth == 'P' && !imap_client_has_cap(c, "AUTH=PLAIN")) {
+		client_fail(c, "auth", "%s does not offer AUTHENTICATE PLAIN (auth = \"plain\")",
+		    c->hostport);
+		return;
+	}
+	if (c->auth != 'L' && imap_client_has_cap(c, "AUTH=PLAIN")) {
 		/* base64("\0user\0password") */
 		size_t raw_len = ulen + plen + 2;
 		unsigned char *raw = malloc(raw_len);
@@ -1084,6 +1090,7 @@ imap_client_connect(struct event_base *base, const struct imap_client_opts *o,
 	c->connect_timeout = o->connect_timeout > 0 ? o->connect_timeout : 30;
 	c->command_timeout = o->command_timeout > 0 ? o->command_timeout : 120;
 	c->pipeline = o->pipeline > 0 ? o->pipeline : 1;
+	c->auth = o->auth == NULL ? 0 : strcmp(o->auth, "login") == 0 ? 'L' : 'P';
 	c->ready = ready;
 	c->ready_ud = ud;
 	snprintf(c->hostport, sizeof(c->hostport), strchr(o->host, ':') ? "[%s]:%d" : "%s:%d",

@@ -34,6 +34,7 @@ struct imap_client_opts {
 	double connect_timeout;		/* seconds; 0: 30 */
 	double command_timeout;		/* seconds without a byte while waiting; 0: 120 */
 	int pipeline;			/* commands in flight; 0: 1 */
+	const char *auth;		/* "login", "plain" or NULL: PLAIN if offered */
 	const char *log_source;		/* source id for log lines, or NULL */
 };
 

@@ -848,6 +848,9 @@ l_connect(lua_State *L)
 	o.pipeline = (int)opt_number(L, 1, "pipeline", 4);
 	if (o.pipeline < 1 || o.pipeline > 64)
 		return luaL_error(L, "vault.imap.connect: pipeline must be 1 to 64");
+	o.auth = opt_string(L, 1, "auth", NULL);
+	if (o.auth && strcmp(o.auth, "login") != 0 && strcmp(o.auth, "plain") != 0)
+		return luaL_error(L, "vault.imap.connect: auth must be \"login\" or \"plain\"");
 	o.log_source = opt_string(L, 1, "source", NULL);
 	if (o.log_source == NULL) {
 		/* a source's task logs under the source's id */
