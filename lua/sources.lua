@@ -77,6 +77,7 @@ M.fields = {
     if type(v) ~= "boolean" then return nil, "expected true or false, got " .. type_name(v) end
     return v
   end },
+  ca_file = { check = expect_string("the path of a CA certificate file (PEM)") },
   folders = { check = function(v)
     if type(v) ~= "table" then
       return nil, "expected a table { include = {...}, exclude = {...} }, got " .. type_name(v)
@@ -119,7 +120,7 @@ M.fields = {
   end },
 }
 
-M.field_order = { "name", "host", "port", "username", "password", "tls", "allow_insecure_cert",
+M.field_order = { "name", "host", "port", "username", "password", "tls", "allow_insecure_cert", "ca_file",
   "folders", "filter", "on_error", "poll", "fetch_batch", "pipeline" }
 
 local function distance(a, b)

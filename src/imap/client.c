@@ -80,6 +80,7 @@ struct imap_client {
 	char bye[512], bye_code[32];
 	uint64_t bytes_in;
 	char security[96];
+	char fingerprint[TLS_FINGERPRINT_MAX];
 };
 
 static void client_fail(struct imap_client *c, const char *kind, const char *fmt, ...)
@@ -679,7 +680,7 @@ begin_starttls(struct imap_client *c)
 		    "injection attack); closing the connection", c->hostport);
 		return;
 	}
-	c->ssl = tls_new_client(c->host, c->allow_insecure, c->ca_file, &err);
+	c->ssl = tls_new_client(c->host, c->allow_insecure, c->ca_file, c->fingerprint, &err);
 	if (c->ssl == NULL) {
 		client_fail_with(c, &err);
 		return;
@@ -1042,7 +1043,7 @@ connected(evutil_socket_t fd, const struct net_error *err, void *ud)
 		return;
 	}
 	if (c->tls == IMAP_TLS_IMPLICIT) {
-		c->ssl = tls_new_client(c->host, c->allow_insecure, c->ca_file, &terr);
+		c->ssl = tls_new_client(c->host, c->allow_insecure, c->ca_file, c->fingerprint, &terr);
 		if (c->ssl == NULL) {
 			evutil_closesocket(fd);
 			client_fail_with(c, &terr);

@@ -8,6 +8,35 @@
 #include <openssl/x509v3.h>
 
 static SSL_CTX *ctx_verify, *ctx_insecure;
+static int fp_index = -1;	/* SSL ex_data: where the leaf's fingerprint goes */
+
+static void
+fingerprint_of(X509 *cert, char *buf, size_t len)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	size_t o = 0;
+
+	if (cert == NULL || X509_digest(cert, EVP_sha256(), md, &mdlen) != 1) {
+		snprintf(buf, len, "(no certificate)");
+		return;
+	}
+	for (unsigned int i = 0; i < mdlen && o + 4 <= len; i++)
+		o += (size_t)snprintf(buf + o, len - o, i ? ":%02X" : "%02X", md[i]);
+}
+
+/* Notes the server certificate's fingerprint while it is verified, so a
+ * refused certificate can still be named in the error. */
+static int
+verify_cb(int ok, X509_STORE_CTX *store)
+{
+	SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
+	char *fp = ssl && fp_index >= 0 ? SSL_get_ex_data(ssl, fp_index) : NULL;
+
+	if (fp && X509_STORE_CTX_get_error_depth(store) == 0)
+		fingerprint_of(X509_STORE_CTX_get_current_cert(store), fp, TLS_FINGERPRINT_MAX);
+	return ok;
+}
 
 static SSL_CTX *
 new_ctx(int verify, const char *ca_file, struct net_error *err)
@@ -35,7 +64,7 @@ new_ctx(int verify, const char *ca_file, struct net_error *err)
 	}
 	/* Even "insecure" contexts verify, so the reason can be logged; they
 	 * just do not fail the handshake. */
-	SSL_CTX_set_verify(ctx, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+	SSL_CTX_set_verify(ctx, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, verify_cb);
 	return ctx;
 }
 
@@ -48,7 +77,8 @@ is_ip_literal(const char *host)
 }
 
 SSL *
-tls_new_client(const char *host, int allow_insecure, const char *ca_file, struct net_error *err)
+tls_new_client(const char *host, int allow_insecure, const char *ca_file, char *fingerprint,
+    struct net_error *err)
 {
 	SSL_CTX *ctx, *own = NULL;
 	SSL *ssl;
@@ -72,6 +102,12 @@ tls_new_client(const char *host, int allow_insecure, const char *ca_file, struct
 	if (ssl == NULL) {
 		net_error_set(err, "tls", "cannot create a TLS session");
 		return NULL;
+	}
+	if (fp_index < 0)
+		fp_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	if (fingerprint) {
+		snprintf(fingerprint, TLS_FINGERPRINT_MAX, "(no certificate)");
+		SSL_set_ex_data(ssl, fp_index, fingerprint);
 	}
 	param = SSL_get0_param(ssl);
 	if (is_ip_literal(host)) {
@@ -114,18 +150,14 @@ void
 tls_peer_fingerprint(SSL *ssl, char *buf, size_t len)
 {
 	X509 *cert = SSL_get1_peer_certificate(ssl);
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
-	size_t o = 0;
+	const char *seen = fp_index >= 0 ? SSL_get_ex_data(ssl, fp_index) : NULL;
 
-	if (cert == NULL || X509_digest(cert, EVP_sha256(), md, &mdlen) != 1) {
-		snprintf(buf, len, "(no certificate)");
-		X509_free(cert);
+	if (cert == NULL && seen) {
+		snprintf(buf, len, "%s", seen);	/* the handshake was aborted */
 		return;
 	}
+	fingerprint_of(cert, buf, len);
 	X509_free(cert);
-	for (unsigned int i = 0; i < mdlen && o + 4 <= len; i++)
-		o += (size_t)snprintf(buf + o, len - o, i ? ":%02X" : "%02X", md[i]);
 }
 
 void

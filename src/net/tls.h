@@ -12,9 +12,13 @@
 
 #include "net/error.h"
 
-/* A new SSL for HOST, or NULL with ERR set. */
+#define TLS_FINGERPRINT_MAX 100
+
+/* A new SSL for HOST, or NULL with ERR set. FINGERPRINT (TLS_FINGERPRINT_MAX
+ * bytes, owned by the caller, alive as long as the SSL) receives the server
+ * certificate's SHA-256 as it is verified. */
 SSL *tls_new_client(const char *host, int allow_insecure, const char *ca_file,
-    struct net_error *err);
+    char *fingerprint, struct net_error *err);
 
 /* "self-signed certificate", "certificate has expired", ... for a verify result. */
 const char *tls_verify_reason(long result);

@@ -130,6 +130,7 @@ class ImapClientTest(unittest.TestCase):
         self.assertIn("self-signed", r["message"])
         self.assertIn("allow_insecure_cert", r["message"])
         self.assertIn("127.0.0.1:%d" % self.d.tls_port, r["message"])
+        self.assertIn(self.d.cert_sha256_colons.upper(), r["message"])
 
     def test_allow_insecure_cert_connects_and_logs_fingerprint(self):
         r = self.connect_result(allow_insecure_cert="true")
