@@ -1,0 +1,266 @@
+/*
+ * Building command arguments (RFC 3501 section 4 and 9; RFC 6855 for
+ * UTF8=ACCEPT quoted strings).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "imap/format.h"
+#include "imap/utf7.h"
+
+/* ASTRING-CHAR: ATOM-CHAR or ']'. */
+static int
+astring_char(unsigned char c)
+{
+	if (c < 0x20 || c >= 0x7f)
+		return 0;
+	return strchr(" (){%*\"\\", c) == NULL;
+}
+
+enum imap_str_form
+imap_str_form(const char *s, size_t len, int flags)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	int atom = len > 0 && !(flags & IMAP_FMT_STRING), high = 0;
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		if (u[i] == '\0' || u[i] == '\r' || u[i] == '\n')
+			return IMAP_FORM_LITERAL;
+		if (u[i] >= 0x80)
+			high = 1;
+		if (!astring_char(u[i]))
+			atom = 0;
+	}
+	if (high && !((flags & IMAP_FMT_UTF8) && imap_utf8_valid(s, len)))
+		return IMAP_FORM_LITERAL;
+	return atom ? IMAP_FORM_ATOM : IMAP_FORM_QUOTED;
+}
+
+static int
+terminate(char *buf, size_t cap, size_t len, size_t *outlen)
+{
+	if (len >= cap) {
+		if (cap > 0)
+			buf[0] = '\0';
+		return IMAP_FMT_ESPACE;
+	}
+	buf[len] = '\0';
+	if (outlen)
+		*outlen = len;
+	return 0;
+}
+
+int
+imap_format_astring(char *buf, size_t cap, const char *s, size_t len,
+    int flags, size_t *outlen)
+{
+	size_t i, o = 0, need;
+
+	switch (imap_str_form(s, len, flags)) {
+	case IMAP_FORM_LITERAL:
+		if (cap > 0)
+			buf[0] = '\0';
+		return IMAP_FMT_NEEDLIT;
+	case IMAP_FORM_ATOM:
+		if (len >= cap)
+			return terminate(buf, cap, len, outlen);
+		memcpy(buf, s, len);
+		return terminate(buf, cap, len, outlen);
+	case IMAP_FORM_QUOTED:
+		break;
+	}
+	need = len + 2;
+	for (i = 0; i < len; i++)
+		if (s[i] == '"' || s[i] == '\\')
+			need++;
+	if (need >= cap)
+		return terminate(buf, cap, need, outlen);
+	buf[o++] = '"';
+	for (i = 0; i < len; i++) {
+		if (s[i] == '"' || s[i] == '\\')
+			buf[o++] = '\\';
+		buf[o++] = s[i];
+	}
+	buf[o++] = '"';
+	return terminate(buf, cap, o, outlen);
+}
+
+int
+imap_format_literal(char *buf, size_t cap, uint64_t len, int nonsync,
+    int literal8, size_t *outlen)
+{
+	int n;
+
+	n = snprintf(buf, cap, "%s{%llu%s}", literal8 ? "~" : "",
+	    (unsigned long long)len, nonsync ? "+" : "");
+	if (n < 0)
+		return IMAP_FMT_EINVAL;
+	return terminate(buf, cap, (size_t)n, outlen);
+}
+
+int
+imap_format_mailbox(char *buf, size_t cap, const char *utf8, size_t len,
+    int flags, size_t *outlen)
+{
+	size_t m, esc = 0, i, d;
+	int rc;
+
+	flags &= ~IMAP_FMT_STRING;
+	if (flags & IMAP_FMT_UTF8) {
+		if (!imap_utf8_valid(utf8, len))
+			return IMAP_FMT_EINVAL;
+		return imap_format_astring(buf, cap, utf8, len, flags, outlen);
+	}
+	rc = imap_utf7_encode(utf8, len, buf, cap, &m);
+	if (rc == IMAP_UTF7_EINVAL) {
+		if (cap > 0)
+			buf[0] = '\0';
+		return IMAP_FMT_EINVAL;
+	}
+	if (rc < 0)
+		return terminate(buf, cap, cap, outlen);
+	/* mUTF-7 is printable ASCII: an atom or a quoted string */
+	if (imap_str_form(buf, m, 0) == IMAP_FORM_ATOM)
+		return terminate(buf, cap, m, outlen);
+	for (i = 0; i < m; i++)
+		if (buf[i] == '"' || buf[i] == '\\')
+			esc++;
+	if (m + esc + 2 >= cap)
+		return terminate(buf, cap, m + esc + 2, outlen);
+	/* widen in place from the end: bytes only move right */
+	d = m + esc + 1;
+	buf[d] = '"';
+	for (i = m; i > 0; i--) {
+		char c = buf[i - 1];
+
+		buf[--d] = c;
+		if (c == '"' || c == '\\')
+			buf[--d] = '\\';
+	}
+	buf[0] = '"';
+	return terminate(buf, cap, m + esc + 2, outlen);
+}
+
+/* Decimal digits of v. */
+static size_t
+ndigits(uint32_t v)
+{
+	size_t n = 1;
+
+	while (v >= 10) {
+		v /= 10;
+		n++;
+	}
+	return n;
+}
+
+int
+imap_format_uidset(char *buf, size_t cap, const uint32_t *uids, size_t n,
+    size_t *used, size_t *outlen)
+{
+	size_t i = 0, j, o = 0, w;
+	uint32_t lo, hi;
+
+	if (cap > 0)
+		buf[0] = '\0';
+	if (n == 0 || uids[0] == 0)
+		return IMAP_FMT_EINVAL;
+	while (i < n) {
+		/* the run starting at i: consecutive or repeated UIDs */
+		lo = hi = uids[i];
+		for (j = i + 1; j < n; j++) {
+			if (uids[j] < hi)
+				return IMAP_FMT_EINVAL;	/* not ascending */
+			if (uids[j] > (uint64_t)hi + 1)
+				break;
+			hi = uids[j];
+		}
+		w = (o > 0) + ndigits(lo) + (lo != hi ? 1 + ndigits(hi) : 0);
+		if (o + w >= cap)
+			break;
+		if (lo != hi)
+			snprintf(buf + o, cap - o, "%s%u:%u", o ? "," : "",
+			    (unsigned)lo, (unsigned)hi);
+		else
+			snprintf(buf + o, cap - o, "%s%u", o ? "," : "",
+			    (unsigned)lo);
+		o += w;
+		i = j;
+	}
+	if (o == 0)
+		return IMAP_FMT_ESPACE;
+	if (used)
+		*used = i;
+	return terminate(buf, cap, o, outlen);
+}
+
+/* A number or '*' at s[*i]. */
+static int
+seq_number(const char *s, size_t len, size_t *i, uint32_t star, uint32_t *v)
+{
+	uint64_t x = 0;
+	size_t start = *i;
+
+	if (*i < len && s[*i] == '*') {
+		(*i)++;
+		if (star == 0)
+			return -1;
+		*v = star;
+		return 0;
+	}
+	while (*i < len && s[*i] >= '0' && s[*i] <= '9') {
+		x = x * 10 + (uint64_t)(s[*i] - '0');
+		if (x > UINT32_MAX)
+			return -1;
+		(*i)++;
+	}
+	if (*i == start || x == 0)
+		return -1;
+	*v = (uint32_t)x;
+	return 0;
+}
+
+int
+imap_parse_seqset(const char *s, size_t len, uint32_t star,
+    struct imap_range *out, size_t max, size_t *n)
+{
+	size_t i = 0, k = 0;
+	uint32_t a, b;
+
+	for (;;) {
+		if (seq_number(s, len, &i, star, &a) < 0)
+			return IMAP_FMT_EINVAL;
+		b = a;
+		if (i < len && s[i] == ':') {
+			i++;
+			if (seq_number(s, len, &i, star, &b) < 0)
+				return IMAP_FMT_EINVAL;
+		}
+		if (k >= max)
+			return IMAP_FMT_ESPACE;
+		/* "5:2" is the same set as "2:5" (RFC 3501 seq-range) */
+		out[k].lo = a < b ? a : b;
+		out[k].hi = a < b ? b : a;
+		k++;
+		if (i == len)
+			break;
+		if (s[i] != ',')
+			return IMAP_FMT_EINVAL;
+		i++;
+	}
+	if (n)
+		*n = k;
+	return 0;
+}
+
+uint64_t
+imap_ranges_count(const struct imap_range *r, size_t n)
+{
+	uint64_t total = 0;
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		total += (uint64_t)r[i].hi - r[i].lo + 1;
+	return total;
+}
