@@ -43,6 +43,7 @@ for _, level in ipairs { "debug", "info", "warn", "error" } do
 end
 
 vault.imap = require "vault.imap"
+vault.task = task
 
 function vault.sleep(seconds) return task.sleep(seconds) end
 function vault.now() return core.now() end
