@@ -1,6 +1,7 @@
 """The engine process: SIGHUP reload, SIGTERM/SIGINT, the log, the control
 socket and eval, driven through the real binary."""
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -175,6 +176,25 @@ class ProcessTest(unittest.TestCase):
         self.assertTrue(stat.S_ISSOCK(sock.st_mode))
         self.assertEqual(stat.S_IMODE(sock.st_mode), 0o600)
         self.assertEqual(stat.S_IMODE(os.stat(e.log_path).st_mode), 0o600)
+
+    @unittest.skipUnless(os.geteuid() == 0 and shutil.which("setpriv"), "needs root and setpriv")
+    def test_peer_with_another_uid_is_refused(self):
+        e = self.e
+        e.start()
+        sock = os.path.join(e.data, "control.sock")
+        # Open every door the file system has, so only the peer check is left.
+        for path, mode in ((e.tmp, 0o755), (e.data, 0o755), (sock, 0o666)):
+            os.chmod(path, mode)
+        binary = os.path.realpath(vault.BIN)
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            binary, "eval", "--data", e.data, "return 1"],
+                           capture_output=True, text=True, timeout=10)
+        if "Permission denied" in r.stderr and "exec" in r.stderr:
+            self.skipTest("the binary is not executable by nobody here")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("refused", r.stderr)
+        e.wait_for_log("control connection refused: peer uid 65534")
+        self.assertEqual(e.eval("return 2"), 2)     # the owner still gets in
 
     def test_log_format_and_reopen_on_sighup(self):
         e = self.e
