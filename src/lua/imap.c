@@ -655,10 +655,15 @@ on_done(void *ud, const struct imap_response *r, const struct net_error *err)
 			lc->err = *err;
 		}
 	} else if (r->status != IMAP_STATUS_OK && lc->op != OP_LOGOUT) {
-		char said[700], msg[1100];
+		char said[600];
 		imap_response_describe(r, said, sizeof(said));
-		snprintf(msg, sizeof(msg), "%s: the server said \"%s\"", lc->what, said);
-		op_fail(lc, "protocol", r->code.name, "%s", msg);
+		if (!lc->failed) {
+			lc->failed = 1;
+			snprintf(lc->err.kind, sizeof(lc->err.kind), "protocol");
+			snprintf(lc->err.message, sizeof(lc->err.message),
+			    "%.300s: the server said \"%s\"", lc->what, said);
+			snprintf(lc->code, sizeof(lc->code), "%s", r->code.name ? r->code.name : "");
+		}
 	}
 	if (--lc->pending > 0)
 		return;
