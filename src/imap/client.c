@@ -705,6 +705,20 @@ begin_starttls(struct imap_client *c)
 
 /* ---- login sequence ---------------------------------------------------- */
 
+/* Logged in and capabilities known: hand over to the owner. */
+static void
+become_ready(struct imap_client *c)
+{
+	imap_ready_fn ready = c->ready;
+
+	c->state = ST_READY;
+	set_timer(c, 0);
+	c->ready = NULL;
+	if (ready)
+		ready(c, NULL, c->ready_ud);
+	flush(c);
+}
+
 static void
 auth_done(void *ud, const struct imap_response *r, const struct net_error *err)
 {
@@ -729,17 +743,10 @@ auth_done(void *ud, const struct imap_response *r, const struct net_error *err)
 	wipe_free(c->password);
 	c->password = NULL;
 	log_debug(c->log_source, "logged in server=%s user=%s", c->hostport, c->username);
-	if (c->caps_from_code) {
-		c->state = ST_READY;
-		set_timer(c, 0);
-		imap_ready_fn ready = c->ready;
-		c->ready = NULL;
-		if (ready)
-			ready(c, NULL, c->ready_ud);
-		flush(c);
-	} else {
+	if (c->caps_from_code)
+		become_ready(c);
+	else
 		request_caps(c);
-	}
 }
 
 static void
@@ -883,12 +890,7 @@ start_login(struct imap_client *c)
 		return;
 	}
 	if (c->username[0] == '\0') {	/* PREAUTH */
-		c->state = ST_READY;
-		set_timer(c, 0);
-		imap_ready_fn ready = c->ready;
-		c->ready = NULL;
-		if (ready)
-			ready(c, NULL, c->ready_ud);
+		become_ready(c);
 		return;
 	}
 	do_login(c);
@@ -908,14 +910,7 @@ caps_done(void *ud, const struct imap_response *r, const struct net_error *err)
 	if (c->caps == NULL)
 		c->caps = strdup(" IMAP4REV1 ");
 	if (c->password == NULL && c->state == ST_PREAUTH) {
-		/* after login: done */
-		c->state = ST_READY;
-		set_timer(c, 0);
-		imap_ready_fn ready = c->ready;
-		c->ready = NULL;
-		if (ready)
-			ready(c, NULL, c->ready_ud);
-		flush(c);
+		become_ready(c);	/* capabilities re-read after login */
 		return;
 	}
 	start_login(c);
