@@ -7,6 +7,9 @@ local task = require "vault.task"
 local sources = require "sources"
 local log = require "log"
 
+local store_ok, store = pcall(require, "vault.store")
+local json = require "json"
+
 local E = {
   records = {},     -- id -> record
   opts = {},
@@ -25,6 +28,62 @@ local function list_or_dash(ids)
   return #ids > 0 and table.concat(ids, ",") or "-"
 end
 
+-- ---- events: vault.on(name, fn) ----------------------------------------
+E.listeners = { status = {}, error = {}, message = {} }
+
+function E.on(name, fn)
+  local list = E.listeners[name]
+  if not list then error("unknown event '" .. tostring(name) .. "' (status, error or message)", 3) end
+  if type(fn) ~= "function" then error("vault.on expects a function", 3) end
+  list[#list + 1] = fn
+  return function()   -- unsubscribe
+    for i, f in ipairs(list) do if f == fn then table.remove(list, i) return end end
+  end
+end
+
+function E.has_listeners(name) return #E.listeners[name] > 0 end
+
+function E.emit(name, ...)
+  for _, fn in ipairs(E.listeners[name]) do
+    local ok, err = pcall(fn, ...)
+    if not ok then log.warn(nil, "event handler failed", { event = name, error = err }) end
+  end
+end
+
+-- ---- persistence in archive.db ------------------------------------------
+local function db_ready() return store_ok and store.is_open() end
+
+-- Writes what `emailvault status` shows, with or without the engine.
+function E.save(rec)
+  if not db_ready() then return end
+  local err = rec.error or {}
+  local ok, perr = pcall(store.exec,
+    "INSERT INTO sources(id, name, status, paused, import_done, error_kind, error_message, error_code, " ..
+    "error_at, error_attempt, next_retry, last_sync, progress, updated) " ..
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET " ..
+    "name = excluded.name, status = excluded.status, paused = excluded.paused, " ..
+    "import_done = excluded.import_done, error_kind = excluded.error_kind, " ..
+    "error_message = excluded.error_message, error_code = excluded.error_code, " ..
+    "error_at = excluded.error_at, error_attempt = excluded.error_attempt, " ..
+    "next_retry = excluded.next_retry, last_sync = excluded.last_sync, " ..
+    "progress = excluded.progress, updated = excluded.updated",
+    rec.id, (rec.def and rec.def.name) or rec.id, rec.status, rec.paused and 1 or 0,
+    rec.import_done and 1 or 0, err.kind, err.message, err.code, err.at, err.attempt,
+    err.next_retry, rec.last_sync, rec.progress and json.encode(rec.progress) or nil, core.now())
+  if not ok then log.error(rec.id, "cannot save the source's status", { error = perr }) end
+end
+
+-- What archive.db remembers of a source across restarts.
+local function restore(rec)
+  if not db_ready() then return end
+  local row = store.query("SELECT paused, import_done, last_sync FROM sources WHERE id = ?", rec.id)[1]
+  if row then
+    rec.paused = row.paused == 1
+    rec.import_done = row.import_done == 1
+    rec.last_sync = row.last_sync
+  end
+end
+
 function E.set_status(rec, status, err)
   local old = rec.status
   rec.status = status
@@ -35,12 +94,19 @@ function E.set_status(rec, status, err)
     if err then fields.kind = err.kind; fields.error = err.message end
     log.info(rec.id, "status", fields)
   end
-  if E.on_status then E.on_status(rec, old) end
+  E.save(rec)
+  if old ~= status then E.emit("status", E.view(rec), old) end
+  if err then E.emit("error", E.view(rec), err) end
 end
 
 local function start(rec)
+  if rec.paused then
+    E.set_status(rec, "paused")
+    return
+  end
   rec.generation = (rec.generation or 0) + 1
   rec.started_at = core.now()
+  if rec.status ~= "error" then E.set_status(rec, rec.import_done and "active" or "importing") end
   log.info(rec.id, "source started", { generation = rec.generation, file = rec.file,
     host = rec.def.host, port = rec.def.port })
   local runner = E.runner or function() task.suspend() end
@@ -51,6 +117,7 @@ local function start(rec)
     if not ok and err ~= "cancelled" then
       log.error(rec.id, "source task failed", { error = err })
       E.set_status(rec, "error", { kind = "internal", message = tostring(err), at = core.now() })
+      if E.opts.once then E.finished(rec, false) end
     end
     if E.on_task_end then E.on_task_end(rec, ok, err) end
   end)
@@ -87,6 +154,7 @@ function E.reload(reason)
       if not rec then
         rec = { id = id, file = def.file, def = def }
         E.records[id] = rec
+        restore(rec)
         sum.added[#sum.added + 1] = id
         start(rec)
       elseif not rec.def or rec.def.text ~= def.text then
@@ -105,6 +173,7 @@ function E.reload(reason)
       if not rec then
         rec = { id = id, file = loaded.files[id] }
         E.records[id] = rec
+        restore(rec)
       end
       rec.config_error = problems[1]
       rec.config_errors = problems
@@ -159,6 +228,58 @@ end
 
 function E.get(id) return E.records[id] end
 
+-- --once: a source's pass ended; the engine exits when every source's has.
+function E.finished(rec, ok)
+  rec.once_result = ok
+  if not E.opts.once then return end
+  local all_ok = true
+  for _, r in pairs(E.records) do
+    if r.def and not r.paused and r.once_result == nil then return end
+    if r.once_result == false or (not r.def) then all_ok = false end
+  end
+  log.info(nil, "one pass done", { result = all_ok and "ok" or "error" })
+  core.exit(all_ok and 0 or 1)
+end
+
+local function need(id)
+  if type(id) ~= "string" then error("expected a source id (string)", 3) end
+  local rec = E.records[id]
+  if not rec then error("no source with id '" .. id .. "'", 3) end
+  return rec
+end
+
+function E.pause(id)
+  local rec = need(id)
+  rec.paused = true
+  stop(rec, "paused")
+  E.set_status(rec, "paused")
+  return true
+end
+
+function E.resume(id)
+  local rec = need(id)
+  local was = rec.paused
+  rec.paused = false
+  if rec.def and (was or (rec.status == "error" and not rec.task) or rec.status == "error") then
+    stop(rec, "resumed")
+    rec.error = nil
+    E.set_status(rec, rec.import_done and "active" or "importing")
+    start(rec)
+  end
+  E.save(rec)
+  return true
+end
+
+function E.sync_now(id)
+  local rec = need(id)
+  if rec.paused then return nil, "source '" .. id .. "' is paused (vault.resume it first)" end
+  if not rec.task then return nil, "source '" .. id .. "' is not running" end
+  rec.sync_requested = true
+  if rec.conn then rec.conn:wakeup() end
+  if rec.suspended then task.wake(rec.task) end
+  return true
+end
+
 -- The public view of every record, sorted by id.
 function E.list()
   local out = {}
@@ -178,8 +299,22 @@ function E.view(rec)
     id = rec.id, name = def.name or rec.id, file = rec.file, status = rec.status,
     error = err, config_error = rec.config_error, generation = rec.generation,
     started_at = rec.started_at, host = def.host, port = def.port, username = def.username,
-    tls = def.tls,
+    tls = def.tls, last_sync = rec.last_sync,
+    progress = rec.status == "importing" and rec.progress or nil,
   }
+  if db_ready() then
+    local folders, archived, skipped = {}, 0, 0
+    for _, f in ipairs(store.query("SELECT name, uidvalidity, last_uid, on_server FROM folders WHERE source = ?", rec.id)) do
+      local a = store.query("SELECT count(*) AS n FROM locations WHERE source = ? AND folder = ? AND uidvalidity = ?",
+        rec.id, f.name, f.uidvalidity)[1].n
+      local sk = store.query("SELECT count(*) AS n FROM skipped WHERE source = ? AND folder = ? AND uidvalidity = ?",
+        rec.id, f.name, f.uidvalidity)[1].n
+      folders[f.name] = { on_server = f.on_server, archived = a, skipped = sk,
+        uidvalidity = f.uidvalidity, last_uid = f.last_uid }
+      archived, skipped = archived + a, skipped + sk
+    end
+    v.folders, v.archived, v.skipped = folders, archived, skipped
+  end
   if E.decorate then E.decorate(rec, v) end
   return v
 end

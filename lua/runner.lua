@@ -22,6 +22,11 @@ M.RETRY_MIN, M.RETRY_MAX = 30, 3600
 function M.default_retry(err, attempt)
   if err.kind == "auth" or err.kind == "config" then return nil end
   local delay = math.min(M.RETRY_MIN * 2 ^ (attempt - 1), M.RETRY_MAX)
+  -- The server asked us to slow down: at least five minutes.
+  local code = err.code or (err.message or ""):match("%[(%u+)%]")
+  if code == "THROTTLED" or code == "UNAVAILABLE" or code == "LIMIT" then
+    delay = math.max(delay, 300)
+  end
   return delay * (0.75 + math.random() * 0.25)
 end
 
@@ -85,15 +90,6 @@ function M.connect(rec)
   }
 end
 
--- Waits before the next try; vault.sync / vault.resume wake it early.
-local function wait_retry(rec, delay)
-  if delay then
-    task.suspend(delay)
-  else
-    task.suspend()
-  end
-end
-
 function M.fail(rec, err, attempt)
   local delay, hook_err = retry_delay(rec, err, attempt)
   local now = core.now()
@@ -109,45 +105,60 @@ function M.fail(rec, err, attempt)
   return delay
 end
 
+-- Waits in a way vault.sync / vault.resume can cut short.
+local function suspend(rec, seconds)
+  rec.suspended = true
+  if seconds then task.suspend(seconds) else task.suspend() end
+  rec.suspended = false
+end
+
 function M.run(rec)
+  local sync = require "sync"
   local attempt = 0
   while true do
-    if rec.status ~= "error" then E.set_status(rec, "importing") end
     local conn, err = M.connect(rec)
+    local finished = false
     if conn then
       local folders, lerr = conn:list()
       if folders then
         local chosen = M.select_folders(folders, rec.def.folders or {})
         rec.folders = {}
         for _, f in ipairs(chosen) do rec.folders[#rec.folders + 1] = f.name end
-        attempt = 0
-        E.set_status(rec, "importing")
         log.info(rec.id, "folders to archive", { count = #chosen, of = #folders })
-        if E.sync then
-          local ok, serr = E.sync(rec, conn)
-          if not ok then err = serr end
-        else
-          -- Stay connected and watch INBOX until the source stops.
-          local _, xerr = conn:examine("INBOX")
-          err = xerr
-          while not err do
-            if conn:has("IDLE") then
-              local ev, ierr = conn:idle(25 * 60)
-              if not ev then err = ierr end
-            else
-              task.sleep(rec.def.poll)
-              local ev, nerr = conn:noop()
-              if not ev then err = nerr end
-            end
+        E.set_status(rec, rec.import_done and "active" or "importing")
+        local ok, serr = sync.pass(rec, conn, chosen)
+        if ok then
+          attempt = 0
+          if not rec.import_done then
+            rec.import_done = true
+            rec.progress = nil
+            log.info(rec.id, "import complete")
+          end
+          E.set_status(rec, "active")
+          if E.opts.once then
+            conn:logout()
+            finished = true
+          else
+            ok, serr = sync.follow(rec, conn, chosen)
           end
         end
+        err = serr
       else
         err = lerr
       end
-      conn:close()
+      if not finished then conn:close() end
+    end
+    if finished then
+      E.finished(rec, true)
+      return
     end
     attempt = attempt + 1
-    wait_retry(rec, M.fail(rec, err or { kind = "protocol", message = "the connection ended" }, attempt))
+    local delay = M.fail(rec, err or { kind = "protocol", message = "the connection ended" }, attempt)
+    if E.opts.once then
+      E.finished(rec, false)
+      return
+    end
+    suspend(rec, delay)
   end
 end
 

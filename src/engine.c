@@ -17,8 +17,12 @@
 #include "control/server.h"
 #include "lua/core.h"
 #include "lua/imap.h"
+#include "lua/store.h"
+#include "mime/headers.h"
+#include "store/store.h"
 #include "lua/task.h"
 #include "lua/vm.h"
+#include "net/connect.h"
 #include "paths.h"
 
 /* After SIGTERM, how long in-flight work may take before we leave anyway. */
@@ -28,6 +32,7 @@ struct engine {
 	struct event_base *base;
 	struct vm *vm;
 	struct control_server *control;
+	struct store *store;
 	struct event *sighup, *sigterm, *sigint, *stop_timer;
 	int stopping;
 	int stop_ticks;
@@ -41,6 +46,7 @@ engine_preload_modules(struct vm *vm)
 	vm_preload(vm->L, "vault.task", luaopen_vault_task);
 	vm_preload(vm->L, "vault.control", luaopen_vault_control);
 	vm_preload(vm->L, "vault.imap", luaopen_vault_imap);
+	vm_preload(vm->L, "vault.store", luaopen_vault_store);
 }
 
 /* Calls main.FN(...) from lua/main.lua with NARGS arguments on the stack;
@@ -181,6 +187,14 @@ engine_run(const struct engine_options *opt)
 		return 1;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	e.store = store_open(opt->data_dir, 0, err, sizeof(err));
+	if (e.store == NULL) {
+		log_error(NULL, "cannot open the archive: %s", err);
+		close(e.lock_fd);
+		return 1;
+	}
+	store_set_current(e.store);
+	mime_init();
 	e.base = event_base_new();
 	e.vm = e.base ? vm_new(e.base, 0) : NULL;
 	if (e.vm == NULL) {
@@ -236,7 +250,9 @@ out:
 		event_free(e.sigint);
 	}
 	vm_free(e.vm);
+	net_dns_free();
 	event_base_free(e.base);
+	store_close(e.store);
 	if (e.lock_fd >= 0) {
 		if (ftruncate(e.lock_fd, 0) < 0) {
 			/* nothing to do: the lock goes with the process */

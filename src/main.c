@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -22,6 +23,9 @@
 #include "log.h"
 #include "lua/vm.h"
 #include "paths.h"
+#include "store/db.h"
+#include "store/store.h"
+#include <sys/stat.h>
 
 #define EXIT_USAGE 2
 
@@ -44,6 +48,12 @@ usage(FILE *f)
 	    "           validate every source file without connecting anywhere\n"
 	    "  eval     [--data DIR] [--json] 'CHUNK'\n"
 	    "           run a Lua chunk inside the running engine and print its results\n"
+	    "  status   [--data DIR] [--json]\n"
+	    "           every source: status, progress or last sync, error (works without\n"
+	    "           a running engine: as last recorded)\n"
+	    "  pause    [--data DIR] ID    stop archiving a source until resumed (kept across restarts)\n"
+	    "  resume   [--data DIR] ID    resume a paused source, or retry one in error now\n"
+	    "  sync     [--data DIR] ID    look for new mail in every folder of a source now\n"
 	    "  version  the versions of emailvault and the libraries it runs with\n"
 	    "  help     this text\n"
 	    "\n"
@@ -234,6 +244,127 @@ cmd_eval(int argc, char **argv)
 }
 
 static int
+valid_id(const char *id)
+{
+	if (*id == '\0')
+		return 0;
+	for (const char *p = id; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+		    *p == '.' || *p == '-' || *p == '_'))
+			return 0;
+	return 1;
+}
+
+static int
+cmd_status(int argc, char **argv)
+{
+	static const int allowed[] = { OPT_DATA, OPT_JSON, 0 };
+	struct cli cli = { default_sources, default_data, NULL, NULL, 0, 0 };
+	char err[1024], path[4096];
+	struct store *st;
+	struct vm *vm;
+	struct stat sb;
+	int status = 1;
+	int first = parse_options(argc, argv, "status", allowed, &cli);
+
+	if (first < 0)
+		return EXIT_USAGE;
+	if (first < argc)
+		return usage_error("status takes no arguments (got '%s')", argv[first]);
+	snprintf(path, sizeof(path), "%s/archive.db", cli.data);
+	if (stat(path, &sb) < 0) {
+		fprintf(stderr, "emailvault: no archive in %s yet (start the engine: emailvault run "
+		    "--data %s)\n", cli.data, cli.data);
+		return 1;
+	}
+	st = store_open(cli.data, 1, err, sizeof(err));
+	if (st == NULL) {
+		fprintf(stderr, "emailvault: %s\n", err);
+		return 1;
+	}
+	store_set_current(st);
+	vm = vm_new(NULL, 0);
+	engine_preload_modules(vm);
+	if (vm_require(vm->L, "status") == 0) {
+		lua_getfield(vm->L, -1, "print");
+		lua_pushboolean(vm->L, cli.json);
+		lua_pushnumber(vm->L, (lua_Number)time(NULL));
+		if (vm_pcall(vm->L, 2, 1) == LUA_OK) {
+			printf("%s\n", lua_tostring(vm->L, -1));
+			status = 0;
+		}
+	}
+	if (status)
+		fprintf(stderr, "emailvault: %s\n", vm_tostring(vm->L, -1));
+	vm_free(vm);
+	store_close(st);
+	return status;
+}
+
+/* pause / resume / sync ID: through the running engine, or (pause and
+ * resume) straight in archive.db when no engine runs. */
+static int
+cmd_source_action(int argc, char **argv, const char *action)
+{
+	static const int allowed[] = { OPT_DATA, 0 };
+	struct cli cli = { default_sources, default_data, NULL, NULL, 0, 0 };
+	char err[1024], chunk[512];
+	const char *id;
+	int fd;
+	int first = parse_options(argc, argv, action, allowed, &cli);
+
+	if (first < 0)
+		return EXIT_USAGE;
+	if (first != argc - 1) {
+		fprintf(stderr, "usage: emailvault %s [--data DIR] ID\n", action);
+		return EXIT_USAGE;
+	}
+	id = argv[first];
+	if (!valid_id(id))
+		return usage_error("'%s' is not a source id (letters, digits, '.', '-', '_')", id);
+	fd = control_connect(cli.data, err, sizeof(err));
+	if (fd >= 0) {
+		int rc;
+		snprintf(chunk, sizeof(chunk), "local ok, err = vault.%s(\"%s\") "
+		    "if not ok then error(err, 0) end return \"%s: %s\"", action, id, action, id);
+		rc = control_eval(fd, chunk, 0);
+		close(fd);
+		return rc;
+	}
+	if (strcmp(action, "sync") == 0) {
+		fprintf(stderr, "emailvault: %s\n", err);
+		return 1;
+	}
+	/* No engine: record the wish; the engine applies it when it starts. */
+	struct store *st = store_open(cli.data, 0, err, sizeof(err));
+	if (st == NULL) {
+		fprintf(stderr, "emailvault: %s\n", err);
+		return 1;
+	}
+	sqlite3 *db = db_handle(st->db);
+	sqlite3_stmt *q;
+	int paused = strcmp(action, "pause") == 0;
+	int changed = 0;
+	if (sqlite3_prepare_v2(db, paused ?
+	    "INSERT INTO sources(id, name, status, paused) VALUES (?1, ?1, 'paused', 1) "
+	    "ON CONFLICT(id) DO UPDATE SET paused = 1, status = 'paused'" :
+	    "UPDATE sources SET paused = 0, error_attempt = NULL, next_retry = NULL WHERE id = ?1",
+	    -1, &q, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+		if (sqlite3_step(q) == SQLITE_DONE)
+			changed = sqlite3_changes(db);
+		sqlite3_finalize(q);
+	}
+	store_close(st);
+	if (!changed) {
+		fprintf(stderr, "emailvault: no source '%s' is recorded in %s\n", id, cli.data);
+		return 1;
+	}
+	printf("%s: %s (no engine is running; it applies when the engine starts)\n", action, id);
+	return 0;
+}
+
+static int
 cmd_version(void)
 {
 	lua_State *L = luaL_newstate();
@@ -278,6 +409,10 @@ main(int argc, char **argv)
 		return cmd_check(argc - 1, argv + 1);
 	if (strcmp(cmd, "eval") == 0)
 		return cmd_eval(argc - 1, argv + 1);
+	if (strcmp(cmd, "status") == 0)
+		return cmd_status(argc - 1, argv + 1);
+	if (strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0 || strcmp(cmd, "sync") == 0)
+		return cmd_source_action(argc - 1, argv + 1, cmd);
 	if (cmd[0] == '-')
 		return usage_error("unknown option '%s' (options go after the command)", cmd);
 	return usage_error("unknown command '%s'", cmd);

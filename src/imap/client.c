@@ -952,8 +952,14 @@ read_cb(struct bufferevent *bev, void *arg)
 				begin_starttls(c);
 			break;
 		}
-		if (rc < 0)
+		if (rc < 0) {
+			/* A receiver refused the data (disk full...): it has its
+			 * own error; the connection cannot go on either way. */
+			if (c->state != ST_CLOSED)
+				client_fail(c, "protocol", "reading from %s stopped: %s", c->hostport,
+				    imap_parser_errmsg(c->parser));
 			break;
+		}
 		c->bytes_in += v.iov_len;
 		evbuffer_drain(in, v.iov_len);
 	}

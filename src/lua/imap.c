@@ -12,6 +12,9 @@
 #include <lauxlib.h>
 
 #include "imap/client.h"
+#include "mime/headers.h"
+#include "store/store.h"
+#include "sync/archive.h"
 #include "imap/format.h"
 #include "imap/utf7.h"
 #include "log.h"
@@ -22,7 +25,7 @@
 #define LUA_LITERAL_MAX ((size_t)256 << 20)
 
 enum op { OP_NONE, OP_CONNECT, OP_SIMPLE, OP_LIST, OP_EXAMINE, OP_STATUS, OP_SEARCH,
-	OP_FETCH, OP_IDLE, OP_LOGOUT };
+	OP_FETCH, OP_IDLE, OP_LOGOUT, OP_ARCHIVE };
 
 struct litbuf {
 	char *data;
@@ -56,6 +59,11 @@ struct lconn {
 	struct event *idle_timer;
 	int idle_done_sent;
 	int idle_started;
+	/* ARCHIVE */
+	struct archive_job *job;
+	int filter_ref, on_message_ref, on_progress_ref;
+	long hook_budget;
+	struct archive_progress result;
 };
 
 static struct lconn *conns;
@@ -92,12 +100,17 @@ clear_lits(struct lconn *lc)
 	lc->streaming = 0;
 }
 
+static void unref_hooks(struct lconn *lc);
+
 static void
 destroy_conn(struct lconn *lc)
 {
 	unlink_conn(lc);
 	if (lc->client)
 		imap_client_free(lc->client);
+	if (lc->job)
+		archive_free(lc->job);
+	unref_hooks(lc);
 	if (lc->idle_timer)
 		event_free(lc->idle_timer);
 	clear_lits(lc);
@@ -140,6 +153,27 @@ push_result(lua_State *co, void *ud)
 		return push_handle(co, lc);
 	if (lc->op == OP_LOGOUT) {
 		lua_pushboolean(co, 1);
+		return 1;
+	}
+	if (lc->op == OP_ARCHIVE) {
+		const struct archive_progress *p = &lc->result;
+		lua_createtable(co, 0, 9);
+		lua_pushinteger(co, (lua_Integer)p->messages_total);
+		lua_setfield(co, -2, "messages_total");
+		lua_pushinteger(co, (lua_Integer)p->bytes_total);
+		lua_setfield(co, -2, "bytes_total");
+		lua_pushinteger(co, (lua_Integer)p->messages_done);
+		lua_setfield(co, -2, "messages_done");
+		lua_pushinteger(co, (lua_Integer)p->bytes_done);
+		lua_setfield(co, -2, "bytes_done");
+		lua_pushinteger(co, (lua_Integer)p->archived);
+		lua_setfield(co, -2, "archived");
+		lua_pushinteger(co, (lua_Integer)p->skipped);
+		lua_setfield(co, -2, "skipped");
+		lua_pushinteger(co, (lua_Integer)p->duplicates);
+		lua_setfield(co, -2, "duplicates");
+		lua_pushinteger(co, (lua_Integer)p->last_uid);
+		lua_setfield(co, -2, "last_uid");
 		return 1;
 	}
 	if (lc->result_ref != LUA_NOREF) {
@@ -201,6 +235,10 @@ cancelled_cleanup(void *ud)
 	}
 	if (lc->client)
 		imap_client_close(lc->client, 1);
+	if (lc->job) {
+		archive_free(lc->job);	/* its commands were dropped silently */
+		lc->job = NULL;
+	}
 }
 
 static void
@@ -1212,6 +1250,290 @@ l_logout(lua_State *L)
 	return send_simple(L, lc, OP_LOGOUT, "LOGOUT", "LOGOUT");
 }
 
+/* ---- conn:archive ------------------------------------------------------ */
+
+static void
+unref_hooks(struct lconn *lc)
+{
+	lua_State *L = lc->vm->L;
+
+	if (lc->filter_ref > 0)
+		luaL_unref(L, LUA_REGISTRYINDEX, lc->filter_ref);
+	if (lc->on_message_ref > 0)
+		luaL_unref(L, LUA_REGISTRYINDEX, lc->on_message_ref);
+	if (lc->on_progress_ref > 0)
+		luaL_unref(L, LUA_REGISTRYINDEX, lc->on_progress_ref);
+	lc->filter_ref = lc->on_message_ref = lc->on_progress_ref = 0;
+}
+
+/* msg:header(name): only while the filter runs (the headers go after). */
+struct headers_box {
+	struct mime_headers *h;
+};
+
+static int
+l_msg_header(lua_State *L)
+{
+	struct headers_box *box = lua_touserdata(L, lua_upvalueindex(1));
+	const char *name = luaL_checkstring(L, 2);
+	const char *v;
+
+	if (box == NULL || box->h == NULL)
+		return luaL_error(L, "msg:header is only valid while the filter runs");
+	v = mime_headers_get(box->h, name);
+	if (v == NULL)
+		return 0;
+	lua_pushstring(L, v);
+	return 1;
+}
+
+static void
+set_str(lua_State *L, const char *k, const char *v)
+{
+	lua_pushstring(L, v ? v : "");
+	lua_setfield(L, -2, k);
+}
+
+/* The table a filter sees; leaves it and the headers box on the stack. */
+static struct headers_box *
+push_msg(lua_State *L, const struct archive_msg *m)
+{
+	struct headers_box *box;
+
+	lua_createtable(L, 0, 14);
+	set_str(L, "folder", m->folder);
+	lua_pushinteger(L, m->uid);
+	lua_setfield(L, -2, "uid");
+	lua_pushinteger(L, (lua_Integer)m->size);
+	lua_setfield(L, -2, "size");
+	if (m->internaldate >= 0) {
+		lua_pushinteger(L, m->internaldate);
+		lua_setfield(L, -2, "internaldate");
+	}
+	lua_newtable(L);
+	{
+		lua_Integer i = 1;
+		const char *f = m->flags;
+		while (f && *f) {
+			const char *sp = strchr(f, ' ');
+			size_t n = sp ? (size_t)(sp - f) : strlen(f);
+			lua_pushlstring(L, f, n);
+			lua_rawseti(L, -2, i++);
+			f += n;
+			while (*f == ' ')
+				f++;
+		}
+	}
+	lua_setfield(L, -2, "flags");
+	if (m->hash)
+		set_str(L, "hash", m->hash);
+	if (m->headers) {
+		set_str(L, "subject", mime_headers_subject(m->headers));
+		set_str(L, "from", mime_headers_from(m->headers));
+		set_str(L, "to", mime_headers_to(m->headers));
+		set_str(L, "cc", mime_headers_cc(m->headers));
+		set_str(L, "date", mime_headers_date(m->headers));
+		set_str(L, "message_id", mime_headers_message_id(m->headers));
+	}
+	box = lua_newuserdatauv(L, sizeof(*box), 0);
+	box->h = m->headers;
+	lua_pushvalue(L, -1);
+	lua_pushcclosure(L, l_msg_header, 1);
+	lua_setfield(L, -3, "header");
+	return box;
+}
+
+static int
+archive_filter(void *ud, const struct archive_msg *m, char *reason, size_t rlen)
+{
+	struct lconn *lc = ud;
+	lua_State *L = lc->vm->L;
+	struct headers_box *box;
+	int keep = 1, top = lua_gettop(L);
+
+	lua_rawgeti(L, LUA_REGISTRYINDEX, lc->filter_ref);
+	box = push_msg(L, m);		/* fn, msg, box */
+	lua_insert(L, -3);		/* box, fn, msg */
+	if (vm_pcall_budget(L, 1, 2, lc->hook_budget) != LUA_OK) {
+		const char *e = lua_tostring(L, -1);
+		char *nl;
+		snprintf(reason, rlen, "filter failed on %s UID %u: %s", m->folder, m->uid,
+		    e ? e : "error");
+		if ((nl = strstr(reason, "\nstack traceback")) != NULL)
+			*nl = '\0';
+		keep = -1;
+	} else if (lua_type(L, -2) == LUA_TBOOLEAN && !lua_toboolean(L, -2)) {
+		keep = 0;
+		snprintf(reason, rlen, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "filter");
+	}
+	box->h = NULL;
+	lua_settop(L, top);
+	return keep;
+}
+
+static void
+archive_message(void *ud, const struct archive_msg *m, int kept)
+{
+	struct lconn *lc = ud;
+	lua_State *L = lc->vm->L;
+	int top = lua_gettop(L);
+
+	if (lc->on_message_ref <= 0)
+		return;
+	lua_rawgeti(L, LUA_REGISTRYINDEX, lc->on_message_ref);
+	lua_createtable(L, 0, 8);
+	set_str(L, "folder", m->folder);
+	lua_pushinteger(L, m->uid);
+	lua_setfield(L, -2, "uid");
+	lua_pushinteger(L, (lua_Integer)m->size);
+	lua_setfield(L, -2, "size");
+	if (m->hash)
+		set_str(L, "hash", m->hash);
+	if (m->headers) {
+		set_str(L, "subject", mime_headers_subject(m->headers));
+		set_str(L, "from", mime_headers_from(m->headers));
+	}
+	lua_pushboolean(L, kept);
+	lua_setfield(L, -2, "kept");
+	if (vm_pcall(L, 1, 0) != LUA_OK)
+		log_warn(lc->source, "message handler failed: %s", lua_tostring(L, -1));
+	lua_settop(L, top);
+}
+
+static void
+archive_progress(void *ud, const struct archive_progress *p)
+{
+	struct lconn *lc = ud;
+	lua_State *L = lc->vm->L;
+	int top = lua_gettop(L);
+
+	lc->result = *p;
+	if (lc->on_progress_ref <= 0)
+		return;
+	lua_rawgeti(L, LUA_REGISTRYINDEX, lc->on_progress_ref);
+	lua_createtable(L, 0, 8);
+	lua_pushinteger(L, (lua_Integer)p->messages_total);
+	lua_setfield(L, -2, "messages_total");
+	lua_pushinteger(L, (lua_Integer)p->bytes_total);
+	lua_setfield(L, -2, "bytes_total");
+	lua_pushinteger(L, (lua_Integer)p->messages_done);
+	lua_setfield(L, -2, "messages_done");
+	lua_pushinteger(L, (lua_Integer)p->bytes_done);
+	lua_setfield(L, -2, "bytes_done");
+	lua_pushinteger(L, (lua_Integer)p->archived);
+	lua_setfield(L, -2, "archived");
+	lua_pushinteger(L, (lua_Integer)p->skipped);
+	lua_setfield(L, -2, "skipped");
+	lua_pushinteger(L, (lua_Integer)p->last_uid);
+	lua_setfield(L, -2, "last_uid");
+	if (vm_pcall(L, 1, 0) != LUA_OK)
+		log_warn(lc->source, "progress handler failed: %s", lua_tostring(L, -1));
+	lua_settop(L, top);
+}
+
+static void
+free_job_later(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	archive_free(arg);
+}
+
+static void
+archive_done(void *ud, const struct archive_progress *p, const struct net_error *err)
+{
+	struct lconn *lc = ud;
+	struct timeval now = { 0, 0 };
+
+	lc->result = *p;
+	if (err && !lc->failed) {
+		lc->failed = 1;
+		lc->err = *err;
+	}
+	/* The job is still on the stack of its own callback: free it later. */
+	event_base_once(lc->vm->base, -1, EV_TIMEOUT, free_job_later, lc->job, &now);
+	lc->job = NULL;
+	unref_hooks(lc);
+	finish_op(lc);
+}
+
+static int
+opt_ref(lua_State *L, int t, const char *k)
+{
+	lua_getfield(L, t, k);
+	if (lua_isnil(L, -1)) {
+		lua_pop(L, 1);
+		return 0;
+	}
+	luaL_checktype(L, -1, LUA_TFUNCTION);
+	return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/*
+ * conn:archive{ folder=, uidvalidity=, last_uid=, batch=, source=, filter=fn,
+ *   on_message=fn, on_progress=fn, hook_budget= } -> progress | nil, err
+ * Archives the examined folder's messages above last_uid into the store.
+ */
+static int
+l_archive(lua_State *L)
+{
+	struct lconn *lc = check_conn(L, 1);
+	struct store *st = store_current();
+	struct archive_params p;
+
+	luaL_checktype(L, 2, LUA_TTABLE);
+	if (st == NULL || st->blobs == NULL || st->readonly)
+		return luaL_error(L, "conn:archive needs the engine's archive (open read-write)");
+	memset(&p, 0, sizeof(p));
+	p.folder = opt_string(L, 2, "folder", NULL);
+	if (p.folder == NULL)
+		return luaL_error(L, "conn:archive: folder is required");
+	p.source = opt_string(L, 2, "source", lc->source ? lc->source : "");
+	p.uidvalidity = (uint32_t)opt_number(L, 2, "uidvalidity", 0);
+	p.last_uid = (uint32_t)opt_number(L, 2, "last_uid", 0);
+	p.batch = (int)opt_number(L, 2, "batch", 200);
+	p.blobs = st->blobs;
+	p.db = st->db;
+	lc->hook_budget = (long)opt_number(L, 2, "hook_budget", 1000000);
+	lc->filter_ref = opt_ref(L, 2, "filter");
+	lc->on_message_ref = opt_ref(L, 2, "on_message");
+	lc->on_progress_ref = opt_ref(L, 2, "on_progress");
+	p.ud = lc;
+	p.filter = lc->filter_ref ? archive_filter : NULL;
+	p.on_message = archive_message;
+	p.on_progress = archive_progress;
+	p.on_done = archive_done;
+	memset(&lc->result, 0, sizeof(lc->result));
+	lc->failed = 0;
+	lc->code[0] = '\0';
+	lc->result_ref = LUA_NOREF;
+	lc->job = archive_start(lc->client, &p);
+	if (lc->job == NULL) {
+		unref_hooks(lc);
+		return closed_now(L, lc);
+	}
+	return wait_op(L, lc, OP_ARCHIVE);
+}
+
+/* conn:wakeup(): ends a running IDLE early (from another task). */
+static int
+l_wakeup(lua_State *L)
+{
+	struct handle *h = luaL_checkudata(L, 1, CONN_HANDLE);
+	struct lconn *lc = find_conn(h->id);
+
+	if (lc && lc->op == OP_IDLE) {
+		if (lc->idle_started)
+			idle_send_done(lc);
+		else
+			lc->idle_done_sent = 1;	/* send DONE as soon as the "+" comes */
+		lua_pushboolean(L, 1);
+		return 1;
+	}
+	lua_pushboolean(L, 0);
+	return 1;
+}
+
 /* conn:close(): drop the connection now (no LOGOUT) */
 static int
 l_close(lua_State *L)
@@ -1337,6 +1659,8 @@ luaopen_vault_imap(lua_State *L)
 		{ "logout", l_logout },
 		{ "close", l_close },
 		{ "info", l_info },
+		{ "archive", l_archive },
+		{ "wakeup", l_wakeup },
 		{ NULL, NULL }
 	};
 	static const luaL_Reg funcs[] = {

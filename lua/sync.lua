@@ -1,0 +1,191 @@
+-- The default sync strategy: which folders, in which order, what to compare,
+-- when to look again. The heavy lifting (streaming bodies to blobs, hashing,
+-- transactions) is conn:archive in C.
+--
+-- Per folder: EXAMINE (never SELECT), compare UIDVALIDITY with the archive
+-- (a change re-scans the folder; content hashes keep it free of
+-- duplicates), archive the UIDs above the last archived one, reconcile what
+-- the server holds with what is archived or skipped.
+
+local core = require "vault.core"
+local store = require "vault.store"
+local task = require "vault.task"
+local log = require "log"
+local E = require "engine"
+
+local S = {}
+
+S.IDLE_MAX = 29 * 60 - 60      -- re-issue IDLE before the 29-minute mark
+
+local function folder_row(source, folder)
+  return store.query("SELECT uidvalidity, last_uid, on_server FROM folders WHERE source = ? AND name = ?",
+    source, folder)[1]
+end
+
+-- Counts for one folder at its current UIDVALIDITY.
+function S.folder_counts(source, folder, uidvalidity)
+  local a = store.query("SELECT count(*) AS n FROM locations WHERE source = ? AND folder = ? AND uidvalidity = ?",
+    source, folder, uidvalidity)[1].n
+  local s = store.query("SELECT count(*) AS n FROM skipped WHERE source = ? AND folder = ? AND uidvalidity = ?",
+    source, folder, uidvalidity)[1].n
+  return a, s
+end
+
+local function event(source, kind, detail)
+  store.exec("INSERT INTO events(at, source, kind, detail) VALUES (?, ?, ?, ?)", core.now(), source, kind, detail)
+end
+
+-- Archives one folder's new mail. Returns true or nil, err.
+function S.sync_folder(rec, conn, name, progress)
+  local info, err = conn:examine(name)
+  if not info then
+    if err.code == "NONEXISTENT" then
+      log.warn(rec.id, "folder vanished before it could be read", { folder = name })
+      return true
+    end
+    return nil, err
+  end
+  local uidv = info.uidvalidity or 0
+  local row = folder_row(rec.id, name)
+  if row and row.uidvalidity and row.uidvalidity ~= uidv then
+    log.warn(rec.id, "UIDVALIDITY changed: re-scanning the folder (already archived messages are not stored twice)",
+      { folder = name, old = row.uidvalidity, new = uidv })
+    event(rec.id, "uidvalidity", string.format("%s: %d -> %d", name, row.uidvalidity, uidv))
+  end
+  store.exec("INSERT INTO folders(source, name, uidvalidity, last_uid, on_server) VALUES (?, ?, ?, 0, ?) " ..
+    "ON CONFLICT(source, name) DO UPDATE SET " ..
+    "last_uid = CASE WHEN uidvalidity = excluded.uidvalidity THEN last_uid ELSE 0 END, " ..
+    "uidvalidity = excluded.uidvalidity, on_server = excluded.on_server",
+    rec.id, name, uidv, info.exists or 0)
+  row = folder_row(rec.id, name)
+  local last = row.last_uid or 0
+  local exists = info.exists or 0
+  -- Nothing new: the next UID the server would give is right after ours.
+  if exists > 0 and not (info.uidnext and info.uidnext <= last + 1) then
+    local def = rec.def
+    local res, aerr = conn:archive {
+      folder = name, uidvalidity = uidv, last_uid = last, source = rec.id,
+      batch = def.fetch_batch, filter = def.filter,
+      on_progress = progress and function(p) progress(name, p) end or nil,
+      on_message = E.has_listeners("message") and function(m)
+        m.source = rec.id
+        E.emit("message", m)
+      end or nil,
+    }
+    if not res then return nil, aerr end
+    if res.messages_done > 0 then
+      log.info(rec.id, "folder archived", { folder = name, archived = res.archived, skipped = res.skipped,
+        duplicates = res.duplicates, bytes = res.bytes_done, last_uid = res.last_uid })
+    end
+  end
+  S.reconcile(rec, name, uidv, exists)
+  return true
+end
+
+-- What the server holds vs archived + skipped: a shortfall is never silent.
+function S.reconcile(rec, name, uidv, on_server)
+  local archived, skipped = S.folder_counts(rec.id, name, uidv)
+  rec.folder_state = rec.folder_state or {}
+  local row = folder_row(rec.id, name) or {}
+  rec.folder_state[name] = { on_server = on_server, archived = archived, skipped = skipped,
+    uidvalidity = uidv, last_uid = row.last_uid or 0 }
+  if archived + skipped < on_server then
+    local detail = string.format("%s: the server holds %d messages, %d archived and %d skipped",
+      name, on_server, archived, skipped)
+    log.error(rec.id, "reconciliation shortfall", { folder = name, on_server = on_server,
+      archived = archived, skipped = skipped })
+    event(rec.id, "shortfall", detail)
+    E.emit("error", E.view(rec), { kind = "storage", message = "reconciliation shortfall: " .. detail })
+  end
+end
+
+-- Totals for the import's progress: STATUS of every folder up front.
+local function import_totals(rec, conn, folders)
+  local items = conn:has("STATUS=SIZE") and "MESSAGES SIZE" or "MESSAGES"
+  local total, bytes = 0, 0
+  for _, f in ipairs(folders) do
+    local st = conn:status(f.name, items)
+    if st then
+      total = total + (st.messages or 0)
+      bytes = bytes + (st.size or 0)
+    end
+  end
+  return total, bytes
+end
+
+-- One pass over FOLDERS. Returns true or nil, err.
+function S.pass(rec, conn, folders)
+  local importing = rec.status == "importing"
+  local p = { started = core.monotonic(), done0 = 0, bytes0 = 0 }
+  if importing then
+    p.total, p.bytes_total = import_totals(rec, conn, folders)
+    local d = store.query("SELECT count(*) AS n FROM locations WHERE source = ?", rec.id)[1].n
+      + store.query("SELECT count(*) AS n FROM skipped WHERE source = ?", rec.id)[1].n
+    p.done0 = d
+    rec.progress = { messages_done = d, messages_total = p.total, bytes_done = 0,
+      bytes_total = p.bytes_total > 0 and p.bytes_total or nil, rate = 0 }
+  end
+  local done_before = 0
+  local bytes_before = 0
+  for _, f in ipairs(folders) do
+    local last
+    local ok, err = S.sync_folder(rec, conn, f.name, importing and function(_, jp)
+      last = jp
+      local done = p.done0 + done_before + jp.messages_done
+      local bytes = bytes_before + jp.bytes_done
+      local elapsed = core.monotonic() - p.started
+      local rate = elapsed > 0 and (done - p.done0) / elapsed or 0
+      rec.progress = {
+        messages_done = done, messages_total = math.max(p.total or 0, done),
+        bytes_done = bytes, bytes_total = p.bytes_total and p.bytes_total > 0 and p.bytes_total or nil,
+        rate = rate, eta = rate > 0 and math.max(0, ((p.total or 0) - done) / rate) or nil,
+      }
+      E.save(rec)
+    end)
+    if not ok then return nil, err end
+    if last then
+      done_before = done_before + last.messages_done
+      bytes_before = bytes_before + last.bytes_done
+    end
+    if rec.stop_requested then return nil, { kind = "protocol", message = "stopped" } end
+  end
+  rec.last_sync = core.now()
+  return true
+end
+
+-- Continuous sync: IDLE on INBOX (new mail archived within seconds), the
+-- other folders polled every `poll` seconds. Returns only on error.
+function S.follow(rec, conn, folders)
+  local inbox
+  for _, f in ipairs(folders) do if f.name:upper() == "INBOX" then inbox = f.name end end
+  local poll = rec.def.poll or 300
+  while true do
+    local deadline = core.monotonic() + poll
+    if inbox and conn:has("IDLE") then
+      local ok, err = S.sync_folder(rec, conn, inbox)
+      if not ok then return nil, err end
+      while core.monotonic() < deadline and not rec.sync_requested do
+        rec.conn = conn
+        local ev, ierr = conn:idle(math.min(deadline - core.monotonic(), S.IDLE_MAX))
+        rec.conn = nil
+        if not ev then return nil, ierr end
+        if #ev > 0 then
+          ok, err = S.sync_folder(rec, conn, inbox)
+          if not ok then return nil, err end
+          rec.last_sync = core.now()
+          E.save(rec)
+        end
+      end
+    else
+      rec.suspended = true
+      task.suspend(poll)
+      rec.suspended = false
+    end
+    rec.sync_requested = false
+    local ok, err = S.pass(rec, conn, folders)
+    if not ok then return nil, err end
+    E.save(rec)
+  end
+end
+
+return S

@@ -1,0 +1,385 @@
+#include "store/db.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+enum stmt {
+	ST_FOLDER_GET, ST_FOLDER_UPSERT_UIDV, ST_FOLDER_PROGRESS, ST_FOLDER_ON_SERVER,
+	ST_MESSAGE_ADD, ST_LOCATION_ADD, ST_SKIP_ADD, ST_EVENT_ADD, ST_COUNT
+};
+
+static const char *const stmt_sql[ST_COUNT] = {
+	[ST_FOLDER_GET] =
+	    "SELECT uidvalidity, last_uid, on_server FROM folders WHERE source = ?1 AND name = ?2",
+	[ST_FOLDER_UPSERT_UIDV] =
+	    "INSERT INTO folders(source, name, uidvalidity, last_uid) VALUES (?1, ?2, ?3, 0) "
+	    "ON CONFLICT(source, name) DO UPDATE SET "
+	    "last_uid = CASE WHEN uidvalidity = excluded.uidvalidity THEN last_uid ELSE 0 END, "
+	    "uidvalidity = excluded.uidvalidity",
+	[ST_FOLDER_PROGRESS] =
+	    "UPDATE folders SET last_uid = max(last_uid, ?3), last_sync = ?4 "
+	    "WHERE source = ?1 AND name = ?2",
+	[ST_FOLDER_ON_SERVER] =
+	    "UPDATE folders SET on_server = ?3 WHERE source = ?1 AND name = ?2",
+	[ST_MESSAGE_ADD] =
+	    "INSERT INTO messages(hash, size, subject, from_text, to_text, cc_text, date_text, "
+	    "date_unix, message_id, from_addrs, to_addrs, first_seen) "
+	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT(hash) DO NOTHING",
+	[ST_LOCATION_ADD] =
+	    "INSERT INTO locations(source, folder, uidvalidity, uid, hash, flags, internaldate, "
+	    "archived_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+	    "ON CONFLICT(source, folder, uidvalidity, uid) DO NOTHING",
+	[ST_SKIP_ADD] =
+	    "INSERT INTO skipped(source, folder, uidvalidity, uid, size, reason, at) "
+	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) "
+	    "ON CONFLICT(source, folder, uidvalidity, uid) DO NOTHING",
+	[ST_EVENT_ADD] =
+	    "INSERT INTO events(at, source, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+};
+
+/* Migration i brings the schema from version i to i + 1. */
+static const char *const migrations[] = {
+	/* 0 -> 1 */
+	"CREATE TABLE sources ("
+	"  id TEXT PRIMARY KEY, name TEXT, status TEXT, paused INTEGER NOT NULL DEFAULT 0,"
+	"  import_done INTEGER NOT NULL DEFAULT 0, error_kind TEXT, error_message TEXT,"
+	"  error_code TEXT, error_at REAL, error_attempt INTEGER, next_retry REAL,"
+	"  last_sync REAL, progress TEXT, updated REAL);"
+	"CREATE TABLE folders ("
+	"  source TEXT NOT NULL, name TEXT NOT NULL, uidvalidity INTEGER,"
+	"  last_uid INTEGER NOT NULL DEFAULT 0, on_server INTEGER, last_sync REAL,"
+	"  PRIMARY KEY (source, name));"
+	"CREATE TABLE messages ("
+	"  hash TEXT PRIMARY KEY, size INTEGER NOT NULL, subject TEXT, from_text TEXT,"
+	"  to_text TEXT, cc_text TEXT, date_text TEXT, date_unix INTEGER, message_id TEXT,"
+	"  from_addrs TEXT, to_addrs TEXT, first_seen REAL);"
+	"CREATE INDEX messages_date ON messages(date_unix);"
+	"CREATE INDEX messages_message_id ON messages(message_id);"
+	"CREATE TABLE locations ("
+	"  source TEXT NOT NULL, folder TEXT NOT NULL, uidvalidity INTEGER NOT NULL,"
+	"  uid INTEGER NOT NULL, hash TEXT NOT NULL REFERENCES messages(hash), flags TEXT,"
+	"  internaldate INTEGER, archived_at REAL,"
+	"  PRIMARY KEY (source, folder, uidvalidity, uid));"
+	"CREATE INDEX locations_hash ON locations(hash);"
+	"CREATE TABLE skipped ("
+	"  source TEXT NOT NULL, folder TEXT NOT NULL, uidvalidity INTEGER NOT NULL,"
+	"  uid INTEGER NOT NULL, size INTEGER, reason TEXT, at REAL,"
+	"  PRIMARY KEY (source, folder, uidvalidity, uid));"
+	"CREATE TABLE events ("
+	"  id INTEGER PRIMARY KEY, at REAL NOT NULL, source TEXT, kind TEXT NOT NULL, detail TEXT);"
+	"CREATE INDEX events_source ON events(source, at);",
+};
+
+struct archive_db {
+	sqlite3 *db;
+	sqlite3_stmt *stmts[ST_COUNT];
+};
+
+static double
+now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int
+exec(struct archive_db *db, const char *sql)
+{
+	return sqlite3_exec(db->db, sql, NULL, NULL, NULL);
+}
+
+static int
+migrate(struct archive_db *db, char *err, size_t errlen)
+{
+	sqlite3_stmt *st;
+	int version = 0;
+	int target = (int)(sizeof(migrations) / sizeof(migrations[0]));
+
+	if (sqlite3_prepare_v2(db->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
+		goto fail;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		version = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	if (version > target) {
+		snprintf(err, errlen, "archive.db has schema version %d, newer than this "
+		    "emailvault understands (%d): upgrade emailvault", version, target);
+		return -1;
+	}
+	for (; version < target; version++) {
+		char pragma[64];
+		if (exec(db, "BEGIN IMMEDIATE") != SQLITE_OK)
+			goto fail;
+		snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d", version + 1);
+		if (exec(db, migrations[version]) != SQLITE_OK || exec(db, pragma) != SQLITE_OK) {
+			snprintf(err, errlen, "migrating archive.db to version %d failed: %s",
+			    version + 1, sqlite3_errmsg(db->db));
+			exec(db, "ROLLBACK");
+			return -1;
+		}
+		if (exec(db, "COMMIT") != SQLITE_OK)
+			goto fail;
+	}
+	return 0;
+fail:
+	snprintf(err, errlen, "archive.db: %s", sqlite3_errmsg(db->db));
+	return -1;
+}
+
+struct archive_db *
+db_open(const char *data_dir, int readonly, char *err, size_t errlen)
+{
+	struct archive_db *db = calloc(1, sizeof(*db));
+	char path[4096];
+	int flags = readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+
+	if (db == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	snprintf(path, sizeof(path), "%s/archive.db", data_dir);
+	if (sqlite3_open_v2(path, &db->db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "cannot open %s: %s", path,
+		    db->db ? sqlite3_errmsg(db->db) : "out of memory");
+		db_close(db);
+		return NULL;
+	}
+	if (!readonly)
+		chmod(path, 0600);
+	sqlite3_busy_timeout(db->db, 5000);
+	if (!readonly) {
+		/* WAL: readers (emailvault status) never block the engine.
+		 * synchronous=FULL: a commit is durable when it returns. */
+		if (exec(db, "PRAGMA journal_mode = WAL") != SQLITE_OK ||
+		    exec(db, "PRAGMA synchronous = FULL") != SQLITE_OK ||
+		    exec(db, "PRAGMA foreign_keys = ON") != SQLITE_OK ||
+		    migrate(db, err, errlen) < 0) {
+			if (!err[0])
+				snprintf(err, errlen, "%s: %s", path, sqlite3_errmsg(db->db));
+			db_close(db);
+			return NULL;
+		}
+	}
+	return db;
+}
+
+void
+db_close(struct archive_db *db)
+{
+	if (db == NULL)
+		return;
+	for (int i = 0; i < ST_COUNT; i++)
+		sqlite3_finalize(db->stmts[i]);
+	sqlite3_close(db->db);
+	free(db);
+}
+
+sqlite3 *
+db_handle(struct archive_db *db)
+{
+	return db->db;
+}
+
+const char *
+db_errmsg(struct archive_db *db)
+{
+	return sqlite3_errmsg(db->db);
+}
+
+static sqlite3_stmt *
+stmt(struct archive_db *db, enum stmt which)
+{
+	if (db->stmts[which] == NULL &&
+	    sqlite3_prepare_v3(db->db, stmt_sql[which], -1, SQLITE_PREPARE_PERSISTENT,
+	    &db->stmts[which], NULL) != SQLITE_OK)
+		return NULL;
+	sqlite3_reset(db->stmts[which]);
+	sqlite3_clear_bindings(db->stmts[which]);
+	return db->stmts[which];
+}
+
+static int
+done(sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st);
+
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : -1;
+}
+
+static void
+bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+	if (s)
+		sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, i);
+}
+
+int
+db_begin(struct archive_db *db)
+{
+	return exec(db, "BEGIN IMMEDIATE") == SQLITE_OK ? 0 : -1;
+}
+
+int
+db_commit(struct archive_db *db)
+{
+	return exec(db, "COMMIT") == SQLITE_OK ? 0 : -1;
+}
+
+void
+db_rollback(struct archive_db *db)
+{
+	exec(db, "ROLLBACK");
+}
+
+int
+db_folder_get(struct archive_db *db, const char *source, const char *folder, struct db_folder *out)
+{
+	sqlite3_stmt *st = stmt(db, ST_FOLDER_GET);
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	out->on_server = -1;
+	if (st == NULL)
+		return -1;
+	bind_text(st, 1, source);
+	bind_text(st, 2, folder);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		out->found = 1;
+		out->uidvalidity = (uint32_t)sqlite3_column_int64(st, 0);
+		out->last_uid = (uint32_t)sqlite3_column_int64(st, 1);
+		out->on_server = sqlite3_column_type(st, 2) == SQLITE_NULL ? -1 :
+		    sqlite3_column_int64(st, 2);
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
+}
+
+int
+db_folder_set_uidvalidity(struct archive_db *db, const char *source, const char *folder,
+    uint32_t uidvalidity)
+{
+	sqlite3_stmt *st = stmt(db, ST_FOLDER_UPSERT_UIDV);
+
+	if (st == NULL)
+		return -1;
+	bind_text(st, 1, source);
+	bind_text(st, 2, folder);
+	sqlite3_bind_int64(st, 3, uidvalidity);
+	return done(st);
+}
+
+int
+db_folder_set_progress(struct archive_db *db, const char *source, const char *folder,
+    uint32_t last_uid)
+{
+	sqlite3_stmt *st = stmt(db, ST_FOLDER_PROGRESS);
+
+	if (st == NULL)
+		return -1;
+	bind_text(st, 1, source);
+	bind_text(st, 2, folder);
+	sqlite3_bind_int64(st, 3, last_uid);
+	sqlite3_bind_double(st, 4, now());
+	return done(st);
+}
+
+int
+db_folder_set_on_server(struct archive_db *db, const char *source, const char *folder,
+    int64_t on_server)
+{
+	sqlite3_stmt *st = stmt(db, ST_FOLDER_ON_SERVER);
+
+	if (st == NULL)
+		return -1;
+	bind_text(st, 1, source);
+	bind_text(st, 2, folder);
+	sqlite3_bind_int64(st, 3, on_server);
+	return done(st);
+}
+
+int
+db_message_add(struct archive_db *db, const struct db_message *m, int *is_new)
+{
+	sqlite3_stmt *st = stmt(db, ST_MESSAGE_ADD);
+
+	if (st == NULL)
+		return -1;
+	bind_text(st, 1, m->hash);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)m->size);
+	bind_text(st, 3, m->subject);
+	bind_text(st, 4, m->from);
+	bind_text(st, 5, m->to);
+	bind_text(st, 6, m->cc);
+	bind_text(st, 7, m->date);
+	if (m->date_unix >= 0)
+		sqlite3_bind_int64(st, 8, m->date_unix);
+	bind_text(st, 9, m->message_id);
+	bind_text(st, 10, m->from_addrs);
+	bind_text(st, 11, m->to_addrs);
+	sqlite3_bind_double(st, 12, now());
+	if (done(st) < 0)
+		return -1;
+	if (is_new)
+		*is_new = sqlite3_changes(db->db) > 0;
+	return 0;
+}
+
+int
+db_location_add(struct archive_db *db, const char *source, const char *folder,
+    uint32_t uidvalidity, uint32_t uid, const char *hash, const char *flags, int64_t internaldate)
+{
+	sqlite3_stmt *st = stmt(db, ST_LOCATION_ADD);
+
+	if (st == NULL)
+		return -1;
+	bind_text(st, 1, source);
+	bind_text(st, 2, folder);
+	sqlite3_bind_int64(st, 3, uidvalidity);
+	sqlite3_bind_int64(st, 4, uid);
+	bind_text(st, 5, hash);
+	bind_text(st, 6, flags);
+	if (internaldate >= 0)
+		sqlite3_bind_int64(st, 7, internaldate);
+	sqlite3_bind_double(st, 8, now());
+	return done(st);
+}
+
+int
+db_skip_add(struct archive_db *db, const char *source, const char *folder,
+    uint32_t uidvalidity, uint32_t uid, uint64_t size, const char *reason)
+{
+	sqlite3_stmt *st = stmt(db, ST_SKIP_ADD);
+
+	if (st == NULL)
+		return -1;
+	bind_text(st, 1, source);
+	bind_text(st, 2, folder);
+	sqlite3_bind_int64(st, 3, uidvalidity);
+	sqlite3_bind_int64(st, 4, uid);
+	sqlite3_bind_int64(st, 5, (sqlite3_int64)size);
+	bind_text(st, 6, reason);
+	sqlite3_bind_double(st, 7, now());
+	return done(st);
+}
+
+int
+db_event_add(struct archive_db *db, const char *source, const char *kind, const char *detail)
+{
+	sqlite3_stmt *st = stmt(db, ST_EVENT_ADD);
+
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_double(st, 1, now());
+	bind_text(st, 2, source);
+	bind_text(st, 3, kind);
+	bind_text(st, 4, detail);
+	return done(st);
+}

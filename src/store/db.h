@@ -1,0 +1,62 @@
+#ifndef EMAILVAULT_STORE_DB_H
+#define EMAILVAULT_STORE_DB_H
+/*
+ * archive.db: SQLite in WAL mode. The schema has a version (PRAGMA
+ * user_version) and every older version is migrated forward on open, so a
+ * newer binary opens an older archive. See docs/storage.md for the tables.
+ */
+#include <stddef.h>
+#include <stdint.h>
+
+#include <sqlite3.h>
+
+#define DB_SCHEMA_VERSION 1
+
+struct archive_db;
+
+/* Opens DATA/archive.db (creating and migrating unless READONLY). */
+struct archive_db *db_open(const char *data_dir, int readonly, char *err, size_t errlen);
+void db_close(struct archive_db *db);
+sqlite3 *db_handle(struct archive_db *db);
+const char *db_errmsg(struct archive_db *db);
+
+int db_begin(struct archive_db *db);
+int db_commit(struct archive_db *db);
+void db_rollback(struct archive_db *db);
+
+struct db_folder {
+	int found;
+	uint32_t uidvalidity;
+	uint32_t last_uid;
+	int64_t on_server;
+};
+
+int db_folder_get(struct archive_db *db, const char *source, const char *folder,
+    struct db_folder *out);
+/* Records UIDVALIDITY; when it changed, last_uid starts again from 0. */
+int db_folder_set_uidvalidity(struct archive_db *db, const char *source, const char *folder,
+    uint32_t uidvalidity);
+int db_folder_set_progress(struct archive_db *db, const char *source, const char *folder,
+    uint32_t last_uid);
+int db_folder_set_on_server(struct archive_db *db, const char *source, const char *folder,
+    int64_t on_server);
+
+struct db_message {
+	const char *hash;
+	uint64_t size;
+	const char *subject, *from, *to, *cc, *date, *message_id;
+	const char *from_addrs, *to_addrs;
+	int64_t date_unix;
+};
+
+/* Inserts the message unless its hash is known; *NEW tells which. */
+int db_message_add(struct archive_db *db, const struct db_message *m, int *is_new);
+int db_location_add(struct archive_db *db, const char *source, const char *folder,
+    uint32_t uidvalidity, uint32_t uid, const char *hash, const char *flags,
+    int64_t internaldate);
+int db_skip_add(struct archive_db *db, const char *source, const char *folder,
+    uint32_t uidvalidity, uint32_t uid, uint64_t size, const char *reason);
+int db_event_add(struct archive_db *db, const char *source, const char *kind,
+    const char *detail);
+
+#endif

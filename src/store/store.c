@@ -1,0 +1,61 @@
+#include "store/store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/blob.h"
+#include "store/db.h"
+
+static struct store *current;
+
+struct store *
+store_open(const char *data_dir, int readonly, char *err, size_t errlen)
+{
+	struct store *s = calloc(1, sizeof(*s));
+
+	err[0] = '\0';
+	if (s == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	s->readonly = readonly;
+	s->data_dir = strdup(data_dir);
+	s->db = db_open(data_dir, readonly, err, errlen);
+	if (s->db == NULL)
+		goto fail;
+	if (!readonly) {
+		s->blobs = blob_store_open(data_dir, err, errlen);
+		if (s->blobs == NULL)
+			goto fail;
+	}
+	return s;
+fail:
+	store_close(s);
+	return NULL;
+}
+
+void
+store_close(struct store *s)
+{
+	if (s == NULL)
+		return;
+	if (current == s)
+		current = NULL;
+	db_close(s->db);
+	blob_store_close(s->blobs);
+	free(s->data_dir);
+	free(s);
+}
+
+void
+store_set_current(struct store *s)
+{
+	current = s;
+}
+
+struct store *
+store_current(void)
+{
+	return current;
+}

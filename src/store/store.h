@@ -1,0 +1,26 @@
+#ifndef EMAILVAULT_STORE_STORE_H
+#define EMAILVAULT_STORE_STORE_H
+/*
+ * The archive of one data folder: its blob store and its database, opened
+ * once by the engine (or read-only by `emailvault status`).
+ */
+#include <stddef.h>
+
+struct blob_store;
+struct archive_db;
+
+struct store {
+	char *data_dir;
+	struct blob_store *blobs;	/* NULL when read-only */
+	struct archive_db *db;
+	int readonly;
+};
+
+struct store *store_open(const char *data_dir, int readonly, char *err, size_t errlen);
+void store_close(struct store *s);
+
+/* The store the Lua modules use (one per process). */
+void store_set_current(struct store *s);
+struct store *store_current(void);
+
+#endif

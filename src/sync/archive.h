@@ -1,0 +1,74 @@
+#ifndef EMAILVAULT_SYNC_ARCHIVE_H
+#define EMAILVAULT_SYNC_ARCHIVE_H
+/*
+ * Archiving one folder's new messages over an open IMAP connection whose
+ * folder is already EXAMINEd: the mechanism under lua/sync.lua.
+ *
+ * 1. UID FETCH last+1:* (UID RFC822.SIZE): which UIDs are new, and the
+ *    totals for progress. One command, whatever the UIDs' spread.
+ * 2. UID FETCH <batch> (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[]) for
+ *    each batch, pipelined by the client. Each body streams into a blob
+ *    writer (temporary file + SHA-256) as it arrives; when its FETCH response
+ *    is complete the filter decides, from the headers, whether it is kept.
+ * 3. When a batch's tagged OK arrives: sync the blobs, publish them, sync the
+ *    names, then one SQLite transaction records the messages, locations,
+ *    skips and the folder's new last UID. Batches commit in order.
+ *
+ * A crash at any point loses nothing (the folder's last UID only moves in
+ * the transaction that records the messages) and duplicates nothing (blobs
+ * are named by content; locations are keyed by folder, UIDVALIDITY, UID).
+ */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "net/error.h"
+
+struct imap_client;
+struct blob_store;
+struct archive_db;
+struct mime_headers;
+
+struct archive_msg {
+	const char *folder;
+	uint32_t uid;
+	uint64_t size;
+	const char *flags;		/* "\\Seen \\Flagged" */
+	int64_t internaldate;		/* -1 if unknown */
+	const char *hash;
+	struct mime_headers *headers;
+};
+
+struct archive_progress {
+	uint64_t messages_total, bytes_total;	/* new on the server for this job */
+	uint64_t messages_done, bytes_done;	/* committed (kept or skipped) */
+	uint64_t archived, skipped, duplicates;	/* duplicates: bytes already stored */
+	uint32_t last_uid;			/* the folder's committed last UID */
+};
+
+struct archive_params {
+	const char *source;
+	const char *folder;
+	uint32_t uidvalidity;
+	uint32_t last_uid;		/* archive UIDs above this */
+	int batch;			/* messages per FETCH and per transaction */
+	struct blob_store *blobs;
+	struct archive_db *db;
+	void *ud;
+	/* 1 keep, 0 skip, -1 error (REASON says why: the job fails, kind "hook"). */
+	int (*filter)(void *ud, const struct archive_msg *m, char *reason, size_t rlen);
+	/* After the batch holding M committed. */
+	void (*on_message)(void *ud, const struct archive_msg *m, int kept);
+	void (*on_progress)(void *ud, const struct archive_progress *p);
+	/* Once: ERR NULL when every new message was archived or skipped. */
+	void (*on_done)(void *ud, const struct archive_progress *p, const struct net_error *err);
+};
+
+struct archive_job;
+
+/* Starts; NULL if the client is closed or out of memory. */
+struct archive_job *archive_start(struct imap_client *c, const struct archive_params *p);
+/* Frees a job after on_done was called. To abandon a running job, close
+ * its client silently first (imap_client_close(c, 1)), then free it. */
+void archive_free(struct archive_job *j);
+
+#endif

@@ -1,0 +1,247 @@
+"""The archive and the sync engine against a real Dovecot: the import,
+byte-exact blobs, continuous sync, statuses, pause, UIDVALIDITY changes,
+filters and retry, through the real binary."""
+import hashlib
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+import time
+import unittest
+
+import dovecot
+import mailgen
+import vault
+from vault import Engine, source_file
+
+
+def blob_path(data, h):
+    return os.path.join(data, "blobs", h[:2], h[2:4], h)
+
+
+def archive_state(data):
+    db = sqlite3.connect("file:%s?mode=ro" % os.path.join(data, "archive.db"), uri=True)
+    try:
+        locs = db.execute("SELECT source, folder, uidvalidity, uid, hash FROM locations").fetchall()
+        msgs = dict(db.execute("SELECT hash, size FROM messages").fetchall())
+        skipped = db.execute("SELECT source, folder, uid FROM skipped").fetchall()
+        return locs, msgs, skipped
+    finally:
+        db.close()
+
+
+def check_blobs(testcase, data, hashes):
+    for h in hashes:
+        p = blob_path(data, h)
+        with open(p, "rb") as f:
+            testcase.assertEqual(hashlib.sha256(f.read()).hexdigest(), h, p)
+        testcase.assertEqual(stat.S_IMODE(os.stat(p).st_mode), 0o600)
+
+
+class SyncTest(unittest.TestCase):
+    def setUp(self):
+        self.d = dovecot.Dovecot().start()
+        self.e = Engine()
+
+    def tearDown(self):
+        try:
+            self.assertEqual(self.d.seen_count(), 0, "a message got \\Seen")
+        finally:
+            self.e.cleanup()
+            self.d.stop()
+
+    def src(self, **kw):
+        args = dict(port=self.d.tls_port, username=self.d.user, password=self.d.password,
+                    ca_file='"%s"' % self.d.cert_path, poll=10)
+        args.update(kw)
+        return source_file(**args)
+
+    def server_hashes(self):
+        out = {}
+        for folder in self.d.folder_names():
+            for uid, raw in self.d.server_messages(folder):
+                out[(folder, uid)] = hashlib.sha256(raw).hexdigest()
+        return out
+
+    def wait_for(self, cond, timeout=60, what="condition"):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            v = cond()
+            if v:
+                return v
+            time.sleep(0.2)
+        raise AssertionError("timed out waiting for " + what + "\n" + self.e.log()[-3000:])
+
+    def status(self, sid):
+        return self.e.eval("return vault.status(%r)" % sid)
+
+    def test_import_then_follow(self):
+        spec = {"INBOX": 400, "Archive/2023": 300, "Archive/2023/Q1": 100, "Entwürfe": 40, "Sent": 60}
+        box = mailgen.build_mailbox(spec, seed=3, duplicates=25)
+        self.d.create_folders([f for f in spec if f != "INBOX"])
+        self.d.fill(box)
+        want = self.server_hashes()
+        self.e.write_source("work", self.src(fetch_batch=50, pipeline=3))
+        self.e.start()
+        self.wait_for(lambda: self.status("work")["status"] == "active", 180, "active")
+        locs, msgs, _ = archive_state(self.e.data)
+        got = {(f, uid): h for (_, f, _, uid, h) in locs}
+        self.assertEqual(got, want)
+        self.assertEqual(len(msgs), len(set(want.values())))      # each content once
+        check_blobs(self, self.e.data, set(want.values()))
+        self.e.wait_for_log(r"\[work\] status .*from=importing .*to=active|\[work\] status .*to=active")
+        st = self.status("work")
+        self.assertEqual(st["archived"], len(want))
+        self.assertEqual(st["folders"]["Entwürfe"]["archived"], 40)
+        self.assertEqual(st["folders"]["INBOX"]["on_server"], 400)
+        stats = self.e.eval("return vault.stats()")
+        self.assertEqual(stats["messages"], len(want))
+        self.assertEqual(stats["unique_blobs"], len(set(want.values())))
+        self.assertGreater(stats["dedup_saving"], 0)
+
+        # new mail while active: archived within 5 s
+        raw = mailgen.MailGen(seed=1234).message(size=5000)
+        t0 = time.time()
+        self.d.deliver("INBOX", raw)
+        h = hashlib.sha256(self.d.server_messages("INBOX")[-1][1]).hexdigest()
+        self.wait_for(lambda: os.path.exists(blob_path(self.e.data, h)) and
+                      any(l[4] == h for l in archive_state(self.e.data)[0]), 10, "new message")
+        self.assertLess(time.time() - t0, 5.5)
+
+        # status from the CLI, with the engine running and without it
+        r = vault.run("status", "--data", self.e.data)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout, r"work\s+work\s+active\s+901")
+        self.assertEqual(self.e.stop(), 0)
+        r = vault.run("status", "--data", self.e.data, "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        rec = json.loads(r.stdout)[0]
+        self.assertEqual((rec["id"], rec["status"], rec["archived"]), ("work", "active", 901))
+
+    def test_pause_survives_restart_and_sync_now(self):
+        self.d.fill({"INBOX": 20})
+        self.e.write_source("work", self.src())
+        self.e.start()
+        self.wait_for(lambda: self.status("work")["status"] == "active", 60, "active")
+        r = vault.run("pause", "--data", self.e.data, "work")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.status("work")["status"], "paused")
+        self.assertEqual(self.e.stop(), 0)
+        self.d.fill({"INBOX": 5}, seed=9)
+        self.e.start()
+        time.sleep(2)
+        self.assertEqual(self.status("work")["status"], "paused")
+        self.assertEqual(len(archive_state(self.e.data)[0]), 20)
+        r = vault.run("resume", "--data", self.e.data, "work")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.wait_for(lambda: len(archive_state(self.e.data)[0]) == 25, 30, "catch-up after resume")
+        self.assertEqual(self.status("work")["status"], "active")
+        # sync now: a message in another folder, found before the poll interval
+        self.d.create_folder("Other")
+        r = vault.run("sync", "--data", self.e.data, "work")
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_recreated_folder_adds_no_duplicates(self):
+        self.d.create_folder("Box")
+        box = mailgen.build_mailbox({"Box": 30}, seed=5, duplicates=0)
+        self.d.fill(box)
+        self.e.write_source("work", self.src())
+        self.e.start(once=True)
+        self.assertEqual(self.e.wait(120), 0, self.e.log()[-2000:])
+        old, new = self.d.recreate_folder("Box")
+        self.assertNotEqual(old, new)
+        self.d.fill(box)          # the same 30 messages again
+        self.e.start(once=True)
+        self.assertEqual(self.e.wait(120), 0, self.e.log()[-2000:])
+        locs, msgs, _ = archive_state(self.e.data)
+        self.assertEqual(len([l for l in locs if l[1] == "Box" and l[2] == new]), 30)
+        self.assertEqual(len(msgs), 30)                  # blobs/messages not doubled
+        self.assertIn("UIDVALIDITY changed", self.e.log())
+
+    def test_filter_skips_are_counted(self):
+        self.d.fill({"INBOX": 30})
+        self.e.write_source("work", self.src(filter="function(msg) if msg.uid % 3 == 0 then "
+                                              "return false, 'every third' end return msg.size > 0 "
+                                              "and msg.subject ~= nil and msg:header('Message-ID') ~= nil end"))
+        self.e.start(once=True)
+        self.assertEqual(self.e.wait(120), 0, self.e.log()[-3000:])
+        locs, _, skipped = archive_state(self.e.data)
+        self.assertEqual(len(skipped), 10)
+        self.assertEqual(len(locs), 20)
+        self.assertTrue(all(uid % 3 == 0 for (_, _, uid) in skipped))
+        r = vault.run("status", "--data", self.e.data, "--json")
+        rec = json.loads(r.stdout)[0]
+        self.assertEqual(rec["skipped"], 10)
+        self.assertEqual(rec["folders"]["INBOX"]["skipped"], 10)
+
+    def test_hook_error_sets_source_to_error_others_carry_on(self):
+        self.d.fill({"INBOX": 5})
+        self.e.write_source("bad", self.src(filter="function(msg) error('filter broke') end"))
+        self.e.write_source("good", self.src())
+        self.e.start(once=True)
+        self.assertEqual(self.e.wait(120), 1)
+        r = vault.run("status", "--data", self.e.data, "--json")
+        recs = {x["id"]: x for x in json.loads(r.stdout)}
+        self.assertEqual(recs["bad"]["status"], "error")
+        self.assertEqual(recs["bad"]["error"]["kind"], "hook")
+        self.assertIn("filter broke", recs["bad"]["error"]["message"])
+        self.assertEqual(recs["good"]["archived"], 5)
+
+    def test_once_exit_codes(self):
+        self.d.fill({"INBOX": 3})
+        self.e.write_source("good", self.src())
+        self.e.start(once=True)
+        self.assertEqual(self.e.wait(60), 0)
+        self.e.write_source("auth", self.src(password="wrong"))
+        self.e.start(once=True)
+        self.assertEqual(self.e.wait(60), 1)
+
+
+class CrashTest(unittest.TestCase):
+    """Kill the engine at many points of an import; every restart must end
+    with a complete archive: no loss, no duplicate, every blob intact."""
+
+    def test_abort_at_many_points(self):
+        d = dovecot.Dovecot().start()
+        try:
+            d.create_folders(["A", "B"])
+            box = mailgen.build_mailbox({"INBOX": 60, "A": 40, "B": 20}, seed=11, duplicates=8,
+                                        max_size=40000)
+            d.fill(box)
+            want = {}
+            for folder in d.folder_names():
+                for uid, raw in d.server_messages(folder):
+                    want[(folder, uid)] = hashlib.sha256(raw).hexdigest()
+            points = [("EMAILVAULT_CRASH_AFTER_BATCHES", n) for n in (1, 2, 3, 5, 8)] + \
+                     [("EMAILVAULT_CRASH_AFTER_BLOBS", n) for n in (1, 7, 13, 40, 77)]
+            for var, n in points:
+                with self.subTest(point="%s=%d" % (var, n)):
+                    e = Engine(env={var: str(n)})
+                    try:
+                        e.write_source("work", source_file(port=d.tls_port, username=d.user,
+                                                           password=d.password,
+                                                           ca_file='"%s"' % d.cert_path,
+                                                           fetch_batch=10, pipeline=2))
+                        e.start(once=True)
+                        rc = e.wait(120)
+                        self.assertNotEqual(rc, 0, "the crash did not happen")
+                        e.env.pop(var)
+                        e.start(once=True)
+                        self.assertEqual(e.wait(120), 0, e.log()[-2000:])
+                        locs, msgs, _ = archive_state(e.data)
+                        got = {(f, uid): h for (_, f, _, uid, h) in locs}
+                        self.assertEqual(got, want)
+                        self.assertEqual(len(locs), len(want))
+                        self.assertEqual(set(msgs), set(want.values()))
+                        check_blobs(self, e.data, set(want.values()))
+                        self.assertEqual(os.listdir(os.path.join(e.data, "blobs", "tmp")), [])
+                    finally:
+                        e.cleanup()
+            self.assertEqual(d.seen_count(), 0)
+        finally:
+            d.stop()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
