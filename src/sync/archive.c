@@ -445,6 +445,9 @@ batch_done(void *ud, const struct imap_response *r, const struct net_error *err)
 				j->prog.archived++;
 			} else {
 				j->prog.skipped++;
+				log_info(j->source, "message skipped folder=\"%s\" uid=%u size=%llu reason=\"%s\"",
+				    j->folder, e->uid, (unsigned long long)e->size,
+				    e->skip_reason ? e->skip_reason : "filter");
 			}
 			j->prog.messages_done++;
 			j->prog.bytes_done += e->size;

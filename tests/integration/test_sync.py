@@ -77,7 +77,7 @@ class SyncTest(unittest.TestCase):
         return self.e.eval("return vault.status(%r)" % sid)
 
     def test_import_then_follow(self):
-        spec = {"INBOX": 400, "Archive/2023": 300, "Archive/2023/Q1": 100, "Entwürfe": 40, "Sent": 60}
+        spec = {"INBOX": 1200, "Archive/2023": 500, "Archive/2023/Q1": 200, "Entwürfe": 40, "Sent": 60}
         box = mailgen.build_mailbox(spec, seed=3, duplicates=25)
         self.d.create_folders([f for f in spec if f != "INBOX"])
         self.d.fill(box)
@@ -94,7 +94,10 @@ class SyncTest(unittest.TestCase):
         st = self.status("work")
         self.assertEqual(st["archived"], len(want))
         self.assertEqual(st["folders"]["Entwürfe"]["archived"], 40)
-        self.assertEqual(st["folders"]["INBOX"]["on_server"], 400)
+        self.assertEqual(st["folders"]["INBOX"]["on_server"], 1200)
+        # vault.on: Lua hears about each archived message
+        self.e.eval('vault.on("message", function(m) vault.log.info("heard message", '
+                    '{folder = m.folder, uid = m.uid, kept = tostring(m.kept)}) end) return true')
         stats = self.e.eval("return vault.stats()")
         self.assertEqual(stats["messages"], len(want))
         self.assertEqual(stats["unique_blobs"], len(set(want.values())))
@@ -108,16 +111,17 @@ class SyncTest(unittest.TestCase):
         self.wait_for(lambda: os.path.exists(blob_path(self.e.data, h)) and
                       any(l[4] == h for l in archive_state(self.e.data)[0]), 10, "new message")
         self.assertLess(time.time() - t0, 5.5)
+        self.e.wait_for_log(r"heard message folder=INBOX kept=true uid=1201")
 
         # status from the CLI, with the engine running and without it
         r = vault.run("status", "--data", self.e.data)
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertRegex(r.stdout, r"work\s+work\s+active\s+901")
+        self.assertRegex(r.stdout, r"work\s+work\s+active\s+2001")
         self.assertEqual(self.e.stop(), 0)
         r = vault.run("status", "--data", self.e.data, "--json")
         self.assertEqual(r.returncode, 0, r.stderr)
         rec = json.loads(r.stdout)[0]
-        self.assertEqual((rec["id"], rec["status"], rec["archived"]), ("work", "active", 901))
+        self.assertEqual((rec["id"], rec["status"], rec["archived"]), ("work", "active", 2001))
 
     def test_pause_survives_restart_and_sync_now(self):
         self.d.fill({"INBOX": 20})
@@ -187,6 +191,24 @@ class SyncTest(unittest.TestCase):
         self.assertEqual(recs["bad"]["error"]["kind"], "hook")
         self.assertIn("filter broke", recs["bad"]["error"]["message"])
         self.assertEqual(recs["good"]["archived"], 5)
+
+    def test_shortfall_is_an_error_event(self):
+        self.d.fill({"INBOX": 10})
+        self.e.write_source("work", self.src())
+        self.e.start(once=True)
+        self.assertEqual(self.e.wait(60), 0)
+        # lose two records behind the engine's back: the next pass must say so
+        db = sqlite3.connect(os.path.join(self.e.data, "archive.db"))
+        db.execute("DELETE FROM locations WHERE uid IN (3, 4)")
+        db.commit()
+        db.close()
+        self.e.start(once=True)
+        self.e.wait(60)
+        self.assertRegex(self.e.log(), r"ERROR \[work\] reconciliation shortfall archived=8 folder=INBOX on_server=10")
+        db = sqlite3.connect(os.path.join(self.e.data, "archive.db"))
+        kinds = [k for (k,) in db.execute("SELECT kind FROM events WHERE source = 'work'")]
+        db.close()
+        self.assertIn("shortfall", kinds)
 
     def test_once_exit_codes(self):
         self.d.fill({"INBOX": 3})
