@@ -147,7 +147,7 @@ blob_writer_write(struct blob_writer *w, const void *data, size_t len)
 	const char *p = data;
 	size_t left = len;
 
-	if (w->head_len < BLOB_HEAD_MAX) {
+	if (w->head && w->head_len < BLOB_HEAD_MAX) {
 		size_t take = BLOB_HEAD_MAX - w->head_len < len ? BLOB_HEAD_MAX - w->head_len : len;
 		memcpy(w->head + w->head_len, data, take);
 		w->head_len += take;
@@ -212,6 +212,14 @@ blob_writer_head(const struct blob_writer *w, size_t *len)
 {
 	*len = w->head_len;
 	return w->head;
+}
+
+void
+blob_writer_drop_head(struct blob_writer *w)
+{
+	free(w->head);
+	w->head = NULL;
+	w->head_len = 0;
 }
 
 int

@@ -39,6 +39,8 @@ const char *blob_writer_hash(const struct blob_writer *w);
 uint64_t blob_writer_size(const struct blob_writer *w);
 /* The first bytes (up to BLOB_HEAD_MAX), for parsing the header block. */
 const char *blob_writer_head(const struct blob_writer *w, size_t *len);
+/* Frees the kept first bytes once they were parsed. */
+void blob_writer_drop_head(struct blob_writer *w);
 /* Renames the finished blob into place (after blob_store_sync). *EXISTED
  * tells whether identical bytes were already stored. -1 with errno. */
 int blob_writer_publish(struct blob_writer *w, int *existed);

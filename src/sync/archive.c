@@ -320,6 +320,7 @@ body_untagged(void *ud, const struct imap_response *r)
 	e->internaldate = n ? parse_internaldate(imap_node_bytes(n, &hlen)) : -1;
 	head = blob_writer_head(e->w, &hlen);
 	e->headers = mime_headers_parse(head, hlen);
+	blob_writer_drop_head(e->w);	/* a batch would hold 256 KiB per message */
 	if (e->uid == 0 || e->uid <= j->p.last_uid) {
 		free_entry(e);
 		return;
