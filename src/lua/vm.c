@@ -199,6 +199,9 @@ vm_new(struct event_base *base, size_t mem_limit)
 		free(vm);
 		return NULL;
 	}
+	/* New threads copy the main thread's extra space (the task pointer
+	 * of lua/task.c): it must start out empty. */
+	memset(lua_getextraspace(vm->L), 0, LUA_EXTRASPACE);
 	luaL_openlibs(vm->L);
 	lua_gc(vm->L, LUA_GCGEN, 0, 0);
 
