@@ -260,7 +260,7 @@ function E.resume(id)
   local rec = need(id)
   local was = rec.paused
   rec.paused = false
-  if rec.def and (was or (rec.status == "error" and not rec.task) or rec.status == "error") then
+  if rec.def and (was or rec.status == "error") then
     stop(rec, "resumed")
     rec.error = nil
     E.set_status(rec, rec.import_done and "active" or "importing")
