@@ -74,4 +74,9 @@ function R.eval(client, chunk, as_json)
   return id
 end
 
+-- Names that complete WORD at the prompt, one per line.
+function R.complete(word)
+  return require("repl_complete").complete(word, R.env)
+end
+
 return R

@@ -27,15 +27,7 @@ function vault.sync(id) return E.sync_now(id) end
 function vault.on(event, fn) return E.on(event, fn) end
 
 -- Messages, bytes, unique blobs and what deduplication saved.
-function vault.stats()
-  local store = require "vault.store"
-  local q = store.query
-  local m = q("SELECT count(*) AS n, coalesce(sum(size), 0) AS bytes FROM messages")[1]
-  local l = q("SELECT count(*) AS n, coalesce(sum(m.size), 0) AS bytes FROM locations l JOIN messages m ON m.hash = l.hash")[1]
-  local s = q("SELECT count(*) AS n FROM skipped")[1]
-  return { messages = l.n, bytes = l.bytes, unique_blobs = m.n, unique_bytes = m.bytes,
-    dedup_saving = l.bytes - m.bytes, skipped = s.n }
-end
+vault.stats = require("stats").stats
 
 -- The source a log line belongs to: the task's source, if any.
 local function current_source()

@@ -19,6 +19,7 @@
 #include <sqlite3.h>
 
 #include "control/client.h"
+#include "control/repl.h"
 #include "engine.h"
 #include "log.h"
 #include "lua/vm.h"
@@ -46,6 +47,9 @@ usage(FILE *f)
 	    "           run the engine on every *.lua source file in DIR\n"
 	    "  check    [--sources DIR]\n"
 	    "           validate every source file without connecting anywhere\n"
+	    "  repl     [--data DIR] [--offline]\n"
+	    "           an interactive Lua prompt inside the running engine (--offline: the\n"
+	    "           archive as last recorded, no engine needed)\n"
 	    "  eval     [--data DIR] [--json] 'CHUNK'\n"
 	    "           run a Lua chunk inside the running engine and print its results\n"
 	    "  status   [--data DIR] [--json]\n"
@@ -66,6 +70,7 @@ usage(FILE *f)
 	    "  --once            one complete pass over every source, then exit\n"
 	    "                    (0 if every source finished, 1 if any ended in error)\n"
 	    "  --json            print results as JSON\n"
+	    "  --offline         repl without an engine, on the archive read-only\n"
 	    "\n"
 	    "The engine reloads its sources on SIGHUP and stops cleanly on SIGTERM.\n"
 	    "See docs/sources.md for the source file format.\n",
@@ -81,7 +86,8 @@ usage_error(const char *fmt, const char *arg)
 	return EXIT_USAGE;
 }
 
-enum { OPT_SOURCES = 1000, OPT_DATA, OPT_LOG, OPT_LOG_LEVEL, OPT_ONCE, OPT_JSON, OPT_HELP };
+enum { OPT_SOURCES = 1000, OPT_DATA, OPT_LOG, OPT_LOG_LEVEL, OPT_ONCE, OPT_JSON, OPT_HELP,
+	OPT_OFFLINE };
 
 struct cli {
 	const char *sources;
@@ -90,6 +96,7 @@ struct cli {
 	const char *log_level;
 	int once;
 	int json;
+	int offline;
 };
 
 /* Parses the options ALLOWED (a string of OPT_ letters) for COMMAND. Returns
@@ -105,6 +112,7 @@ parse_options(int argc, char **argv, const char *command, const int *allowed, st
 		{ "once", no_argument, NULL, OPT_ONCE },
 		{ "json", no_argument, NULL, OPT_JSON },
 		{ "help", no_argument, NULL, OPT_HELP },
+		{ "offline", no_argument, NULL, OPT_OFFLINE },
 		{ NULL, 0, NULL, 0 }
 	};
 	int c;
@@ -143,6 +151,7 @@ parse_options(int argc, char **argv, const char *command, const int *allowed, st
 		case OPT_LOG_LEVEL: cli->log_level = optarg; break;
 		case OPT_ONCE: cli->once = 1; break;
 		case OPT_JSON: cli->json = 1; break;
+		case OPT_OFFLINE: cli->offline = 1; break;
 		}
 	}
 	return optind;
@@ -152,7 +161,7 @@ static int
 cmd_run(int argc, char **argv)
 {
 	static const int allowed[] = { OPT_SOURCES, OPT_DATA, OPT_LOG, OPT_LOG_LEVEL, OPT_ONCE, 0 };
-	struct cli cli = { default_sources, default_data, NULL, NULL, 0, 0 };
+	struct cli cli = { .sources = default_sources, .data = default_data };
 	struct engine_options opt;
 	enum log_level level;
 	int first = parse_options(argc, argv, "run", allowed, &cli);
@@ -182,7 +191,7 @@ static int
 cmd_check(int argc, char **argv)
 {
 	static const int allowed[] = { OPT_SOURCES, 0 };
-	struct cli cli = { default_sources, default_data, NULL, NULL, 0, 0 };
+	struct cli cli = { .sources = default_sources, .data = default_data };
 	struct vm *vm;
 	lua_State *L;
 	int status = 1;
@@ -222,7 +231,7 @@ static int
 cmd_eval(int argc, char **argv)
 {
 	static const int allowed[] = { OPT_DATA, OPT_JSON, 0 };
-	struct cli cli = { default_sources, default_data, NULL, NULL, 0, 0 };
+	struct cli cli = { .sources = default_sources, .data = default_data };
 	char err[1024];
 	int fd, status;
 	int first = parse_options(argc, argv, "eval", allowed, &cli);
@@ -259,7 +268,7 @@ static int
 cmd_status(int argc, char **argv)
 {
 	static const int allowed[] = { OPT_DATA, OPT_JSON, 0 };
-	struct cli cli = { default_sources, default_data, NULL, NULL, 0, 0 };
+	struct cli cli = { .sources = default_sources, .data = default_data };
 	char err[1024], path[4096];
 	struct store *st;
 	struct vm *vm;
@@ -307,7 +316,7 @@ static int
 cmd_source_action(int argc, char **argv, const char *action)
 {
 	static const int allowed[] = { OPT_DATA, 0 };
-	struct cli cli = { default_sources, default_data, NULL, NULL, 0, 0 };
+	struct cli cli = { .sources = default_sources, .data = default_data };
 	char err[1024], chunk[512];
 	const char *id;
 	int fd;
@@ -365,6 +374,43 @@ cmd_source_action(int argc, char **argv, const char *action)
 }
 
 static int
+cmd_repl(int argc, char **argv)
+{
+	static const int allowed[] = { OPT_DATA, OPT_OFFLINE, 0 };
+	struct cli cli = { .sources = default_sources, .data = default_data };
+	char err[1024], path[4096];
+	struct store *st = NULL;
+	struct vm *vm = NULL;
+	struct stat sb;
+	int status;
+	int first = parse_options(argc, argv, "repl", allowed, &cli);
+
+	if (first < 0)
+		return EXIT_USAGE;
+	if (first < argc)
+		return usage_error("repl takes no arguments (got '%s')", argv[first]);
+	if (cli.offline) {
+		snprintf(path, sizeof(path), "%s/archive.db", cli.data);
+		if (stat(path, &sb) < 0) {
+			fprintf(stderr, "emailvault: no archive in %s yet\n", cli.data);
+			return 1;
+		}
+		st = store_open(cli.data, 1, err, sizeof(err));
+		if (st == NULL) {
+			fprintf(stderr, "emailvault: %s\n", err);
+			return 1;
+		}
+		store_set_current(st);
+		vm = vm_new(NULL, 0);
+		engine_preload_modules(vm);
+	}
+	status = repl_run(cli.data, cli.offline, vm ? vm->L : NULL);
+	vm_free(vm);
+	store_close(st);
+	return status;
+}
+
+static int
 cmd_version(void)
 {
 	lua_State *L = luaL_newstate();
@@ -409,6 +455,8 @@ main(int argc, char **argv)
 		return cmd_check(argc - 1, argv + 1);
 	if (strcmp(cmd, "eval") == 0)
 		return cmd_eval(argc - 1, argv + 1);
+	if (strcmp(cmd, "repl") == 0)
+		return cmd_repl(argc - 1, argv + 1);
 	if (strcmp(cmd, "status") == 0)
 		return cmd_status(argc - 1, argv + 1);
 	if (strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0 || strcmp(cmd, "sync") == 0)

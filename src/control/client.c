@@ -97,6 +97,7 @@ control_eval(int fd, const char *chunk, int json)
 			}
 			fprintf(stderr, "emailvault: the engine closed the connection%s%s\n",
 			    errno ? ": " : "", errno ? strerror(errno) : "");
+			status = CONTROL_LOST;
 			break;
 		}
 		if (type == 'O') {
