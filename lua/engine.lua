@@ -211,6 +211,17 @@ function E.start(opts)
   end
   log.info(nil, "engine started", { pid = core.pid(), sources = opts.sources_dir, data = opts.data_dir })
   E.reload("start")
+  if opts.once then
+    -- Nothing will run (no source, all broken or paused): done already.
+    local running = false
+    for _, r in pairs(E.records) do if r.task then running = true end end
+    if not running then
+      local broken = false
+      for _, r in pairs(E.records) do if not r.def then broken = true end end
+      log.info(nil, "one pass done: no source to run", { result = broken and "error" or "ok" })
+      core.exit(broken and 1 or 0)
+    end
+  end
   if next(E.records) == nil then
     log.warn(nil, "no source is configured: copy " .. opts.sources_dir ..
       "/example.lua.example to " .. opts.sources_dir ..

@@ -154,6 +154,14 @@ class ProcessTest(unittest.TestCase):
         self.assertEqual(e.eval("return #vault.sources()"), 0)
         self.assertEqual(e.stop(), 0)
 
+    def test_once_with_nothing_to_run(self):
+        e = self.e
+        e.start(once=True)
+        self.assertEqual(e.wait(timeout=10), 0)
+        e.write_source("broken", "return imap {")
+        e.start(once=True)
+        self.assertEqual(e.wait(timeout=10), 1)
+
     def test_missing_sources_folder_is_an_error(self):
         e = self.e
         e.sources = os.path.join(e.tmp, "nope")
