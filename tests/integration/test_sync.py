@@ -125,7 +125,7 @@ class SyncTest(unittest.TestCase):
 
     def test_pause_survives_restart_and_sync_now(self):
         self.d.fill({"INBOX": 20})
-        self.e.write_source("work", self.src())
+        self.e.write_source("work", self.src(poll=60))
         self.e.start()
         self.wait_for(lambda: self.status("work")["status"] == "active", 60, "active")
         r = vault.run("pause", "--data", self.e.data, "work")
@@ -141,10 +141,15 @@ class SyncTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.wait_for(lambda: len(archive_state(self.e.data)[0]) == 25, 30, "catch-up after resume")
         self.assertEqual(self.status("work")["status"], "active")
-        # sync now: a message in another folder, found before the poll interval
-        self.d.create_folder("Other")
+        # sync now: a message in a folder other than INBOX (polled every 60 s)
+        # is found at once
+        self.d.deliver("Sent", mailgen.MailGen(seed=77).message(size=2000))
+        time.sleep(0.5)
+        t0 = time.time()
         r = vault.run("sync", "--data", self.e.data, "work")
         self.assertEqual(r.returncode, 0, r.stderr)
+        self.wait_for(lambda: len(archive_state(self.e.data)[0]) == 26, 10, "sync now")
+        self.assertLess(time.time() - t0, 5)
 
     def test_recreated_folder_adds_no_duplicates(self):
         self.d.create_folder("Box")
