@@ -190,7 +190,7 @@ history_path(char *buf, size_t len)
 	const char *env = getenv("EMAILVAULT_HISTORY");
 	const char *state = getenv("XDG_STATE_HOME");
 	const char *home = getenv("HOME");
-	char dir[4096];
+	char dir[3072];		/* leaves room for "/repl_history" in BUF */
 
 	if (env && *env) {
 		snprintf(buf, len, "%s", env);
