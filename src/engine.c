@@ -196,7 +196,12 @@ engine_run(const struct engine_options *opt)
 	store_set_current(e.store);
 	mime_init();
 	e.base = event_base_new();
-	e.vm = e.base ? vm_new(e.base, 0) : NULL;
+	{
+		/* EMAILVAULT_LUA_MEMORY: the Lua memory cap in MiB (default 1024). */
+		const char *mem = getenv("EMAILVAULT_LUA_MEMORY");
+		size_t cap = mem && atol(mem) > 0 ? (size_t)atol(mem) << 20 : 0;
+		e.vm = e.base ? vm_new(e.base, cap) : NULL;
+	}
 	if (e.vm == NULL) {
 		fprintf(stderr, "emailvault: out of memory\n");
 		return 1;

@@ -249,7 +249,7 @@ cmd_eval(int argc, char **argv)
 	}
 	status = control_eval(fd, argv[first], cli.json);
 	close(fd);
-	return status;
+	return status == 0 ? 0 : 1;
 }
 
 static int

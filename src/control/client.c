@@ -72,6 +72,7 @@ control_eval(int fd, const char *chunk, int json)
 
 	if (req == NULL)
 		return 1;
+	got_sigint = 0;
 	req[0] = json ? EVAL_FLAG_JSON : 0;
 	memcpy(req + 1, chunk, len);
 	if (frame_write(fd, 'E', req, len + 1) < 0) {
@@ -90,8 +91,12 @@ control_eval(int fd, const char *chunk, int json)
 
 		if (frame_read(fd, &type, &payload, &plen) < 0) {
 			if (errno == EINTR) {
-				if (got_sigint > 1)
-					break;	/* second Ctrl-C: give up waiting */
+				if (got_sigint > 1) {
+					/* second Ctrl-C: give up waiting; the reply
+					 * would come late, so this connection is done */
+					status = CONTROL_ABANDONED;
+					break;
+				}
 				(void)frame_write(fd, 'I', NULL, 0);
 				continue;
 			}

@@ -280,11 +280,28 @@ repl_run(const char *data_dir, int offline, lua_State *offline_state)
 		if (incomplete(chunk))
 			continue;
 		add_history(chunk);
-		if (write_history(hist) == 0)
-			chmod(hist, 0600);
+		{
+			/* History may hold what was typed at the prompt: never
+			 * readable by others, not even for a moment. */
+			mode_t old = umask(077);
+			if (write_history(hist) == 0)
+				chmod(hist, 0600);
+			umask(old);
+		}
 		if (repl_fd >= 0) {
-			if (control_eval(repl_fd, chunk, 0) == CONTROL_LOST)
+			int rc = control_eval(repl_fd, chunk, 0);
+			if (rc == CONTROL_LOST)
 				break;	/* the engine stopped */
+			if (rc == CONTROL_ABANDONED) {
+				/* Late replies would land on the next chunk: start a
+				 * fresh connection (the engine drops the old chunk). */
+				close(repl_fd);
+				repl_fd = control_connect(data_dir, err, sizeof(err));
+				if (repl_fd < 0) {
+					fprintf(stderr, "emailvault: %s\n", err);
+					break;
+				}
+			}
 		} else {
 			run_offline(chunk);
 		}

@@ -221,32 +221,57 @@ op_fail(struct lconn *lc, const char *kind, const char *code, const char *fmt, c
 /* A task waiting on this connection was cancelled: the protocol state is
  * unknown, so the connection goes. */
 static void
-cancelled_cleanup(void *ud)
-{
-	struct lconn *lc = ud;
-	enum op op = lc->op;
-
-	lc->cleanup = NULL;
-	lc->task = NULL;
-	lc->op = OP_NONE;
-	if (op == OP_CONNECT) {
-		destroy_conn(lc);	/* no handle was ever given out */
-		return;
-	}
-	if (lc->client)
-		imap_client_close(lc->client, 1);
-	if (lc->job) {
-		archive_free(lc->job);	/* its commands were dropped silently */
-		lc->job = NULL;
-	}
-}
-
-static void
 deferred_destroy(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
 	destroy_conn(arg);
+}
+
+static void
+free_job_later(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	archive_free(arg);
+}
+
+/* Closes now, frees from the loop: this may run inside one of the client's
+ * or the job's own callbacks (a hook that pauses its source), which must not
+ * find their memory gone when they return. */
+static void
+destroy_conn_later(struct lconn *lc)
+{
+	struct timeval now = { 0, 0 };
+
+	unlink_conn(lc);
+	if (lc->client)
+		imap_client_close(lc->client, 1);
+	event_base_once(lc->vm->base, -1, EV_TIMEOUT, deferred_destroy, lc, &now);
+}
+
+/* A task waiting on this connection was cancelled: the protocol state is
+ * unknown, so the connection goes. */
+static void
+cancelled_cleanup(void *ud)
+{
+	struct lconn *lc = ud;
+	enum op op = lc->op;
+	struct timeval now = { 0, 0 };
+
+	lc->cleanup = NULL;
+	lc->task = NULL;
+	lc->op = OP_NONE;
+	if (op == OP_CONNECT) {
+		destroy_conn_later(lc);	/* no handle was ever given out */
+		return;
+	}
+	if (lc->client)
+		imap_client_close(lc->client, 1);	/* drops the job's commands silently */
+	if (lc->job) {
+		event_base_once(lc->vm->base, -1, EV_TIMEOUT, free_job_later, lc->job, &now);
+		lc->job = NULL;
+	}
 }
 
 static int
@@ -798,10 +823,10 @@ ready_cb(struct imap_client *c, const struct net_error *err, void *ud)
 		struct timeval now = { 0, 0 };
 		lc->failed = 1;
 		lc->err = *err;
+		(void)now;
 		finish_op(lc);
 		/* No handle exists: free it once the client is out of its callback. */
-		unlink_conn(lc);
-		event_base_once(lc->vm->base, -1, EV_TIMEOUT, deferred_destroy, lc, &now);
+		destroy_conn_later(lc);
 		return;
 	} else {
 		log_info(lc->source, "connected server=%s security=\"%s\"",
@@ -1094,13 +1119,13 @@ l_fetch(lua_State *L)
 			batch = 1;
 	}
 	snprintf(lc->what, sizeof(lc->what), "UID FETCH");
-	begin_result(L, lc);
 	lc->pending = 0;
 	if (lua_type(L, 2) == LUA_TSTRING) {
 		const char *set = lua_tostring(L, 2);
 		for (const char *p = set; *p; p++)
 			if (!((*p >= '0' && *p <= '9') || *p == ':' || *p == ',' || *p == '*'))
 				return luaL_error(L, "conn:fetch: a UID set has only digits, ':', ',' and '*'");
+		begin_result(L, lc);
 		lc->pending = 1;
 		if (imap_client_send(lc->client, &h, "UID FETCH %s (%s)", set, items) < 0)
 			return closed_now(L, lc);
@@ -1109,8 +1134,6 @@ l_fetch(lua_State *L)
 	luaL_checktype(L, 2, LUA_TTABLE);
 	size_t n = (size_t)luaL_len(L, 2);
 	if (n == 0) {
-		luaL_unref(L, LUA_REGISTRYINDEX, lc->result_ref);
-		lc->result_ref = LUA_NOREF;
 		lua_newtable(L);
 		return 1;
 	}
@@ -1128,6 +1151,7 @@ l_fetch(lua_State *L)
 		uids[i] = (uint32_t)u;
 	}
 	qsort(uids, n, sizeof(*uids), cmp_u32);
+	begin_result(L, lc);
 	for (size_t off = 0; off < n;) {
 		size_t take = n - off < (size_t)batch ? n - off : (size_t)batch, used, len;
 		char set[3000];
@@ -1150,10 +1174,13 @@ l_fetch(lua_State *L)
 static void
 idle_send_done(struct lconn *lc)
 {
-	if (lc->idle_done_sent || !lc->idle_started || lc->client == NULL)
+	if (lc->idle_done_sent || lc->client == NULL)
 		return;
 	lc->idle_done_sent = 1;
+	if (!lc->idle_started)
+		return;		/* idle_continue sends it when the "+" comes */
 	imap_client_write(lc->client, "DONE\r\n", 6);
+	imap_client_set_idling(lc->client, 0);	/* the OK must come in time now */
 }
 
 static void
@@ -1172,7 +1199,7 @@ idle_continue(void *ud, const struct imap_response *r)
 	(void)r;
 	lc->idle_started = 1;
 	imap_client_set_idling(lc->client, 1);
-	if (lc->idle_done_sent) {	/* the timer fired before the "+" */
+	if (lc->idle_done_sent) {	/* asked to end before the "+" came */
 		lc->idle_done_sent = 0;
 		idle_send_done(lc);
 	}
@@ -1343,17 +1370,39 @@ push_msg(lua_State *L, const struct archive_msg *m)
 	return box;
 }
 
+/* The hooks' arguments are built inside the protected call: near the
+ * memory cap an allocation then fails as an error, not a panic. */
+struct hook_call {
+	struct lconn *lc;
+	const struct archive_msg *m;
+	const struct archive_progress *p;
+	int kept;
+	struct headers_box *box;
+};
+
+static int
+filter_trampoline(lua_State *L)
+{
+	struct hook_call *hc = lua_touserdata(L, 1);
+
+	lua_settop(L, 0);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, hc->lc->filter_ref);
+	hc->box = push_msg(L, hc->m);	/* fn, msg, box */
+	lua_pop(L, 1);			/* the closure keeps the box */
+	lua_call(L, 1, 2);
+	return 2;
+}
+
 static int
 archive_filter(void *ud, const struct archive_msg *m, char *reason, size_t rlen)
 {
 	struct lconn *lc = ud;
 	lua_State *L = lc->vm->L;
-	struct headers_box *box;
+	struct hook_call hc = { lc, m, NULL, 0, NULL };
 	int keep = 1, top = lua_gettop(L);
 
-	lua_rawgeti(L, LUA_REGISTRYINDEX, lc->filter_ref);
-	box = push_msg(L, m);		/* fn, msg, box */
-	lua_insert(L, -3);		/* box, fn, msg */
+	lua_pushcfunction(L, filter_trampoline);
+	lua_pushlightuserdata(L, &hc);
 	if (vm_pcall_budget(L, 1, 2, lc->hook_budget) != LUA_OK) {
 		const char *e = lua_tostring(L, -1);
 		char *nl;
@@ -1366,21 +1415,20 @@ archive_filter(void *ud, const struct archive_msg *m, char *reason, size_t rlen)
 		keep = 0;
 		snprintf(reason, rlen, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "filter");
 	}
-	box->h = NULL;
+	if (hc.box)
+		hc.box->h = NULL;	/* msg:header is over */
 	lua_settop(L, top);
 	return keep;
 }
 
-static void
-archive_message(void *ud, const struct archive_msg *m, int kept)
+static int
+message_trampoline(lua_State *L)
 {
-	struct lconn *lc = ud;
-	lua_State *L = lc->vm->L;
-	int top = lua_gettop(L);
+	struct hook_call *hc = lua_touserdata(L, 1);
+	const struct archive_msg *m = hc->m;
 
-	if (lc->on_message_ref <= 0)
-		return;
-	lua_rawgeti(L, LUA_REGISTRYINDEX, lc->on_message_ref);
+	lua_settop(L, 0);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, hc->lc->on_message_ref);
 	lua_createtable(L, 0, 8);
 	set_str(L, "folder", m->folder);
 	lua_pushinteger(L, m->uid);
@@ -1393,24 +1441,37 @@ archive_message(void *ud, const struct archive_msg *m, int kept)
 		set_str(L, "subject", mime_headers_subject(m->headers));
 		set_str(L, "from", mime_headers_from(m->headers));
 	}
-	lua_pushboolean(L, kept);
+	lua_pushboolean(L, hc->kept);
 	lua_setfield(L, -2, "kept");
+	lua_call(L, 1, 0);
+	return 0;
+}
+
+static void
+archive_message(void *ud, const struct archive_msg *m, int kept)
+{
+	struct lconn *lc = ud;
+	lua_State *L = lc->vm->L;
+	struct hook_call hc = { lc, m, NULL, kept, NULL };
+	int top = lua_gettop(L);
+
+	if (lc->on_message_ref <= 0)
+		return;
+	lua_pushcfunction(L, message_trampoline);
+	lua_pushlightuserdata(L, &hc);
 	if (vm_pcall(L, 1, 0) != LUA_OK)
 		log_warn(lc->source, "message handler failed: %s", lua_tostring(L, -1));
 	lua_settop(L, top);
 }
 
-static void
-archive_progress(void *ud, const struct archive_progress *p)
+static int
+progress_trampoline(lua_State *L)
 {
-	struct lconn *lc = ud;
-	lua_State *L = lc->vm->L;
-	int top = lua_gettop(L);
+	struct hook_call *hc = lua_touserdata(L, 1);
+	const struct archive_progress *p = hc->p;
 
-	lc->result = *p;
-	if (lc->on_progress_ref <= 0)
-		return;
-	lua_rawgeti(L, LUA_REGISTRYINDEX, lc->on_progress_ref);
+	lua_settop(L, 0);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, hc->lc->on_progress_ref);
 	lua_createtable(L, 0, 8);
 	lua_pushinteger(L, (lua_Integer)p->messages_total);
 	lua_setfield(L, -2, "messages_total");
@@ -1426,17 +1487,26 @@ archive_progress(void *ud, const struct archive_progress *p)
 	lua_setfield(L, -2, "skipped");
 	lua_pushinteger(L, (lua_Integer)p->last_uid);
 	lua_setfield(L, -2, "last_uid");
-	if (vm_pcall(L, 1, 0) != LUA_OK)
-		log_warn(lc->source, "progress handler failed: %s", lua_tostring(L, -1));
-	lua_settop(L, top);
+	lua_call(L, 1, 0);
+	return 0;
 }
 
 static void
-free_job_later(evutil_socket_t fd, short what, void *arg)
+archive_progress(void *ud, const struct archive_progress *p)
 {
-	(void)fd;
-	(void)what;
-	archive_free(arg);
+	struct lconn *lc = ud;
+	lua_State *L = lc->vm->L;
+	struct hook_call hc = { lc, NULL, p, 0, NULL };
+	int top = lua_gettop(L);
+
+	lc->result = *p;
+	if (lc->on_progress_ref <= 0)
+		return;
+	lua_pushcfunction(L, progress_trampoline);
+	lua_pushlightuserdata(L, &hc);
+	if (vm_pcall(L, 1, 0) != LUA_OK)
+		log_warn(lc->source, "progress handler failed: %s", lua_tostring(L, -1));
+	lua_settop(L, top);
 }
 
 static void
@@ -1523,10 +1593,7 @@ l_wakeup(lua_State *L)
 	struct lconn *lc = find_conn(h->id);
 
 	if (lc && lc->op == OP_IDLE) {
-		if (lc->idle_started)
-			idle_send_done(lc);
-		else
-			lc->idle_done_sent = 1;	/* send DONE as soon as the "+" comes */
+		idle_send_done(lc);
 		lua_pushboolean(L, 1);
 		return 1;
 	}
@@ -1542,19 +1609,14 @@ l_close(lua_State *L)
 	struct lconn *lc = find_conn(h->id);
 
 	if (lc && lc->op == OP_NONE)
-		destroy_conn(lc);
+		destroy_conn_later(lc);
 	return 0;
 }
 
 static int
 l_gc(lua_State *L)
 {
-	struct handle *h = luaL_checkudata(L, 1, CONN_HANDLE);
-	struct lconn *lc = find_conn(h->id);
-
-	if (lc && lc->op == OP_NONE)
-		destroy_conn(lc);
-	return 0;
+	return l_close(L);
 }
 
 /* conn:info() -> { server=, security=, open=, error= } */

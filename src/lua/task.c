@@ -172,15 +172,52 @@ task_wait(struct task *t)
 	return tok;
 }
 
+struct push_ctx {
+	task_push_fn push;
+	void *ud;
+};
+
+static int
+push_trampoline(lua_State *L)
+{
+	struct push_ctx *ctx = lua_touserdata(L, 1);
+
+	lua_settop(L, 0);
+	return ctx->push(L, ctx->ud);
+}
+
 int
 task_wake(struct vm *vm, struct task_token tok, task_push_fn push, void *ud)
 {
 	struct task *t = task_find(vm, tok.id);
+	lua_State *L = vm->L;
+	int top, n = 0;
 
 	if (t == NULL || t->state != TASK_WAITING || t->seq != tok.seq)
 		return -1;
 	t->seq++;	/* a second wake with the same token is stale */
-	t->nargs = push ? push(t->co, ud) : 0;
+	if (push) {
+		/* The values are built on the main thread under pcall (near the
+		 * memory cap an allocation fails with an error, not a panic),
+		 * then moved to the suspended coroutine. */
+		struct push_ctx ctx = { push, ud };
+		top = lua_gettop(L);
+		lua_pushcfunction(L, push_trampoline);
+		lua_pushlightuserdata(L, &ctx);
+		if (lua_pcall(L, 1, LUA_MULTRET, 0) != LUA_OK) {
+			lua_settop(L, top);
+			lua_pushnil(L);
+			lua_pushliteral(L, "not enough memory");
+		}
+		n = lua_gettop(L) - top;
+		if (!lua_checkstack(t->co, n + LUA_MINSTACK)) {
+			lua_settop(L, top);
+			n = 0;
+		} else {
+			lua_xmove(L, t->co, n);
+		}
+	}
+	t->nargs = n;
 	t->state = TASK_READY;
 	schedule(t);
 	return 0;
@@ -228,9 +265,20 @@ static void
 finish(struct task *t, int ok, int nres)
 {
 	t->state = TASK_DONE;
+	unlink_task(t);	/* on_done may look for it (to cancel it): it is gone */
 	if (t->done)
 		t->done(t, ok, t->co, nres, t->done_ud);
 	task_free(t);
+}
+
+static int
+traceback_of(lua_State *L)
+{
+	lua_State *co = lua_touserdata(L, 1);
+	const char *msg = lua_tostring(L, 2);
+
+	luaL_traceback(L, co, msg ? msg : "(error object is not a string)", 0);
+	return 1;
 }
 
 static void
@@ -260,17 +308,37 @@ task_resume_cb(evutil_socket_t fd, short what, void *arg)
 		finish(t, 1, nres);
 		return;
 	}
-	const char *msg = lua_tostring(t->co, -1);
-	luaL_traceback(t->co, t->co, msg ? msg : "(error object is not a string)", 0);
+	if (status == LUA_ERRMEM) {
+		/* Whatever filled the memory dies with the coroutine's stack. */
+		lua_settop(t->co, 0);
+		lua_gc(t->vm->L, LUA_GCCOLLECT);
+		lua_pushliteral(t->co, "not enough memory (the engine's Lua memory cap)");
+		finish(t, 0, 1);
+		return;
+	}
+	{
+		lua_State *L = t->vm->L;
+		int top = lua_gettop(L);
+		lua_pushcfunction(L, traceback_of);
+		lua_pushlightuserdata(L, t->co);
+		lua_pushvalue(t->co, -1);
+		lua_xmove(t->co, L, 1);
+		if (lua_pcall(L, 2, 1, 0) == LUA_OK && lua_checkstack(t->co, 2)) {
+			lua_pop(t->co, 1);
+			lua_xmove(L, t->co, 1);
+		}
+		lua_settop(L, top);
+	}
 	finish(t, 0, 1);
 }
 
 int
 task_cancel(struct task *t)
 {
-	if (t->state == TASK_RUNNING)
+	if (t->state == TASK_RUNNING || t->state == TASK_DONE)
 		return -1;
 	t->state = TASK_DONE;
+	unlink_task(t);
 	run_cleanups(t);
 	/* Closes pending to-be-closed variables of the abandoned coroutine. */
 	lua_resetthread(t->co);
@@ -326,10 +394,14 @@ lua_done(struct task *t, int ok, lua_State *co, int nres, void *ud)
 
 	if (ref == LUA_NOREF)
 		return;
+	if (!lua_checkstack(L, nres + 3)) {
+		luaL_unref(L, LUA_REGISTRYINDEX, ref);
+		log_error(NULL, "task %s: no room to report its end", t->name);
+		return;
+	}
 	lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
 	luaL_unref(L, LUA_REGISTRYINDEX, ref);
 	lua_pushboolean(L, ok);
-	luaL_checkstack(L, nres, "task results");
 	lua_xmove(co, L, nres);
 	if (vm_pcall(L, nres + 1, 0) != LUA_OK) {
 		log_error(NULL, "task %s: on_done failed: %s", t->name, lua_tostring(L, -1));
@@ -455,20 +527,22 @@ l_suspend(lua_State *L)
 	return lua_yieldk(L, 0, 0, suspend_done);
 }
 
+/* Copies the caller's arguments 2..n to TARGET (the main thread). */
 static int
-push_wake_values(lua_State *co, void *ud)
+push_wake_values(lua_State *target, void *ud)
 {
 	lua_State *L = ud;
 	int n = lua_gettop(L) - 1;
 
-	if (n == 0) {
-		lua_pushboolean(co, 1);
+	if (n <= 0) {
+		lua_pushboolean(target, 1);
 		return 1;
 	}
-	luaL_checkstack(co, n, "wake values");
+	luaL_checkstack(L, n, "wake values");
+	luaL_checkstack(target, n, "wake values");
 	for (int i = 2; i <= n + 1; i++)
 		lua_pushvalue(L, i);
-	lua_xmove(L, co, n);
+	lua_xmove(L, target, n);
 	return n;
 }
 

@@ -41,8 +41,9 @@ const char *task_name(const struct task *t);
  * function then returns lua_yield(L, 0); what the waker pushes becomes the
  * results of that C function. */
 struct task_token task_wait(struct task *t);
-/* Delivers results to a waiting task. PUSH pushes them onto the coroutine and
- * returns how many. Returns 0, or -1 if the token is stale (nothing pushed). */
+/* Delivers results to a waiting task. PUSH pushes them onto the Lua state it
+ * is given (the main thread, under pcall) and returns how many; they are then
+ * moved to the coroutine. Returns 0, or -1 if the token is stale. */
 int task_wake(struct vm *vm, struct task_token tok, task_push_fn push, void *ud);
 
 /* Cleanups run when a task ends or is cancelled, in reverse order. */

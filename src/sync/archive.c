@@ -32,7 +32,10 @@ struct entry {
 struct batch {
 	struct archive_job *job;
 	uint32_t max_uid;		/* the folder's last UID once it commits */
+	uint32_t *uids;			/* what was asked for, ascending */
+	size_t nuids;
 	struct blob_writer *cur;	/* the body streaming now */
+	int discarding;			/* the job failed: bytes go nowhere */
 	struct entry *head, *tail;
 	struct batch *next;
 };
@@ -95,6 +98,7 @@ free_batch(struct batch *b)
 		free_entry(e);
 	}
 	blob_writer_free(b->cur);
+	free(b->uids);
 	free(b);
 }
 
@@ -238,8 +242,11 @@ body_begin(void *ud, const struct imap_literal_info *li)
 
 	if (li->kw != IMAP_KW_FETCH || li->item_len != 6 || strncasecmp(li->item, "BODY[]", 6) != 0)
 		return IMAP_LIT_INLINE;
-	if (j->failed)
-		return -1;
+	if (j->failed) {
+		/* Read past it: the connection stays usable for the retry. */
+		b->discarding = 1;
+		return IMAP_LIT_STREAM;
+	}
 	blob_writer_free(b->cur);
 	b->cur = blob_writer_new(j->p.blobs);
 	if (b->cur == NULL) {
@@ -255,12 +262,16 @@ body_data(void *ud, const char *data, size_t len)
 {
 	struct batch *b = ud;
 
+	if (b->discarding)
+		return 0;
 	if (b->cur == NULL)
 		return -1;
 	if (blob_writer_write(b->cur, data, len) < 0) {
 		job_fail(b->job, "storage", "cannot write to %s: %s", blob_store_root(b->job->p.blobs),
 		    strerror(errno));
-		return -1;
+		blob_writer_free(b->cur);	/* the rest of it is read and dropped */
+		b->cur = NULL;
+		b->discarding = 1;
 	}
 	return 0;
 }
@@ -270,6 +281,10 @@ body_end(void *ud)
 {
 	struct batch *b = ud;
 
+	if (b->discarding) {
+		b->discarding = 0;
+		return 0;
+	}
 	if (b->cur && blob_writer_finish(b->cur) < 0) {
 		job_fail(b->job, "storage", "cannot write to %s: %s", blob_store_root(b->job->p.blobs),
 		    strerror(errno));
@@ -402,6 +417,17 @@ commit_batch(struct archive_job *j, struct batch *b)
 		    e->flags, e->internaldate) < 0)
 			goto rollback;
 	}
+	/* Asked for but not returned (expunged meanwhile, or a server that
+	 * answered without it): recorded, so the last UID can move on and
+	 * reconciliation can tell. */
+	for (size_t i = 0; i < b->nuids; i++) {
+		int seen = 0;
+		for (e = b->head; e && !seen; e = e->next)
+			seen = e->uid == b->uids[i];
+		if (!seen && db_skip_add(db, j->source, j->folder, j->p.uidvalidity, b->uids[i], 0,
+		    "the server returned no body for it") < 0)
+			goto rollback;
+	}
 	if (db_folder_set_progress(db, j->source, j->folder, b->max_uid) < 0 || db_commit(db) < 0)
 		goto rollback;
 	if (crash_after_batches >= 0 && ++commits_so_far >= crash_after_batches) {
@@ -437,8 +463,21 @@ batch_done(void *ud, const struct imap_response *r, const struct net_error *err)
 		imap_response_describe(r, said, sizeof(said));
 		job_fail(j, "protocol", "UID FETCH in %s: the server said \"%s\"", j->folder, said);
 	}
-	/* Batches end in command order: B is the first one left. */
-	j->batches = b->next;
+	/* Batches must end in command order (tagged answers come in order on
+	 * one connection); one that ends early would move last_uid past the
+	 * messages of the batches before it. */
+	if (j->batches != b) {
+		job_fail(j, "protocol", "%s answered pipelined FETCH commands out of order; set "
+		    "pipeline = 1 for this source", imap_client_hostport(j->client));
+		for (struct batch **pp = &j->batches; *pp; pp = &(*pp)->next) {
+			if (*pp == b) {
+				*pp = b->next;
+				break;
+			}
+		}
+	} else {
+		j->batches = b->next;
+	}
 	if (!j->failed && commit_batch(j, b) == 0) {
 		struct archive_msg m;
 		for (struct entry *e = b->head; e; e = e->next) {
@@ -492,6 +531,13 @@ send_batches(struct archive_job *j)
 			break;
 		b->job = j;
 		b->max_uid = uids[off + used - 1];
+		b->uids = malloc(used * sizeof(*b->uids));
+		if (b->uids == NULL) {
+			free(b);
+			break;
+		}
+		memcpy(b->uids, uids + off, used * sizeof(*b->uids));
+		b->nuids = used;
 		memset(&h, 0, sizeof(h));
 		h.ud = b;
 		h.on_untagged = body_untagged;
@@ -499,14 +545,15 @@ send_batches(struct archive_job *j)
 		h.literal_data = body_data;
 		h.literal_end = body_end;
 		h.on_done = batch_done;
-		*tail = b;
+		struct batch **link = tail;
+		*link = b;
 		tail = &b->next;
 		j->pending++;
 		if (imap_client_send(j->client, &h,
 		    "UID FETCH %s (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])", set) < 0) {
 			j->pending--;
-			*tail = NULL;
-			free(b);
+			*link = NULL;
+			free_batch(b);
 			free(uids);
 			return -1;
 		}

@@ -336,6 +336,42 @@ class EvalTest(unittest.TestCase):
         self.assertIn("emailvault run --data", r.stderr)
 
 
+class RobustnessTest(unittest.TestCase):
+    """Chunks that used to take the engine down."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.e = Engine(env={"EMAILVAULT_LUA_MEMORY": "64"})
+        cls.e.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.e.stop()
+        cls.e.cleanup()
+
+    def assertAlive(self):
+        self.assertEqual(self.e.eval("return 'alive'"), "alive")
+
+    def test_memory_cap_in_a_chunk(self):
+        r = self.e.eval("local t, n = {}, 0 while true do n = n + 1 t[n] = {n} end",
+                        json_out=False, check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("not enough memory", r.stderr)
+        self.assertAlive()
+
+    def test_wake_with_many_values(self):
+        r = self.e.eval("local h = vault.task.spawn('w', function() return vault.task.suspend(5) end) "
+                        "vault.sleep(0.05) local t = {} for i = 1, 300 do t[i] = i end "
+                        "return vault.task.wake(h, table.unpack(t))", check=False)
+        self.assertTrue(r)
+        self.assertAlive()
+
+    def test_on_done_cancelling_its_own_task(self):
+        self.e.eval("local h h = vault.task.spawn('x', function() end, function() "
+                    "vault.task.cancel(h) end) vault.sleep(0.1) return 1")
+        self.assertAlive()
+
+
 class CommandLineTest(unittest.TestCase):
     def test_unknown_command_and_option(self):
         r = vault.run("frobnicate")

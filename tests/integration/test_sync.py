@@ -197,6 +197,19 @@ class SyncTest(unittest.TestCase):
         self.assertIn("filter broke", recs["bad"]["error"]["message"])
         self.assertEqual(recs["good"]["archived"], 5)
 
+    def test_hook_pausing_its_own_source_mid_import(self):
+        self.d.fill({"INBOX": 60})
+        self.e.start()
+        # the handler is in place before the source exists
+        self.e.eval('vault.on("message", function(m) if m.uid == 15 then vault.pause("work") end end) return 1')
+        self.e.write_source("work", self.src(fetch_batch=10))
+        self.e.reload()
+        self.wait_for(lambda: self.status("work")["status"] == "paused", 30, "paused")
+        self.assertLess(len(archive_state(self.e.data)[0]), 60)
+        self.assertEqual(self.e.eval("return 'alive'"), "alive")
+        self.e.eval('vault.resume("work") return 1')
+        self.wait_for(lambda: len(archive_state(self.e.data)[0]) == 60, 30, "all after resume")
+
     def test_shortfall_is_an_error_event(self):
         self.d.fill({"INBOX": 10})
         self.e.write_source("work", self.src())
