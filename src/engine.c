@@ -247,6 +247,9 @@ engine_run(const struct engine_options *opt)
 out:
 	control_server_free(e.control);
 	task_cancel_all(e.vm);
+	/* Run what was deferred to the loop (frees), then close what is left. */
+	event_base_loop(e.base, EVLOOP_NONBLOCK);
+	imap_binding_shutdown();
 	if (e.stop_timer)
 		event_free(e.stop_timer);
 	if (e.sighup) {

@@ -68,6 +68,7 @@ struct lconn {
 
 static struct lconn *conns;
 static uint64_t last_conn_id;
+static int shutting_down;	/* no loop any more: free at once */
 
 static struct lconn *
 find_conn(uint64_t id)
@@ -244,6 +245,10 @@ destroy_conn_later(struct lconn *lc)
 {
 	struct timeval now = { 0, 0 };
 
+	if (shutting_down) {
+		destroy_conn(lc);
+		return;
+	}
 	unlink_conn(lc);
 	if (lc->client)
 		imap_client_close(lc->client, 1);
@@ -1701,6 +1706,14 @@ l_utf7_encode(lua_State *L)
 	}
 	luaL_pushresultsize(&b, out);
 	return 1;
+}
+
+void
+imap_binding_shutdown(void)
+{
+	shutting_down = 1;
+	while (conns)
+		destroy_conn(conns);
 }
 
 int
