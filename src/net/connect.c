@@ -11,6 +11,8 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 
+#define NET_ADDRESS_TIMEOUT 5	/* seconds per address while others remain */
+
 struct net_connect {
 	struct event_base *base;
 	char host[256];
@@ -78,10 +80,11 @@ connected_cb(evutil_socket_t fd, short what, void *arg)
 	int soerr = 0;
 	socklen_t len = sizeof(soerr);
 
-	(void)what;
 	event_free(nc->conn_ev);
 	nc->conn_ev = NULL;
-	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+	if (what & EV_TIMEOUT)
+		soerr = ETIMEDOUT;	/* this address is silent: try the next */
+	else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
 		soerr = errno;
 	if (soerr == 0) {
 		finish(nc, fd, NULL);
@@ -139,7 +142,14 @@ try_next(struct net_connect *nc)
 		}
 		nc->fd = fd;
 		nc->conn_ev = event_new(nc->base, fd, EV_WRITE, connected_cb, nc);
-		event_add(nc->conn_ev, NULL);
+		/* One address that drops packets (often a broken IPv6 route)
+		 * must not use up the whole timeout when others are left. */
+		if (nc->next_addr) {
+			struct timeval per = { NET_ADDRESS_TIMEOUT, 0 };
+			event_add(nc->conn_ev, &per);
+		} else {
+			event_add(nc->conn_ev, NULL);
+		}
 		return;
 	}
 	fail_connect(nc);
