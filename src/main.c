@@ -26,6 +26,7 @@
 #include "paths.h"
 #include "store/db.h"
 #include "store/store.h"
+#include "store/verify.h"
 #include <sys/stat.h>
 
 #define EXIT_USAGE 2
@@ -58,6 +59,8 @@ usage(FILE *f)
 	    "  pause    [--data DIR] ID    stop archiving a source until resumed (kept across restarts)\n"
 	    "  resume   [--data DIR] ID    resume a paused source, or retry one in error now\n"
 	    "  sync     [--data DIR] ID    look for new mail in every folder of a source now\n"
+	    "  verify   [--data DIR]\n"
+	    "           re-hash every archived message and check that none is missing\n"
 	    "  version  the versions of emailvault and the libraries it runs with\n"
 	    "  help     this text\n"
 	    "\n"
@@ -411,6 +414,29 @@ cmd_repl(int argc, char **argv)
 }
 
 static int
+cmd_verify(int argc, char **argv)
+{
+	static const int allowed[] = { OPT_DATA, 0 };
+	struct cli cli = { .sources = default_sources, .data = default_data };
+	struct verify_result r;
+	char err[1024];
+	int first = parse_options(argc, argv, "verify", allowed, &cli);
+
+	if (first < 0)
+		return EXIT_USAGE;
+	if (first < argc)
+		return usage_error("verify takes no arguments (got '%s')", argv[first]);
+	if (verify_archive(cli.data, stdout, &r, err, sizeof(err)) < 0) {
+		fprintf(stderr, "emailvault: %s\n", err);
+		return 1;
+	}
+	printf("%llu messages checked (%.1f MB): %llu missing, %llu corrupt, %llu orphan blobs\n",
+	    (unsigned long long)r.checked, (double)r.bytes / 1e6, (unsigned long long)r.missing,
+	    (unsigned long long)r.corrupt, (unsigned long long)r.orphans);
+	return r.missing || r.corrupt ? 1 : 0;
+}
+
+static int
 cmd_version(void)
 {
 	lua_State *L = luaL_newstate();
@@ -455,6 +481,8 @@ main(int argc, char **argv)
 		return cmd_check(argc - 1, argv + 1);
 	if (strcmp(cmd, "eval") == 0)
 		return cmd_eval(argc - 1, argv + 1);
+	if (strcmp(cmd, "verify") == 0)
+		return cmd_verify(argc - 1, argv + 1);
 	if (strcmp(cmd, "repl") == 0)
 		return cmd_repl(argc - 1, argv + 1);
 	if (strcmp(cmd, "status") == 0)

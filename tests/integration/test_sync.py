@@ -210,6 +210,26 @@ class SyncTest(unittest.TestCase):
         self.e.eval('vault.resume("work") return 1')
         self.wait_for(lambda: len(archive_state(self.e.data)[0]) == 60, 30, "all after resume")
 
+    def test_verify_finds_missing_and_corrupt_blobs(self):
+        self.d.fill({"INBOX": 12})
+        self.e.write_source("work", self.src())
+        self.e.start(once=True)
+        self.assertEqual(self.e.wait(60), 0)
+        r = vault.run("verify", "--data", self.e.data)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("12 messages checked", r.stdout)
+        self.assertIn("0 missing, 0 corrupt", r.stdout)
+        _, msgs, _ = archive_state(self.e.data)
+        hashes = sorted(msgs)
+        os.unlink(blob_path(self.e.data, hashes[0]))
+        with open(blob_path(self.e.data, hashes[1]), "r+b") as f:
+            f.write(b"X")                      # one flipped byte
+        r = vault.run("verify", "--data", self.e.data)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("missing %s" % hashes[0], r.stdout)
+        self.assertIn("corrupt %s" % hashes[1], r.stdout)
+        self.assertIn("1 missing, 1 corrupt", r.stdout)
+
     def test_shortfall_is_an_error_event(self):
         self.d.fill({"INBOX": 10})
         self.e.write_source("work", self.src())
