@@ -3,7 +3,9 @@
  * UTF8=ACCEPT quoted strings).
  */
 #include <stdio.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "imap/format.h"
 #include "imap/utf7.h"
@@ -263,4 +265,30 @@ imap_ranges_count(const struct imap_range *r, size_t n)
 	for (i = 0; i < n; i++)
 		total += (uint64_t)r[i].hi - r[i].lo + 1;
 	return total;
+}
+
+int64_t
+imap_parse_internaldate(const char *s)
+{
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	char mon[4];
+	int day, year, hh, mm, ss, zone, sign;
+	struct tm tm;
+	const char *m;
+
+	if (s == NULL || sscanf(s, " %d-%3s-%d %d:%d:%d %d", &day, mon, &year, &hh, &mm, &ss, &zone) != 7)
+		return -1;
+	m = strstr(months, mon);
+	if (m == NULL || (m - months) % 3 != 0 || day < 1 || day > 31)
+		return -1;
+	memset(&tm, 0, sizeof(tm));
+	tm.tm_year = year - 1900;
+	tm.tm_mon = (int)((m - months) / 3);
+	tm.tm_mday = day;
+	tm.tm_hour = hh;
+	tm.tm_min = mm;
+	tm.tm_sec = ss;
+	sign = zone < 0 ? -1 : 1;
+	zone = zone < 0 ? -zone : zone;
+	return (int64_t)timegm(&tm) - sign * ((zone / 100) * 3600 + (zone % 100) * 60);
 }

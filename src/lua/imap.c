@@ -339,34 +339,6 @@ push_node(lua_State *L, const struct imap_node *n, struct lconn *lc, int *litidx
 	lua_pushnil(L);
 }
 
-/* "17-Jul-1996 02:44:25 -0700" -> seconds since the epoch, or -1. */
-static long long
-parse_internaldate(const char *s)
-{
-	static const char *months = "JanFebMarAprMayJunJulAugSepOctNovDec";
-	char mon[4];
-	int day, year, hh, mm, ss, zone;
-	struct tm tm;
-	const char *m;
-
-	if (sscanf(s, " %d-%3s-%d %d:%d:%d %d", &day, mon, &year, &hh, &mm, &ss, &zone) != 7)
-		return -1;
-	m = strstr(months, mon);
-	if (m == NULL || (m - months) % 3 != 0)
-		return -1;
-	memset(&tm, 0, sizeof(tm));
-	tm.tm_year = year - 1900;
-	tm.tm_mon = (int)((m - months) / 3);
-	tm.tm_mday = day;
-	tm.tm_hour = hh;
-	tm.tm_min = mm;
-	tm.tm_sec = ss;
-	long long t = (long long)timegm(&tm);
-	int sign = zone < 0 ? -1 : 1;
-	zone = zone < 0 ? -zone : zone;
-	return t - sign * ((zone / 100) * 3600 + (zone % 100) * 60);
-}
-
 /* A FETCH response as { uid=, flags={...}, internaldate=, size=, ["BODY[]"]=... }. */
 static void
 push_fetch(lua_State *L, const struct imap_response *r, struct lconn *lc)
@@ -406,7 +378,7 @@ push_fetch(lua_State *L, const struct imap_response *r, struct lconn *lc)
 			const char *d = imap_node_bytes(v, &dlen);
 			lua_pushstring(L, d ? d : "");
 			lua_setfield(L, -2, "internaldate_text");
-			long long t = d ? parse_internaldate(d) : -1;
+			long long t = d ? imap_parse_internaldate(d) : -1;
 			if (t >= 0) {
 				lua_pushinteger(L, (lua_Integer)t);
 				lua_setfield(L, -2, "internaldate");

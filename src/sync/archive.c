@@ -175,32 +175,6 @@ fetch_flags(const struct imap_response *r)
 	return s;
 }
 
-static int64_t
-parse_internaldate(const char *s)
-{
-	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
-	char mon[4];
-	int day, year, hh, mm, ss, zone;
-	struct tm tm;
-	const char *m;
-
-	if (s == NULL || sscanf(s, " %d-%3s-%d %d:%d:%d %d", &day, mon, &year, &hh, &mm, &ss, &zone) != 7)
-		return -1;
-	m = strstr(months, mon);
-	if (m == NULL || (m - months) % 3 != 0)
-		return -1;
-	memset(&tm, 0, sizeof(tm));
-	tm.tm_year = year - 1900;
-	tm.tm_mon = (int)((m - months) / 3);
-	tm.tm_mday = day;
-	tm.tm_hour = hh;
-	tm.tm_min = mm;
-	tm.tm_sec = ss;
-	int sign = zone < 0 ? -1 : 1;
-	zone = zone < 0 ? -zone : zone;
-	return (int64_t)timegm(&tm) - sign * ((zone / 100) * 3600 + (zone % 100) * 60);
-}
-
 static void
 sizes_untagged(void *ud, const struct imap_response *r)
 {
@@ -332,7 +306,7 @@ body_untagged(void *ud, const struct imap_response *r)
 	e->size = blob_writer_size(e->w);
 	e->flags = fetch_flags(r);
 	n = imap_fetch_item(r, "INTERNALDATE");
-	e->internaldate = n ? parse_internaldate(imap_node_bytes(n, &hlen)) : -1;
+	e->internaldate = n ? imap_parse_internaldate(imap_node_bytes(n, &hlen)) : -1;
 	head = blob_writer_head(e->w, &hlen);
 	e->headers = mime_headers_parse(head, hlen);
 	blob_writer_drop_head(e->w);	/* a batch would hold 256 KiB per message */
@@ -446,11 +420,11 @@ database:
 	return -1;
 }
 
+/* One of the job's commands ended: a lost connection or a NO/BAD fails
+ * the job (the first reason wins). */
 static void
-batch_done(void *ud, const struct imap_response *r, const struct net_error *err)
+command_ended(struct archive_job *j, const struct imap_response *r, const struct net_error *err)
 {
-	struct batch *b = ud;
-	struct archive_job *j = b->job;
 	char said[600];
 
 	j->pending--;
@@ -463,6 +437,15 @@ batch_done(void *ud, const struct imap_response *r, const struct net_error *err)
 		imap_response_describe(r, said, sizeof(said));
 		job_fail(j, "protocol", "UID FETCH in %s: the server said \"%s\"", j->folder, said);
 	}
+}
+
+static void
+batch_done(void *ud, const struct imap_response *r, const struct net_error *err)
+{
+	struct batch *b = ud;
+	struct archive_job *j = b->job;
+
+	command_ended(j, r, err);
 	/* Batches must end in command order (tagged answers come in order on
 	 * one connection); one that ends early would move last_uid past the
 	 * messages of the batches before it. */
@@ -575,18 +558,8 @@ static void
 sizes_done(void *ud, const struct imap_response *r, const struct net_error *err)
 {
 	struct archive_job *j = ud;
-	char said[600];
 
-	j->pending--;
-	if (err) {
-		if (!j->failed) {
-			j->failed = 1;
-			j->err = *err;
-		}
-	} else if (r->status != IMAP_STATUS_OK) {
-		imap_response_describe(r, said, sizeof(said));
-		job_fail(j, "protocol", "UID FETCH in %s: the server said \"%s\"", j->folder, said);
-	}
+	command_ended(j, r, err);
 	if (!j->failed) {
 		qsort(j->todo, j->ntodo, sizeof(*j->todo), cmp_uid);
 		if (j->p.on_progress)

@@ -248,6 +248,18 @@ test_seqset(void)
 	CHECK_INT(r[0].lo, 7);
 }
 
+static void
+test_internaldate(void)
+{
+	CHECK_INT(imap_parse_internaldate("17-Jul-1996 02:44:25 -0700"), 837596665);
+	CHECK_INT(imap_parse_internaldate(" 1-Jan-2026 05:30:00 +0530"), 1767225600);
+	CHECK_INT(imap_parse_internaldate("1-Jan-2026 00:00:00 -0500"), 1767243600);
+	CHECK_INT(imap_parse_internaldate("17-Jux-1996 02:44:25 -0700"), -1);
+	CHECK_INT(imap_parse_internaldate("32-Jul-1996 02:44:25 -0700"), -1);
+	CHECK_INT(imap_parse_internaldate("yesterday"), -1);
+	CHECK_INT(imap_parse_internaldate(NULL), -1);
+}
+
 int
 main(void)
 {
@@ -257,5 +269,6 @@ main(void)
 	RUN(test_mailbox);
 	RUN(test_uidset);
 	RUN(test_seqset);
+	RUN(test_internaldate);
 	DONE();
 }
