@@ -267,15 +267,42 @@ valid_id(const char *id)
 	return 1;
 }
 
+/* The archive read-only and a VM to run the Lua half on it, for commands
+ * that work without an engine. 0, or 1 after saying why. */
+static int
+open_archive_vm(const char *data, struct store **st, struct vm **vm)
+{
+	char err[1024], path[4096];
+	struct stat sb;
+
+	snprintf(path, sizeof(path), "%s/archive.db", data);
+	if (stat(path, &sb) < 0) {
+		fprintf(stderr, "emailvault: no archive in %s yet (start the engine: emailvault run "
+		    "--data %s)\n", data, data);
+		return 1;
+	}
+	*st = store_open(data, 1, err, sizeof(err));
+	if (*st == NULL) {
+		fprintf(stderr, "emailvault: %s\n", err);
+		return 1;
+	}
+	store_set_current(*st);
+	*vm = vm_new(NULL, 0);
+	if (*vm == NULL) {
+		store_close(*st);
+		return 1;
+	}
+	engine_preload_modules(*vm);
+	return 0;
+}
+
 static int
 cmd_status(int argc, char **argv)
 {
 	static const int allowed[] = { OPT_DATA, OPT_JSON, 0 };
 	struct cli cli = { .sources = default_sources, .data = default_data };
-	char err[1024], path[4096];
 	struct store *st;
 	struct vm *vm;
-	struct stat sb;
 	int status = 1;
 	int first = parse_options(argc, argv, "status", allowed, &cli);
 
@@ -283,20 +310,8 @@ cmd_status(int argc, char **argv)
 		return EXIT_USAGE;
 	if (first < argc)
 		return usage_error("status takes no arguments (got '%s')", argv[first]);
-	snprintf(path, sizeof(path), "%s/archive.db", cli.data);
-	if (stat(path, &sb) < 0) {
-		fprintf(stderr, "emailvault: no archive in %s yet (start the engine: emailvault run "
-		    "--data %s)\n", cli.data, cli.data);
+	if (open_archive_vm(cli.data, &st, &vm) != 0)
 		return 1;
-	}
-	st = store_open(cli.data, 1, err, sizeof(err));
-	if (st == NULL) {
-		fprintf(stderr, "emailvault: %s\n", err);
-		return 1;
-	}
-	store_set_current(st);
-	vm = vm_new(NULL, 0);
-	engine_preload_modules(vm);
 	if (vm_require(vm->L, "status") == 0) {
 		lua_getfield(vm->L, -1, "print");
 		lua_pushboolean(vm->L, cli.json);
@@ -381,10 +396,8 @@ cmd_repl(int argc, char **argv)
 {
 	static const int allowed[] = { OPT_DATA, OPT_OFFLINE, 0 };
 	struct cli cli = { .sources = default_sources, .data = default_data };
-	char err[1024], path[4096];
 	struct store *st = NULL;
 	struct vm *vm = NULL;
-	struct stat sb;
 	int status;
 	int first = parse_options(argc, argv, "repl", allowed, &cli);
 
@@ -392,21 +405,8 @@ cmd_repl(int argc, char **argv)
 		return EXIT_USAGE;
 	if (first < argc)
 		return usage_error("repl takes no arguments (got '%s')", argv[first]);
-	if (cli.offline) {
-		snprintf(path, sizeof(path), "%s/archive.db", cli.data);
-		if (stat(path, &sb) < 0) {
-			fprintf(stderr, "emailvault: no archive in %s yet\n", cli.data);
-			return 1;
-		}
-		st = store_open(cli.data, 1, err, sizeof(err));
-		if (st == NULL) {
-			fprintf(stderr, "emailvault: %s\n", err);
-			return 1;
-		}
-		store_set_current(st);
-		vm = vm_new(NULL, 0);
-		engine_preload_modules(vm);
-	}
+	if (cli.offline && open_archive_vm(cli.data, &st, &vm) != 0)
+		return 1;
 	status = repl_run(cli.data, cli.offline, vm ? vm->L : NULL);
 	vm_free(vm);
 	store_close(st);

@@ -4,6 +4,7 @@
  * { kind = ..., message = ..., code = ... }. A connection handle holds only
  * an id, so a handle that outlives its connection fails cleanly.
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -140,6 +141,29 @@ push_error(lua_State *L, const char *kind, const char *message, const char *code
 
 static int push_handle(lua_State *L, struct lconn *lc);
 
+/* An archive job's counters as a table (its result and its progress). */
+static void
+push_progress(lua_State *L, const struct archive_progress *p)
+{
+	static const struct { const char *name; size_t off; } fields[] = {
+		{ "messages_total", offsetof(struct archive_progress, messages_total) },
+		{ "bytes_total", offsetof(struct archive_progress, bytes_total) },
+		{ "messages_done", offsetof(struct archive_progress, messages_done) },
+		{ "bytes_done", offsetof(struct archive_progress, bytes_done) },
+		{ "archived", offsetof(struct archive_progress, archived) },
+		{ "skipped", offsetof(struct archive_progress, skipped) },
+		{ "duplicates", offsetof(struct archive_progress, duplicates) },
+	};
+
+	lua_createtable(L, 0, 8);
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+		lua_pushinteger(L, (lua_Integer)*(const uint64_t *)((const char *)p + fields[i].off));
+		lua_setfield(L, -2, fields[i].name);
+	}
+	lua_pushinteger(L, (lua_Integer)p->last_uid);
+	lua_setfield(L, -2, "last_uid");
+}
+
 static int
 push_result(lua_State *co, void *ud)
 {
@@ -157,24 +181,7 @@ push_result(lua_State *co, void *ud)
 		return 1;
 	}
 	if (lc->op == OP_ARCHIVE) {
-		const struct archive_progress *p = &lc->result;
-		lua_createtable(co, 0, 9);
-		lua_pushinteger(co, (lua_Integer)p->messages_total);
-		lua_setfield(co, -2, "messages_total");
-		lua_pushinteger(co, (lua_Integer)p->bytes_total);
-		lua_setfield(co, -2, "bytes_total");
-		lua_pushinteger(co, (lua_Integer)p->messages_done);
-		lua_setfield(co, -2, "messages_done");
-		lua_pushinteger(co, (lua_Integer)p->bytes_done);
-		lua_setfield(co, -2, "bytes_done");
-		lua_pushinteger(co, (lua_Integer)p->archived);
-		lua_setfield(co, -2, "archived");
-		lua_pushinteger(co, (lua_Integer)p->skipped);
-		lua_setfield(co, -2, "skipped");
-		lua_pushinteger(co, (lua_Integer)p->duplicates);
-		lua_setfield(co, -2, "duplicates");
-		lua_pushinteger(co, (lua_Integer)p->last_uid);
-		lua_setfield(co, -2, "last_uid");
+		push_progress(co, &lc->result);
 		return 1;
 	}
 	if (lc->result_ref != LUA_NOREF) {
@@ -1449,21 +1456,7 @@ progress_trampoline(lua_State *L)
 
 	lua_settop(L, 0);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, hc->lc->on_progress_ref);
-	lua_createtable(L, 0, 8);
-	lua_pushinteger(L, (lua_Integer)p->messages_total);
-	lua_setfield(L, -2, "messages_total");
-	lua_pushinteger(L, (lua_Integer)p->bytes_total);
-	lua_setfield(L, -2, "bytes_total");
-	lua_pushinteger(L, (lua_Integer)p->messages_done);
-	lua_setfield(L, -2, "messages_done");
-	lua_pushinteger(L, (lua_Integer)p->bytes_done);
-	lua_setfield(L, -2, "bytes_done");
-	lua_pushinteger(L, (lua_Integer)p->archived);
-	lua_setfield(L, -2, "archived");
-	lua_pushinteger(L, (lua_Integer)p->skipped);
-	lua_setfield(L, -2, "skipped");
-	lua_pushinteger(L, (lua_Integer)p->last_uid);
-	lua_setfield(L, -2, "last_uid");
+	push_progress(L, p);
 	lua_call(L, 1, 0);
 	return 0;
 }
