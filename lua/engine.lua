@@ -314,17 +314,7 @@ function E.view(rec)
     progress = rec.status == "importing" and rec.progress or nil,
   }
   if db_ready() then
-    local folders, archived, skipped = {}, 0, 0
-    for _, f in ipairs(store.query("SELECT name, uidvalidity, last_uid, on_server FROM folders WHERE source = ?", rec.id)) do
-      local a = store.query("SELECT count(*) AS n FROM locations WHERE source = ? AND folder = ? AND uidvalidity = ?",
-        rec.id, f.name, f.uidvalidity)[1].n
-      local sk = store.query("SELECT count(*) AS n FROM skipped WHERE source = ? AND folder = ? AND uidvalidity = ?",
-        rec.id, f.name, f.uidvalidity)[1].n
-      folders[f.name] = { on_server = f.on_server, archived = a, skipped = sk,
-        uidvalidity = f.uidvalidity, last_uid = f.last_uid }
-      archived, skipped = archived + a, skipped + sk
-    end
-    v.folders, v.archived, v.skipped = folders, archived, skipped
+    v.folders, v.archived, v.skipped, v.pending = require("status").folders_of(rec.id)
   end
   if E.decorate then E.decorate(rec, v) end
   return v

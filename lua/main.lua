@@ -9,8 +9,8 @@ function M.run(opts)
   local E = require "engine"
   local vault = require "vault"
   _G.vault = vault
-  local ok, runner = pcall(require, "runner")
-  if ok then E.runner = runner.run end
+  -- No fallback: an engine whose sources cannot run must not look healthy.
+  E.runner = require("runner").run
   local started, err = E.start(opts)
   if not started then return nil, err end
   return true

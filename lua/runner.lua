@@ -112,48 +112,71 @@ local function suspend(rec, seconds)
   rec.suspended = false
 end
 
-function M.run(rec)
+-- A Lua error raised while a source runs, as that source's error: it then
+-- goes through the retry policy like any other failure.
+function M.error_of(msg)
+  msg = tostring(msg):gsub("\nstack traceback:.*", "")
+  if msg:find("archive.db", 1, true) or msg:find("the archive is", 1, true) then
+    return { kind = "storage", message = msg }
+  end
+  if msg:find("not enough memory", 1, true) then
+    return { kind = "storage", message = "out of memory: " .. msg }
+  end
+  return { kind = "internal", message = "internal error (please report it): " .. msg }
+end
+
+-- With a connection: list, choose folders, one pass, then follow (or, with
+-- --once, log out). Returns true when a --once pass finished, else nil, err.
+local function work(rec, conn)
   local sync = require "sync"
-  local attempt = 0
+  local folders, lerr = conn:list()
+  if not folders then return nil, lerr end
+  local chosen = M.select_folders(folders, rec.def.folders or {})
+  rec.folders = {}
+  for _, f in ipairs(chosen) do rec.folders[#rec.folders + 1] = f.name end
+  log.info(rec.id, "folders to archive", { count = #chosen, of = #folders })
+  E.set_status(rec, rec.import_done and "active" or "importing")
+  local ok, serr = sync.pass(rec, conn, chosen)
+  if not ok then return nil, serr end
+  rec.attempt = 0
+  if not rec.import_done then
+    rec.import_done = true
+    rec.progress = nil
+    log.info(rec.id, "import complete")
+  end
+  E.set_status(rec, "active")
+  if E.opts.once then
+    conn:logout()
+    return true
+  end
+  return sync.follow(rec, conn, chosen)
+end
+
+local function session(rec)
+  local conn, err = M.connect(rec)
+  if not conn then return nil, err end
+  local ok, done, werr = pcall(work, rec, conn)
+  if not ok then done, werr = nil, M.error_of(done) end
+  if not done then pcall(conn.close, conn) end
+  return done, werr
+end
+
+function M.run(rec)
+  rec.attempt = 0
   while true do
-    local conn, err = M.connect(rec)
-    local finished = false
-    if conn then
-      local folders, lerr = conn:list()
-      if folders then
-        local chosen = M.select_folders(folders, rec.def.folders or {})
-        rec.folders = {}
-        for _, f in ipairs(chosen) do rec.folders[#rec.folders + 1] = f.name end
-        log.info(rec.id, "folders to archive", { count = #chosen, of = #folders })
-        E.set_status(rec, rec.import_done and "active" or "importing")
-        local ok, serr = sync.pass(rec, conn, chosen)
-        if ok then
-          attempt = 0
-          if not rec.import_done then
-            rec.import_done = true
-            rec.progress = nil
-            log.info(rec.id, "import complete")
-          end
-          E.set_status(rec, "active")
-          if E.opts.once then
-            conn:logout()
-            finished = true
-          else
-            ok, serr = sync.follow(rec, conn, chosen)
-          end
-        end
-        err = serr
-      else
-        err = lerr
-      end
-      if not finished then conn:close() end
-    end
+    local ok, finished, err = pcall(session, rec)
+    if not ok then finished, err = nil, M.error_of(finished) end
     if finished then
       E.finished(rec, true)
       return
     end
-    attempt = attempt + 1
-    local delay = M.fail(rec, err or { kind = "protocol", message = "the connection ended" }, attempt)
+    rec.attempt = rec.attempt + 1
+    local fok, delay = pcall(M.fail, rec, err or { kind = "protocol", message = "the connection ended" },
+      rec.attempt)
+    if not fok then
+      log.error(rec.id, "cannot record the source's failure", { error = delay })
+      delay = M.RETRY_MIN
+    end
     if E.opts.once then
       E.finished(rec, false)
       return

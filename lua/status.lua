@@ -6,18 +6,32 @@ local json = require "json"
 
 local M = {}
 
-local function folders_of(id)
-  local folders, archived, skipped = {}, 0, 0
-  for _, f in ipairs(store.query("SELECT name, uidvalidity, last_uid, on_server FROM folders WHERE source = ?", id)) do
-    local a = store.query("SELECT count(*) AS n FROM locations WHERE source = ? AND folder = ? AND uidvalidity = ?",
-      id, f.name, f.uidvalidity)[1].n
-    local s = store.query("SELECT count(*) AS n FROM skipped WHERE source = ? AND folder = ? AND uidvalidity = ?",
-      id, f.name, f.uidvalidity)[1].n
-    folders[f.name] = { on_server = f.on_server, archived = a, skipped = s, uidvalidity = f.uidvalidity,
-      last_uid = f.last_uid }
-    archived, skipped = archived + a, skipped + s
+-- Archived, skipped and pending (owed by the server) messages of one folder
+-- at its current UIDVALIDITY.
+function M.folder_counts(id, folder, uidvalidity)
+  local function count(tbl)
+    -- pcall: an archive of an older schema opened read-only has no pending table.
+    local ok, rows = pcall(store.query, "SELECT count(*) AS n FROM " .. tbl ..
+      " WHERE source = ? AND folder = ? AND uidvalidity = ?", id, folder, uidvalidity)
+    if not ok then
+      if tbl == "pending" then return 0 end
+      error(rows, 0)
+    end
+    return rows[1].n
   end
-  return folders, archived, skipped
+  return count("locations"), count("skipped"), count("pending")
+end
+
+-- Every folder of source ID as vault.status shows it, and the totals.
+function M.folders_of(id)
+  local folders, archived, skipped, pending = {}, 0, 0, 0
+  for _, f in ipairs(store.query("SELECT name, uidvalidity, last_uid, on_server FROM folders WHERE source = ?", id)) do
+    local a, s, p = M.folder_counts(id, f.name, f.uidvalidity)
+    folders[f.name] = { on_server = f.on_server, archived = a, skipped = s, pending = p,
+      uidvalidity = f.uidvalidity, last_uid = f.last_uid }
+    archived, skipped, pending = archived + a, skipped + s, pending + p
+  end
+  return folders, archived, skipped, pending
 end
 
 -- Records shaped like vault.status(id).
@@ -30,7 +44,7 @@ function M.records()
         attempt = r.error_attempt, next_retry = r.next_retry }
     end
     if r.status == "importing" and r.progress then rec.progress = json.decode(r.progress) end
-    rec.folders, rec.archived, rec.skipped = folders_of(r.id)
+    rec.folders, rec.archived, rec.skipped, rec.pending = M.folders_of(r.id)
     out[#out + 1] = rec
   end
   return out
@@ -95,8 +109,10 @@ function M.table(records, now)
   return table.concat(lines, "\n")
 end
 
-function M.print(as_json, now)
-  local recs = M.records()
+-- RECS: the running engine's live records (vault.sources()); without an
+-- engine, what archive.db last recorded.
+function M.print(as_json, now, recs)
+  recs = recs or M.records()
   if as_json then return json.encode(recs) end
   if #recs == 0 then return "no source has been recorded in this archive yet" end
   return M.table(recs, now)

@@ -17,27 +17,32 @@ local S = {}
 
 S.IDLE_MAX = 29 * 60 - 60      -- re-issue IDLE before the 29-minute mark
 
+S.MAX_ATTEMPTS = 3             -- passes a UID may come back without its body before it is skipped
+
 local function folder_row(source, folder)
   return store.query("SELECT uidvalidity, last_uid, on_server FROM folders WHERE source = ? AND name = ?",
     source, folder)[1]
 end
 
--- Counts for one folder at its current UIDVALIDITY.
-function S.folder_counts(source, folder, uidvalidity)
-  local a = store.query("SELECT count(*) AS n FROM locations WHERE source = ? AND folder = ? AND uidvalidity = ?",
-    source, folder, uidvalidity)[1].n
-  local s = store.query("SELECT count(*) AS n FROM skipped WHERE source = ? AND folder = ? AND uidvalidity = ?",
-    source, folder, uidvalidity)[1].n
-  return a, s
-end
+-- Counts for one folder at its current UIDVALIDITY: archived, skipped, pending.
+S.folder_counts = require("status").folder_counts
 
 local function event(source, kind, detail)
   store.exec("INSERT INTO events(at, source, kind, detail) VALUES (?, ?, ?, ?)", core.now(), source, kind, detail)
 end
 
--- Archives one folder's new mail. Returns true or nil, err.
-function S.sync_folder(rec, conn, name, progress)
-  local info, err = conn:examine(name)
+-- F is a folder record of conn:list() ({ name =, raw = }) or a name.
+local function as_folder(f)
+  if type(f) == "table" then return f end
+  return { name = f }
+end
+
+-- Archives one folder's new mail; with RETRY also the UIDs earlier passes
+-- did not get. Returns true or nil, err.
+function S.sync_folder(rec, conn, f, progress, retry)
+  f = as_folder(f)
+  local name = f.name
+  local info, err = conn:examine(f.raw and f or name)
   if not info then
     if err.code == "NONEXISTENT" then
       log.warn(rec.id, "folder vanished before it could be read", { folder = name })
@@ -51,21 +56,27 @@ function S.sync_folder(rec, conn, name, progress)
     log.warn(rec.id, "UIDVALIDITY changed: re-scanning the folder (already archived messages are not stored twice)",
       { folder = name, old = row.uidvalidity, new = uidv })
     event(rec.id, "uidvalidity", string.format("%s: %d -> %d", name, row.uidvalidity, uidv))
+    -- The UIDs owed under the old UIDVALIDITY mean nothing now: the re-scan asks for everything.
+    store.exec("DELETE FROM pending WHERE source = ? AND folder = ? AND uidvalidity <> ?", rec.id, name, uidv)
   end
-  store.exec("INSERT INTO folders(source, name, uidvalidity, last_uid, on_server) VALUES (?, ?, ?, 0, ?) " ..
+  store.exec("INSERT INTO folders(source, name, uidvalidity, last_uid, on_server, raw) " ..
+    "VALUES (?, ?, ?, 0, ?, CAST(? AS BLOB)) " ..
     "ON CONFLICT(source, name) DO UPDATE SET " ..
     "last_uid = CASE WHEN uidvalidity = excluded.uidvalidity THEN last_uid ELSE 0 END, " ..
-    "uidvalidity = excluded.uidvalidity, on_server = excluded.on_server",
-    rec.id, name, uidv, info.exists or 0)
+    "uidvalidity = excluded.uidvalidity, on_server = excluded.on_server, raw = excluded.raw",
+    rec.id, name, uidv, info.exists or 0, f.raw)
   row = folder_row(rec.id, name)
   local last = row.last_uid or 0
   local exists = info.exists or 0
+  local owed = retry and store.query("SELECT count(*) AS n FROM pending WHERE source = ? AND folder = ? " ..
+    "AND uidvalidity = ?", rec.id, name, uidv)[1].n or 0
   -- Nothing new: the next UID the server would give is right after ours.
-  if exists > 0 and not (info.uidnext and info.uidnext <= last + 1) then
+  if (exists > 0 and not (info.uidnext and info.uidnext <= last + 1)) or owed > 0 then
     local def = rec.def
     local res, aerr = conn:archive {
       folder = name, uidvalidity = uidv, last_uid = last, source = rec.id,
-      batch = def.fetch_batch, filter = def.filter,
+      batch = def.fetch_batch, filter = def.filter, exists = exists,
+      retry_pending = retry and true or false, max_attempts = S.MAX_ATTEMPTS,
       on_progress = progress and function(p) progress(name, p) end or nil,
       on_message = E.has_listeners("message") and function(m)
         m.source = rec.id
@@ -73,27 +84,27 @@ function S.sync_folder(rec, conn, name, progress)
       end or nil,
     }
     if not res then return nil, aerr end
-    if res.messages_done > 0 then
+    if res.messages_done > 0 or res.pending > 0 then
       log.info(rec.id, "folder archived", { folder = name, archived = res.archived, skipped = res.skipped,
-        duplicates = res.duplicates, bytes = res.bytes_done, last_uid = res.last_uid })
+        pending = res.pending, duplicates = res.duplicates, bytes = res.bytes_done, last_uid = res.last_uid })
     end
   end
   S.reconcile(rec, name, uidv, exists)
   return true
 end
 
--- What the server holds vs archived + skipped: a shortfall is never silent.
+-- What the server holds vs archived + skipped + pending: a shortfall is never silent.
 function S.reconcile(rec, name, uidv, on_server)
-  local archived, skipped = S.folder_counts(rec.id, name, uidv)
+  local archived, skipped, pending = S.folder_counts(rec.id, name, uidv)
   rec.folder_state = rec.folder_state or {}
   local row = folder_row(rec.id, name) or {}
   rec.folder_state[name] = { on_server = on_server, archived = archived, skipped = skipped,
-    uidvalidity = uidv, last_uid = row.last_uid or 0 }
-  if archived + skipped < on_server then
-    local detail = string.format("%s: the server holds %d messages, %d archived and %d skipped",
-      name, on_server, archived, skipped)
+    pending = pending, uidvalidity = uidv, last_uid = row.last_uid or 0 }
+  if archived + skipped + pending < on_server then
+    local detail = string.format("%s: the server holds %d messages, %d archived, %d skipped and %d pending",
+      name, on_server, archived, skipped, pending)
     log.error(rec.id, "reconciliation shortfall", { folder = name, on_server = on_server,
-      archived = archived, skipped = skipped })
+      archived = archived, skipped = skipped, pending = pending })
     event(rec.id, "shortfall", detail)
     E.emit("error", E.view(rec), { kind = "storage", message = "reconciliation shortfall: " .. detail })
   end
@@ -104,7 +115,7 @@ local function import_totals(rec, conn, folders)
   local items = conn:has("STATUS=SIZE") and "MESSAGES SIZE" or "MESSAGES"
   local total, bytes = 0, 0
   for _, f in ipairs(folders) do
-    local st = conn:status(f.name, items)
+    local st = conn:status(f.raw and f or f.name, items)
     if st then
       total = total + (st.messages or 0)
       bytes = bytes + (st.size or 0)
@@ -113,7 +124,16 @@ local function import_totals(rec, conn, folders)
   return total, bytes
 end
 
--- One pass over FOLDERS. Returns true or nil, err.
+-- Errors after which the pass cannot go on with the other folders: the
+-- connection is gone, the disk is full, the filter is broken.
+local function stops_the_pass(conn, err)
+  if err.kind == "storage" or err.kind == "hook" then return true end
+  local info = conn:info()
+  return not info.open
+end
+
+-- One pass over FOLDERS: every folder is tried, a failing one is reported
+-- and does not keep the others from being archived. Returns true or nil, err.
 function S.pass(rec, conn, folders)
   local importing = rec.status == "importing"
   local p = { started = core.monotonic(), done0 = 0, bytes0 = 0 }
@@ -127,9 +147,10 @@ function S.pass(rec, conn, folders)
   end
   local done_before = 0
   local bytes_before = 0
+  local failed = {}
   for _, f in ipairs(folders) do
     local last
-    local ok, err = S.sync_folder(rec, conn, f.name, importing and function(_, jp)
+    local ok, err = S.sync_folder(rec, conn, f, importing and function(_, jp)
       last = jp
       local done = p.done0 + done_before + jp.messages_done
       local bytes = bytes_before + jp.bytes_done
@@ -141,8 +162,14 @@ function S.pass(rec, conn, folders)
         rate = rate, eta = rate > 0 and math.max(0, ((p.total or 0) - done) / rate) or nil,
       }
       E.save(rec)
-    end)
-    if not ok then return nil, err end
+    end, true)
+    if not ok then
+      if stops_the_pass(conn, err) then return nil, err end
+      failed[#failed + 1] = { folder = f.name, err = err }
+      log.error(rec.id, "folder failed; the pass goes on with the other folders",
+        { folder = f.name, kind = err.kind, error = err.message })
+      event(rec.id, "folder_error", f.name .. ": " .. tostring(err.message))
+    end
     if last then
       done_before = done_before + last.messages_done
       bytes_before = bytes_before + last.bytes_done
@@ -150,6 +177,17 @@ function S.pass(rec, conn, folders)
     if rec.stop_requested then return nil, { kind = "protocol", message = "stopped" } end
   end
   rec.last_sync = core.now()
+  if #failed > 0 then
+    local first = failed[1]
+    local names = {}
+    for i, x in ipairs(failed) do names[i] = x.folder end
+    local msg = #failed == 1 and string.format("folder %s: %s", first.folder, first.err.message) or
+      string.format("%d folders failed (%s); %s: %s", #failed, table.concat(names, ", "), first.folder,
+        first.err.message)
+    return nil, { kind = first.err.kind, code = first.err.code, folders = names,
+      message = msg .. " (the other folders were archived; if a folder can never be read, " ..
+        "exclude it: folders = { exclude = { ... } })" }
+  end
   return true
 end
 
@@ -157,7 +195,7 @@ end
 -- other folders polled every `poll` seconds. Returns only on error.
 function S.follow(rec, conn, folders)
   local inbox
-  for _, f in ipairs(folders) do if f.name:upper() == "INBOX" then inbox = f.name end end
+  for _, f in ipairs(folders) do if f.name:upper() == "INBOX" then inbox = f end end
   local poll = rec.def.poll or 300
   while true do
     local deadline = core.monotonic() + poll

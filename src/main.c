@@ -310,6 +310,17 @@ cmd_status(int argc, char **argv)
 		return EXIT_USAGE;
 	if (first < argc)
 		return usage_error("status takes no arguments (got '%s')", argv[first]);
+	/* A running engine knows better than archive.db (which it may not
+	 * have been able to write, e.g. while another process locks it). */
+	char err[1024], chunk[256];
+	int fd = control_connect(cli.data, err, sizeof(err));
+	if (fd >= 0) {
+		snprintf(chunk, sizeof(chunk), "print(require(\"status\").print(%s, vault.now(), "
+		    "vault.sources()))", cli.json ? "true" : "false");
+		status = control_eval(fd, chunk, 0);
+		close(fd);
+		return status;
+	}
 	if (open_archive_vm(cli.data, &st, &vm) != 0)
 		return 1;
 	if (vm_require(vm->L, "status") == 0) {

@@ -267,28 +267,86 @@ imap_ranges_count(const struct imap_range *r, size_t n)
 	return total;
 }
 
-int64_t
-imap_parse_internaldate(const char *s)
+/* N decimal digits at *P, advancing it; -1 if they are not there. */
+static int
+digits(const char **p, int n)
 {
-	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
-	char mon[4];
-	int day, year, hh, mm, ss, zone, sign;
-	struct tm tm;
-	const char *m;
+	int v = 0;
 
-	if (s == NULL || sscanf(s, " %d-%3s-%d %d:%d:%d %d", &day, mon, &year, &hh, &mm, &ss, &zone) != 7)
+	for (int i = 0; i < n; i++, (*p)++) {
+		if (**p < '0' || **p > '9')
+			return -1;
+		v = v * 10 + (**p - '0');
+	}
+	return v;
+}
+
+/* Days from 1970-01-01 to Y-M-D of the proleptic Gregorian calendar. */
+static int64_t
+days_from_civil(int64_t y, int m, int d)
+{
+	int64_t era, yoe, doy, doe;
+
+	y -= m <= 2;
+	era = (y >= 0 ? y : y - 399) / 400;
+	yoe = y - era * 400;
+	doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + doe - 719468;
+}
+
+/*
+ * date-time = date-day-fixed "-" date-month "-" date-year SP time SP zone
+ * (RFC 3501 9): every field has a fixed width, so nothing a server sends
+ * can overflow; a day may also come without its padding space.
+ */
+int
+imap_parse_internaldate(const char *s, int64_t *out)
+{
+	static const char months[] = "janfebmaraprmayjunjulaugsepoctnovdec";
+	static const int mdays[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+	const char *p = s;
+	char mon[4];
+	const char *m;
+	int day, month, year, hh, mm, ss, zh, zm, sign, leap;
+
+	if (s == NULL)
 		return -1;
+	if (*p == ' ')
+		p++;
+	if (p[0] >= '0' && p[0] <= '9' && p[1] >= '0' && p[1] <= '9')
+		day = digits(&p, 2);
+	else
+		day = digits(&p, 1);
+	if (day < 1 || *p++ != '-')
+		return -1;
+	for (int i = 0; i < 3; i++) {
+		char c = p[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')))
+			return -1;
+		mon[i] = (char)(c | 0x20);
+	}
+	mon[3] = '\0';
+	p += 3;
 	m = strstr(months, mon);
-	if (m == NULL || (m - months) % 3 != 0 || day < 1 || day > 31)
+	if (m == NULL || (m - months) % 3 != 0 || *p++ != '-')
 		return -1;
-	memset(&tm, 0, sizeof(tm));
-	tm.tm_year = year - 1900;
-	tm.tm_mon = (int)((m - months) / 3);
-	tm.tm_mday = day;
-	tm.tm_hour = hh;
-	tm.tm_min = mm;
-	tm.tm_sec = ss;
-	sign = zone < 0 ? -1 : 1;
-	zone = zone < 0 ? -zone : zone;
-	return (int64_t)timegm(&tm) - sign * ((zone / 100) * 3600 + (zone % 100) * 60);
+	month = (int)((m - months) / 3) + 1;
+	if ((year = digits(&p, 4)) < 0 || *p++ != ' ')
+		return -1;
+	if ((hh = digits(&p, 2)) < 0 || *p++ != ':' || (mm = digits(&p, 2)) < 0 || *p++ != ':' ||
+	    (ss = digits(&p, 2)) < 0 || *p++ != ' ')
+		return -1;
+	if (*p != '+' && *p != '-')
+		return -1;
+	sign = *p++ == '-' ? -1 : 1;
+	if ((zh = digits(&p, 2)) < 0 || (zm = digits(&p, 2)) < 0 || *p != '\0')
+		return -1;
+	leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+	if (day > mdays[month - 1] || (month == 2 && day == 29 && !leap) || hh > 23 || mm > 59 ||
+	    ss > 60 || zh > 23 || zm > 59)
+		return -1;
+	*out = days_from_civil(year, month, day) * 86400 + hh * 3600 + mm * 60 + ss -
+	    sign * (zh * 3600 + zm * 60);
+	return 0;
 }

@@ -63,7 +63,7 @@ int imap_parse_seqset(const char *s, size_t len, uint32_t star,
 uint64_t imap_ranges_count(const struct imap_range *r, size_t n);
 
 /* An INTERNALDATE ("17-Jul-1996 02:44:25 -0700") as seconds since the
- * epoch, or -1 if it is not one. */
-int64_t imap_parse_internaldate(const char *s);
+ * epoch in *OUT: 0, or -1 if it is not one. */
+int imap_parse_internaldate(const char *s, int64_t *out);
 
 #endif

@@ -262,3 +262,32 @@ imap_utf7_encode(const char *in, size_t len, char *out, size_t cap,
 		flush(&o, bits, nbits);
 	return finish(&o, outlen);
 }
+
+int
+imap_name_escape(const char *in, size_t len, char *out, size_t cap, size_t *outlen)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	const unsigned char *s = (const unsigned char *)in;
+	struct out o = { out, cap, 0, 0 };
+	size_t i = 0;
+
+	while (i < len) {
+		size_t at = i;
+		int32_t cp = utf8_next(s, len, &i);
+		if (cp == '\\') {
+			put(&o, '\\');
+			put(&o, '\\');
+		} else if (cp < 0x20 || cp == 0x7f) {
+			/* not UTF-8 (cp -1, i unmoved), or a control character */
+			put(&o, '\\');
+			put(&o, 'x');
+			put(&o, hex[s[at] >> 4]);
+			put(&o, hex[s[at] & 15]);
+			i = at + 1;
+		} else {
+			for (size_t k = at; k < i; k++)
+				put(&o, (char)s[k]);
+		}
+	}
+	return finish(&o, outlen);
+}

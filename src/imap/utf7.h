@@ -23,6 +23,12 @@ int imap_utf7_decode(const char *in, size_t len, char *out, size_t cap,
 /* UTF-8 -> mUTF-7; rejects invalid UTF-8 and U+0000. */
 int imap_utf7_encode(const char *in, size_t len, char *out, size_t cap,
     size_t *outlen);
+/* A mailbox name that is neither mUTF-7 nor UTF-8 (raw Latin-1 from an old
+ * server), shown without loss: each byte that is not part of valid UTF-8,
+ * and each control character, as \xHH, and '\' as \\. The result is
+ * valid UTF-8 and different for different inputs. */
+#define IMAP_NAME_ESCAPED_MAX(len)	((len) * 4 + 1)
+int imap_name_escape(const char *in, size_t len, char *out, size_t cap, size_t *outlen);
 /* 1 if s is valid UTF-8 without U+0000 (shared with format.c). */
 int imap_utf8_valid(const char *s, size_t len);
 

@@ -153,6 +153,7 @@ push_progress(lua_State *L, const struct archive_progress *p)
 		{ "archived", offsetof(struct archive_progress, archived) },
 		{ "skipped", offsetof(struct archive_progress, skipped) },
 		{ "duplicates", offsetof(struct archive_progress, duplicates) },
+		{ "pending", offsetof(struct archive_progress, pending) },
 	};
 
 	lua_createtable(L, 0, 8);
@@ -385,8 +386,8 @@ push_fetch(lua_State *L, const struct imap_response *r, struct lconn *lc)
 			const char *d = imap_node_bytes(v, &dlen);
 			lua_pushstring(L, d ? d : "");
 			lua_setfield(L, -2, "internaldate_text");
-			long long t = d ? imap_parse_internaldate(d) : -1;
-			if (t >= 0) {
+			int64_t t;
+			if (imap_parse_internaldate(d, &t) == 0) {
 				lua_pushinteger(L, (lua_Integer)t);
 				lua_setfield(L, -2, "internaldate");
 			}
@@ -440,12 +441,23 @@ convert_untagged(lua_State *L)
 		lua_createtable(L, 0, 6);
 		lua_pushlstring(L, nb, nlen);
 		lua_setfield(L, -2, "raw");
-		char *utf8 = malloc(IMAP_UTF7_DECODED_MAX(nlen) + 1);
+		/* The name for people and for the archive: mUTF-7 decoded; a
+		 * name that is not mUTF-7 as sent if it is UTF-8, else escaped
+		 * without loss. Commands use the raw bytes. */
+		char *utf8 = malloc(IMAP_NAME_ESCAPED_MAX(nlen) + 1);
 		size_t ulen;
-		if (utf8 && imap_utf7_decode(nb, nlen, utf8, IMAP_UTF7_DECODED_MAX(nlen) + 1, &ulen) == 0)
+		if (utf8 == NULL)
+			return luaL_error(L, "not enough memory");
+		if (imap_utf7_decode(nb, nlen, utf8, IMAP_UTF7_DECODED_MAX(nlen) + 1, &ulen) == 0) {
 			lua_pushlstring(L, utf8, ulen);
-		else
-			lua_pushlstring(L, nb, nlen);	/* not valid mUTF-7: keep as sent */
+		} else if (imap_utf8_valid(nb, nlen)) {
+			lua_pushlstring(L, nb, nlen);
+		} else {
+			imap_name_escape(nb, nlen, utf8, IMAP_NAME_ESCAPED_MAX(nlen) + 1, &ulen);
+			lua_pushlstring(L, utf8, ulen);
+			lua_pushboolean(L, 1);
+			lua_setfield(L, -3, "escaped");
+		}
 		free(utf8);
 		lua_setfield(L, -2, "name");
 		if (db)
@@ -496,6 +508,19 @@ convert_untagged(lua_State *L)
 			default: break;
 			}
 			if (field && imap_code_u64(&r->code, &v) == 0) {
+				/* RFC 3501: nz-number, 32 bits. A bigger one would be
+				 * stored cut in some places and whole in others.
+				 * UIDNEXT may be one past the last possible UID. */
+				uint64_t max = r->code.id == IMAP_CODE_UIDNEXT ? (uint64_t)UINT32_MAX + 1 :
+				    UINT32_MAX;
+				if ((r->code.id == IMAP_CODE_UIDVALIDITY || r->code.id == IMAP_CODE_UIDNEXT) &&
+				    (v == 0 || v > max)) {
+					char msg[160];
+					snprintf(msg, sizeof(msg), "%s %llu, which is not a valid 32-bit number "
+					    "(RFC 3501)", r->code.name, (unsigned long long)v);
+					op_fail(lc, "protocol", NULL, "the server sent %s", msg);
+					break;
+				}
 				lua_pushinteger(L, (lua_Integer)v);
 				lua_setfield(L, -2, field);
 			}
@@ -830,6 +855,17 @@ opt_string(lua_State *L, int t, const char *k, const char *def)
 	return v;
 }
 
+static int
+opt_boolean(lua_State *L, int t, const char *k)
+{
+	int v;
+
+	lua_getfield(L, t, k);
+	v = lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	return v;
+}
+
 static double
 opt_number(lua_State *L, int t, const char *k, double def)
 {
@@ -1004,15 +1040,91 @@ l_list(lua_State *L)
 	return send_simple(L, lc, OP_LIST, "LIST", cmd);
 }
 
-static int
-mailbox_arg(lua_State *L, int idx, char *buf, size_t cap)
+/*
+ * A folder argument: a UTF-8 name (sent as modified UTF-7), or a folder
+ * record of conn:list() whose raw bytes are sent exactly as the server
+ * listed them (a name that is not mUTF-7 cannot be re-encoded). Returns
+ * the argument as command text into BUF, or -1 with the literal's bytes in
+ * *LIT (sent after the server's "+").
+ */
+static void
+folder_arg(lua_State *L, int idx, char *buf, size_t cap, size_t *outlen, const char **lit,
+    size_t *litlen, const char **display)
 {
-	size_t len, out;
-	const char *name = luaL_checklstring(L, idx, &len);
+	size_t len;
+	const char *name;
 
-	if (imap_format_mailbox(buf, cap, name, len, 0, &out) != 0)
-		return luaL_error(L, "folder name %s is not valid UTF-8 or too long", name);
-	return 0;
+	*lit = NULL;
+	*litlen = 0;
+	if (lua_istable(L, idx)) {
+		lua_getfield(L, idx, "name");
+		*display = lua_tostring(L, -1);
+		lua_pop(L, 1);
+		lua_getfield(L, idx, "raw");
+		name = lua_tolstring(L, -1, &len);
+		lua_pop(L, 1);	/* the record keeps the string alive */
+		if (name == NULL)
+			luaL_argerror(L, idx, "a folder record needs its raw name (from conn:list())");
+		if (*display == NULL)
+			*display = name;
+		int rc = imap_format_astring(buf, cap, name, len, IMAP_FMT_STRING, outlen);
+		if (rc == IMAP_FMT_NEEDLIT) {
+			if (imap_format_literal(buf, cap, len, 0, 0, outlen) != 0)
+				luaL_error(L, "folder name too long");
+			*lit = name;
+			*litlen = len;
+		} else if (rc != 0) {
+			luaL_error(L, "folder name too long");
+		}
+		return;
+	}
+	name = luaL_checklstring(L, idx, &len);
+	*display = name;
+	if (imap_format_mailbox(buf, cap, name, len, 0, outlen) != 0)
+		luaL_error(L, "folder name %s is not valid UTF-8 or too long (pass the folder "
+		    "record of conn:list() to use the server's own bytes)", name);
+}
+
+/* Sends PREFIX <folder> SUFFIX as one command (two parts with a literal). */
+static int
+send_folder_cmd(lua_State *L, struct lconn *lc, enum op op, const char *verb, int idx,
+    const char *suffix)
+{
+	struct imap_handler h = handler_for(lc);
+	char arg[2048], head[2200], what[300];
+	const char *lit, *display;
+	size_t alen, litlen;
+	const char *parts[2];
+	size_t lens[2];
+
+	folder_arg(L, idx, arg, sizeof(arg), &alen, &lit, &litlen, &display);
+	snprintf(what, sizeof(what), "%s %s", verb, display);
+	snprintf(lc->what, sizeof(lc->what), "%s", what);
+	begin_result(L, lc);
+	lc->pending = 1;
+	if (lit == NULL) {
+		snprintf(head, sizeof(head), "%s %.*s%s", verb, (int)alen, arg, suffix);
+		parts[0] = head;
+		lens[0] = strlen(head);
+		if (imap_client_send_parts(lc->client, parts, lens, 1, &h) < 0)
+			return closed_now(L, lc);
+	} else {
+		snprintf(head, sizeof(head), "%s %.*s", verb, (int)alen, arg);
+		char *tail = malloc(litlen + strlen(suffix) + 1);
+		if (tail == NULL)
+			return luaL_error(L, "not enough memory");
+		memcpy(tail, lit, litlen);
+		memcpy(tail + litlen, suffix, strlen(suffix) + 1);
+		parts[0] = head;
+		lens[0] = strlen(head);
+		parts[1] = tail;
+		lens[1] = litlen + strlen(suffix);
+		int rc = imap_client_send_parts(lc->client, parts, lens, 2, &h);
+		free(tail);
+		if (rc < 0)
+			return closed_now(L, lc);
+	}
+	return wait_op(L, lc, op);
 }
 
 /* conn:examine(folder) -> { exists, uidvalidity, uidnext, highestmodseq, flags, ... } */
@@ -1020,13 +1132,9 @@ static int
 l_examine(lua_State *L)
 {
 	struct lconn *lc = check_conn(L, 1);
-	char mbox[2048], cmd[2100], what[300];
 
-	mailbox_arg(L, 2, mbox, sizeof(mbox));
-	snprintf(cmd, sizeof(cmd), "EXAMINE %s%s", mbox,
+	return send_folder_cmd(L, lc, OP_EXAMINE, "EXAMINE", 2,
 	    imap_client_has_cap(lc->client, "CONDSTORE") ? " (CONDSTORE)" : "");
-	snprintf(what, sizeof(what), "EXAMINE %s", lua_tostring(L, 2));
-	return send_simple(L, lc, OP_EXAMINE, what, cmd);
 }
 
 /* conn:status(folder [, "MESSAGES UIDNEXT UIDVALIDITY"]) -> { messages=, uidnext=, ... } */
@@ -1034,16 +1142,16 @@ static int
 l_status(lua_State *L)
 {
 	struct lconn *lc = check_conn(L, 1);
-	char mbox[2048], cmd[2300], what[300];
 	const char *items = luaL_optstring(L, 3, "MESSAGES UIDNEXT UIDVALIDITY UNSEEN");
+	char suffix[300];
 
-	mailbox_arg(L, 2, mbox, sizeof(mbox));
 	for (const char *p = items; *p; p++)
 		if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || *p == ' ' || *p == '-'))
 			return luaL_error(L, "conn:status: items are names separated by spaces");
-	snprintf(cmd, sizeof(cmd), "STATUS %s (%s)", mbox, items);
-	snprintf(what, sizeof(what), "STATUS %s", lua_tostring(L, 2));
-	return send_simple(L, lc, OP_STATUS, what, cmd);
+	if (strlen(items) > 200)
+		return luaL_error(L, "conn:status: too many items");
+	snprintf(suffix, sizeof(suffix), " (%s)", items);
+	return send_folder_cmd(L, lc, OP_STATUS, "STATUS", 2, suffix);
 }
 
 /* conn:search(criteria) -> sorted UIDs (UID SEARCH; ESEARCH when offered) */
@@ -1529,9 +1637,16 @@ l_archive(lua_State *L)
 	if (p.folder == NULL)
 		return luaL_error(L, "conn:archive: folder is required");
 	p.source = opt_string(L, 2, "source", lc->source ? lc->source : "");
-	p.uidvalidity = (uint32_t)opt_number(L, 2, "uidvalidity", 0);
-	p.last_uid = (uint32_t)opt_number(L, 2, "last_uid", 0);
+	double uidv = opt_number(L, 2, "uidvalidity", 0), last = opt_number(L, 2, "last_uid", 0);
+	if (!(uidv >= 0 && uidv <= UINT32_MAX) || !(last >= 0 && last <= UINT32_MAX))
+		return luaL_error(L, "conn:archive: uidvalidity and last_uid are 32-bit numbers");
+	p.uidvalidity = (uint32_t)uidv;
+	p.last_uid = (uint32_t)last;
 	p.batch = (int)opt_number(L, 2, "batch", 200);
+	p.retry_pending = opt_boolean(L, 2, "retry_pending");
+	p.max_attempts = (int)opt_number(L, 2, "max_attempts", 3);
+	double exists = opt_number(L, 2, "exists", 0);
+	p.exists = exists > 0 && exists < 1e15 ? (uint64_t)exists : 0;
 	p.blobs = st->blobs;
 	p.db = st->db;
 	lc->hook_budget = (long)opt_number(L, 2, "hook_budget", 1000000);

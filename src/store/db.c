@@ -8,7 +8,8 @@
 
 enum stmt {
 	ST_FOLDER_GET, ST_FOLDER_UPSERT_UIDV, ST_FOLDER_PROGRESS, ST_FOLDER_ON_SERVER,
-	ST_MESSAGE_ADD, ST_LOCATION_ADD, ST_SKIP_ADD, ST_EVENT_ADD, ST_COUNT
+	ST_MESSAGE_ADD, ST_LOCATION_ADD, ST_SKIP_ADD, ST_EVENT_ADD,
+	ST_PENDING_LIST, ST_PENDING_NOTE, ST_PENDING_DELETE, ST_COUNT
 };
 
 static const char *const stmt_sql[ST_COUNT] = {
@@ -38,6 +39,17 @@ static const char *const stmt_sql[ST_COUNT] = {
 	    "ON CONFLICT(source, folder, uidvalidity, uid) DO NOTHING",
 	[ST_EVENT_ADD] =
 	    "INSERT INTO events(at, source, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+	[ST_PENDING_LIST] =
+	    "SELECT uid FROM pending WHERE source = ?1 AND folder = ?2 AND uidvalidity = ?3 "
+	    "ORDER BY uid",
+	[ST_PENDING_NOTE] =
+	    "INSERT INTO pending(source, folder, uidvalidity, uid, attempts, reason, first_seen, "
+	    "last_try) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) "
+	    "ON CONFLICT(source, folder, uidvalidity, uid) DO UPDATE SET "
+	    "attempts = attempts + excluded.attempts, reason = excluded.reason, "
+	    "last_try = excluded.last_try RETURNING attempts",
+	[ST_PENDING_DELETE] =
+	    "DELETE FROM pending WHERE source = ?1 AND folder = ?2 AND uidvalidity = ?3 AND uid = ?4",
 };
 
 /* Migration i brings the schema from version i to i + 1. */
@@ -71,6 +83,14 @@ static const char *const migrations[] = {
 	"CREATE TABLE events ("
 	"  id INTEGER PRIMARY KEY, at REAL NOT NULL, source TEXT, kind TEXT NOT NULL, detail TEXT);"
 	"CREATE INDEX events_source ON events(source, at);",
+	/* 1 -> 2: UIDs the server did not give yet (asked again on the next
+	 * passes, then skipped), and folder names as the server sent them. */
+	"CREATE TABLE pending ("
+	"  source TEXT NOT NULL, folder TEXT NOT NULL, uidvalidity INTEGER NOT NULL,"
+	"  uid INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, reason TEXT,"
+	"  first_seen REAL, last_try REAL,"
+	"  PRIMARY KEY (source, folder, uidvalidity, uid));"
+	"ALTER TABLE folders ADD COLUMN raw BLOB;",
 };
 
 struct archive_db {
@@ -381,5 +401,84 @@ db_event_add(struct archive_db *db, const char *source, const char *kind, const 
 	bind_text(st, 2, source);
 	bind_text(st, 3, kind);
 	bind_text(st, 4, detail);
+	return done(st);
+}
+
+int
+db_pending_list(struct archive_db *db, const char *source, const char *folder,
+    uint32_t uidvalidity, uint32_t **uids, size_t *n)
+{
+	sqlite3_stmt *st = stmt(db, ST_PENDING_LIST);
+	size_t cap = 0;
+	int rc;
+
+	*uids = NULL;
+	*n = 0;
+	if (st == NULL)
+		return -1;
+	bind_text(st, 1, source);
+	bind_text(st, 2, folder);
+	sqlite3_bind_int64(st, 3, uidvalidity);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		sqlite3_int64 uid = sqlite3_column_int64(st, 0);
+		if (uid < 1 || uid > UINT32_MAX)
+			continue;
+		if (*n == cap) {
+			size_t ncap = cap ? cap * 2 : 64;
+			uint32_t *grown = realloc(*uids, ncap * sizeof(**uids));
+			if (grown == NULL) {
+				rc = SQLITE_NOMEM;
+				break;
+			}
+			*uids = grown;
+			cap = ncap;
+		}
+		(*uids)[(*n)++] = (uint32_t)uid;
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		free(*uids);
+		*uids = NULL;
+		*n = 0;
+		return -1;
+	}
+	return 0;
+}
+
+int
+db_pending_note(struct archive_db *db, const char *source, const char *folder,
+    uint32_t uidvalidity, uint32_t uid, int count_attempt, const char *reason)
+{
+	sqlite3_stmt *st = stmt(db, ST_PENDING_NOTE);
+	int rc, attempts = -1;
+
+	if (st == NULL)
+		return -1;
+	bind_text(st, 1, source);
+	bind_text(st, 2, folder);
+	sqlite3_bind_int64(st, 3, uidvalidity);
+	sqlite3_bind_int64(st, 4, uid);
+	sqlite3_bind_int(st, 5, count_attempt ? 1 : 0);
+	bind_text(st, 6, reason);
+	sqlite3_bind_double(st, 7, now());
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		attempts = sqlite3_column_int(st, 0);
+	sqlite3_reset(st);
+	return attempts;
+}
+
+int
+db_pending_delete(struct archive_db *db, const char *source, const char *folder,
+    uint32_t uidvalidity, uint32_t uid)
+{
+	sqlite3_stmt *st = stmt(db, ST_PENDING_DELETE);
+
+	if (st == NULL)
+		return -1;
+	bind_text(st, 1, source);
+	bind_text(st, 2, folder);
+	sqlite3_bind_int64(st, 3, uidvalidity);
+	sqlite3_bind_int64(st, 4, uid);
 	return done(st);
 }

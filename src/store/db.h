@@ -56,6 +56,16 @@ int db_location_add(struct archive_db *db, const char *source, const char *folde
     int64_t internaldate);
 int db_skip_add(struct archive_db *db, const char *source, const char *folder,
     uint32_t uidvalidity, uint32_t uid, uint64_t size, const char *reason);
+/* UIDs the server listed but did not give (yet): asked for again on later
+ * passes, a bounded number of times. */
+int db_pending_list(struct archive_db *db, const char *source, const char *folder,
+    uint32_t uidvalidity, uint32_t **uids, size_t *n);
+/* Records UID as pending (one more attempt if COUNT_ATTEMPT); returns the
+ * attempts so far, or -1. */
+int db_pending_note(struct archive_db *db, const char *source, const char *folder,
+    uint32_t uidvalidity, uint32_t uid, int count_attempt, const char *reason);
+int db_pending_delete(struct archive_db *db, const char *source, const char *folder,
+    uint32_t uidvalidity, uint32_t uid);
 int db_event_add(struct archive_db *db, const char *source, const char *kind,
     const char *detail);
 

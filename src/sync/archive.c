@@ -16,6 +16,8 @@
 #include "store/db.h"
 
 #define UIDSET_MAX 4000		/* bytes of one command's UID set */
+#define LISTING_SLACK 10000	/* new mail that may arrive while a folder is listed */
+#define NO_BODY "the server returned no body for it"
 
 /* One message of a batch, between its FETCH response and the commit. */
 struct entry {
@@ -32,10 +34,13 @@ struct entry {
 struct batch {
 	struct archive_job *job;
 	uint32_t max_uid;		/* the folder's last UID once it commits */
-	uint32_t *uids;			/* what was asked for, ascending */
+	uint32_t *uids;			/* what was asked for, ascending, distinct */
 	size_t nuids;
+	unsigned char *got;		/* per UID: a body (or a filter skip) came */
+	char **why;			/* per UID: what the server said instead */
 	struct blob_writer *cur;	/* the body streaming now */
 	int discarding;			/* the job failed: bytes go nowhere */
+	char *refused;			/* the tagged NO, when the server refused */
 	struct entry *head, *tail;
 	struct batch *next;
 };
@@ -51,6 +56,7 @@ struct archive_job {
 	char *source, *folder;
 	struct uid_size *todo;
 	size_t ntodo, captodo;
+	size_t max_listed;		/* distinct new UIDs the folder can hold */
 	struct batch *batches;		/* in command order */
 	int pending;			/* commands not yet answered */
 	int failed, done;
@@ -98,8 +104,64 @@ free_batch(struct batch *b)
 		free_entry(e);
 	}
 	blob_writer_free(b->cur);
+	if (b->why)
+		for (size_t i = 0; i < b->nuids; i++)
+			free(b->why[i]);
+	free(b->why);
+	free(b->got);
+	free(b->refused);
 	free(b->uids);
 	free(b);
+}
+
+/* The position of UID in the batch, or -1. */
+static long
+batch_index(const struct batch *b, uint32_t uid)
+{
+	size_t lo = 0, hi = b->nuids;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (b->uids[mid] == uid)
+			return (long)mid;
+		if (b->uids[mid] < uid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
+/* A batch asking for N UIDS (ascending, distinct); NULL when out of memory. */
+static struct batch *
+batch_new(struct archive_job *j, const uint32_t *uids, size_t n)
+{
+	struct batch *b = calloc(1, sizeof(*b));
+
+	if (b == NULL)
+		return NULL;
+	b->job = j;
+	b->uids = malloc(n * sizeof(*b->uids));
+	b->got = calloc(n, 1);
+	if (b->uids == NULL || b->got == NULL) {
+		free_batch(b);
+		return NULL;
+	}
+	memcpy(b->uids, uids, n * sizeof(*b->uids));
+	b->nuids = n;
+	b->max_uid = uids[n - 1];
+	return b;
+}
+
+static void
+note_why(struct batch *b, long i, const char *why)
+{
+	if (i < 0)
+		return;
+	if (b->why == NULL && (b->why = calloc(b->nuids, sizeof(*b->why))) == NULL)
+		return;
+	free(b->why[i]);
+	b->why[i] = strdup(why);
 }
 
 static void
@@ -175,6 +237,64 @@ fetch_flags(const struct imap_response *r)
 	return s;
 }
 
+static int
+cmp_uid(const void *a, const void *b)
+{
+	uint32_t x = ((const struct uid_size *)a)->uid, y = ((const struct uid_size *)b)->uid;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Sorts the list and drops repeated UIDs (a server may list one twice). */
+static void
+compact_todo(struct archive_job *j)
+{
+	size_t o = 0;
+
+	qsort(j->todo, j->ntodo, sizeof(*j->todo), cmp_uid);
+	for (size_t i = 0; i < j->ntodo; i++) {
+		if (o > 0 && j->todo[o - 1].uid == j->todo[i].uid) {
+			if (j->todo[i].size > j->todo[o - 1].size)
+				j->todo[o - 1].size = j->todo[i].size;
+			continue;
+		}
+		j->todo[o++] = j->todo[i];
+	}
+	j->ntodo = o;
+}
+
+static int
+todo_add(struct archive_job *j, uint32_t uid, uint64_t size)
+{
+	if (j->ntodo == j->captodo) {
+		/* Memory stays bounded by what the folder can hold, however
+		 * many lines the server sends: compact before growing. */
+		if (j->captodo >= 2 * j->max_listed) {
+			compact_todo(j);
+			if (j->ntodo > j->max_listed) {
+				job_fail(j, "protocol", "%s listed more than %zu new messages in %s, which "
+				    "holds %llu", imap_client_hostport(j->client), j->max_listed, j->folder,
+				    (unsigned long long)j->p.exists);
+				return -1;
+			}
+		}
+	}
+	if (j->ntodo == j->captodo) {
+		size_t cap = j->captodo ? j->captodo * 2 : 1024;
+		struct uid_size *grown = realloc(j->todo, cap * sizeof(*grown));
+		if (grown == NULL) {
+			job_fail(j, "storage", "out of memory listing the new messages of %s", j->folder);
+			return -1;
+		}
+		j->todo = grown;
+		j->captodo = cap;
+	}
+	j->todo[j->ntodo].uid = uid;
+	j->todo[j->ntodo].size = size;
+	j->ntodo++;
+	return 0;
+}
+
 static void
 sizes_untagged(void *ud, const struct imap_response *r)
 {
@@ -191,21 +311,7 @@ sizes_untagged(void *ud, const struct imap_response *r)
 	sz = imap_fetch_item(r, "RFC822.SIZE");
 	if (sz)
 		imap_node_u64(sz, &size);
-	if (j->ntodo == j->captodo) {
-		size_t cap = j->captodo ? j->captodo * 2 : 1024;
-		struct uid_size *grown = realloc(j->todo, cap * sizeof(*grown));
-		if (grown == NULL) {
-			job_fail(j, "storage", "out of memory listing the new messages of %s", j->folder);
-			return;
-		}
-		j->todo = grown;
-		j->captodo = cap;
-	}
-	j->todo[j->ntodo].uid = uid;
-	j->todo[j->ntodo].size = size;
-	j->ntodo++;
-	j->prog.messages_total++;
-	j->prog.bytes_total += size;
+	todo_add(j, uid, size);
 }
 
 static int
@@ -279,11 +385,45 @@ message_of(struct archive_job *j, const struct entry *e, struct archive_msg *m)
 	m->headers = e->headers;
 }
 
-static void
-body_untagged(void *ud, const struct imap_response *r)
+/* A body sent as a quoted string or an inline literal: stored like a
+ * streamed one. NULL on failure (the job failed). */
+static struct blob_writer *
+inline_body(struct archive_job *j, const struct imap_node *body)
 {
-	struct batch *b = ud;
-	struct archive_job *j = b->job;
+	size_t len;
+	const char *bytes = imap_node_bytes(body, &len);
+	struct blob_writer *w = blob_writer_new(j->p.blobs);
+
+	if (w == NULL || blob_writer_write(w, bytes ? bytes : "", bytes ? len : 0) < 0 ||
+	    blob_writer_finish(w) < 0) {
+		job_fail(j, "storage", "cannot write to %s: %s", blob_store_root(j->p.blobs),
+		    strerror(errno));
+		blob_writer_free(w);
+		return NULL;
+	}
+	return w;
+}
+
+/* The body of one of the batch's UIDs arrived complete in W: keep it as an
+ * entry, unless the filter says skip. W is owned from here on. */
+/* The batch that asked for UID. A server may answer pipelined commands'
+ * data before the earlier ones complete (RFC 3501 5.5), and the client
+ * routes untagged data to the oldest command: ownership goes by UID. */
+static struct batch *
+owner_of(struct archive_job *j, uint32_t uid, long *idx)
+{
+	for (struct batch *b = j->batches; b; b = b->next)
+		if ((*idx = batch_index(b, uid)) >= 0)
+			return b;
+	return NULL;
+}
+
+static void
+add_message(struct archive_job *j, const struct imap_response *r, uint32_t uid,
+    struct blob_writer *w)
+{
+	long i;
+	struct batch *b = owner_of(j, uid, &i);
 	struct entry *e;
 	struct archive_msg m;
 	const struct imap_node *n;
@@ -291,29 +431,27 @@ body_untagged(void *ud, const struct imap_response *r)
 	size_t hlen;
 	const char *head;
 
-	if (r->kind != IMAP_RESP_DATA || r->kw != IMAP_KW_FETCH || j->failed)
+	/* Not asked for (or a repeat): not ours to record. */
+	if (b == NULL || b->got[i]) {
+		blob_writer_free(w);
 		return;
-	if (b->cur == NULL)
-		return;		/* a flags update, not one of ours */
+	}
 	e = calloc(1, sizeof(*e));
 	if (e == NULL) {
+		blob_writer_free(w);
 		job_fail(j, "storage", "out of memory");
 		return;
 	}
-	e->w = b->cur;
-	b->cur = NULL;
-	e->uid = fetch_uid(r);
-	e->size = blob_writer_size(e->w);
+	e->w = w;
+	e->uid = uid;
+	e->size = blob_writer_size(w);
 	e->flags = fetch_flags(r);
 	n = imap_fetch_item(r, "INTERNALDATE");
-	e->internaldate = n ? imap_parse_internaldate(imap_node_bytes(n, &hlen)) : -1;
-	head = blob_writer_head(e->w, &hlen);
+	if (n == NULL || imap_parse_internaldate(imap_node_bytes(n, &hlen), &e->internaldate) < 0)
+		e->internaldate = -1;
+	head = blob_writer_head(w, &hlen);
 	e->headers = mime_headers_parse(head, hlen);
-	blob_writer_drop_head(e->w);	/* a batch would hold 256 KiB per message */
-	if (e->uid == 0 || e->uid <= j->p.last_uid) {
-		free_entry(e);
-		return;
-	}
+	blob_writer_drop_head(w);	/* a batch would hold 256 KiB per message */
 	if (j->p.filter) {
 		message_of(j, e, &m);
 		int keep = j->p.filter(j->p.ud, &m, reason, sizeof(reason));
@@ -328,6 +466,7 @@ body_untagged(void *ud, const struct imap_response *r)
 			e->w = NULL;
 		}
 	}
+	b->got[i] = 1;
 	if (b->tail)
 		b->tail->next = e;
 	else
@@ -335,10 +474,112 @@ body_untagged(void *ud, const struct imap_response *r)
 	b->tail = e;
 }
 
+static void
+body_untagged(void *ud, const struct imap_response *r)
+{
+	struct batch *b = ud;
+	struct archive_job *j = b->job;
+	const struct imap_node *body;
+	struct blob_writer *w;
+	uint32_t uid;
+
+	if (r->kind != IMAP_RESP_DATA || r->kw != IMAP_KW_FETCH || j->failed)
+		return;
+	uid = fetch_uid(r);
+	body = imap_fetch_item(r, "BODY[]");
+	w = b->cur;		/* streamed literal */
+	b->cur = NULL;
+	if (w == NULL && body && (imap_node_type(body) == IMAP_NODE_QUOTED ||
+	    imap_node_type(body) == IMAP_NODE_LITERAL)) {
+		if ((w = inline_body(j, body)) == NULL)
+			return;
+	}
+	if (w == NULL) {
+		/* NIL is a legal answer that gives nothing; a FETCH without
+		 * BODY[] is a flags update (the body may still come). */
+		long i;
+		struct batch *owner = body && imap_node_type(body) == IMAP_NODE_NIL ?
+		    owner_of(j, uid, &i) : NULL;
+		if (owner)
+			note_why(owner, i, "the server sent NIL instead of the message");
+		return;
+	}
+	if (uid == 0) {
+		blob_writer_free(w);	/* whose? asked again later */
+		return;
+	}
+	add_message(j, r, uid, w);
+}
+
 /* ---- committing a batch ------------------------------------------------ */
 
+/* A UID of the batch that came back without a body, and what became of
+ * it in the transaction. */
+enum missing_fate { MISSING_SPLIT, MISSING_PENDING, MISSING_SKIPPED };
+
+struct missing {
+	uint32_t uid;
+	enum missing_fate fate;
+	int attempts;
+	const char *why;
+};
+
+static const char *
+missing_reason(const struct batch *b, size_t i)
+{
+	if (b->why && b->why[i])
+		return b->why[i];
+	if (b->refused)
+		return b->refused;
+	return NO_BODY;
+}
+
+/* Records what the batch asked for but did not get: pending (asked again
+ * on the next pass), or skipped once it has failed max_attempts passes. A
+ * refused batch of more than one UID is split instead of counting an
+ * attempt, so the messages the server will give are not held back. */
 static int
-commit_batch(struct archive_job *j, struct batch *b)
+record_missing(struct archive_job *j, struct batch *b, struct missing *out, size_t *nout)
+{
+	struct archive_db *db = j->p.db;
+	size_t nmissing = 0;
+	int split;
+
+	for (size_t i = 0; i < b->nuids; i++)
+		nmissing += !b->got[i];
+	split = b->refused != NULL && nmissing > 1;
+	*nout = 0;
+	for (size_t i = 0; i < b->nuids; i++) {
+		struct missing *m;
+		if (b->got[i])
+			continue;
+		m = &out[(*nout)++];
+		m->uid = b->uids[i];
+		m->why = missing_reason(b, i);
+		m->attempts = db_pending_note(db, j->source, j->folder, j->p.uidvalidity, m->uid,
+		    !split, m->why);
+		if (m->attempts < 0)
+			return -1;
+		if (split) {
+			m->fate = MISSING_SPLIT;
+		} else if (m->attempts >= j->p.max_attempts) {
+			char reason[700], detail[900];
+			m->fate = MISSING_SKIPPED;
+			snprintf(reason, sizeof(reason), "%s (asked %d times)", m->why, m->attempts);
+			snprintf(detail, sizeof(detail), "%s: UID %u: %s", j->folder, m->uid, reason);
+			if (db_pending_delete(db, j->source, j->folder, j->p.uidvalidity, m->uid) < 0 ||
+			    db_skip_add(db, j->source, j->folder, j->p.uidvalidity, m->uid, 0, reason) < 0 ||
+			    db_event_add(db, j->source, "skipped", detail) < 0)
+				return -1;
+		} else {
+			m->fate = MISSING_PENDING;
+		}
+	}
+	return 0;
+}
+
+static int
+commit_batch(struct archive_job *j, struct batch *b, struct missing *missing, size_t *nmissing)
 {
 	struct archive_db *db = j->p.db;
 	struct entry *e;
@@ -364,6 +605,8 @@ commit_batch(struct archive_job *j, struct batch *b)
 	if (db_begin(db) < 0)
 		goto database;
 	for (e = b->head; e; e = e->next) {
+		if (db_pending_delete(db, j->source, j->folder, j->p.uidvalidity, e->uid) < 0)
+			goto rollback;
 		if (e->w == NULL) {
 			if (db_skip_add(db, j->source, j->folder, j->p.uidvalidity, e->uid, e->size,
 			    e->skip_reason) < 0)
@@ -391,17 +634,8 @@ commit_batch(struct archive_job *j, struct batch *b)
 		    e->flags, e->internaldate) < 0)
 			goto rollback;
 	}
-	/* Asked for but not returned (expunged meanwhile, or a server that
-	 * answered without it): recorded, so the last UID can move on and
-	 * reconciliation can tell. */
-	for (size_t i = 0; i < b->nuids; i++) {
-		int seen = 0;
-		for (e = b->head; e && !seen; e = e->next)
-			seen = e->uid == b->uids[i];
-		if (!seen && db_skip_add(db, j->source, j->folder, j->p.uidvalidity, b->uids[i], 0,
-		    "the server returned no body for it") < 0)
-			goto rollback;
-	}
+	if (record_missing(j, b, missing, nmissing) < 0)
+		goto rollback;
 	if (db_folder_set_progress(db, j->source, j->folder, b->max_uid) < 0 || db_commit(db) < 0)
 		goto rollback;
 	if (crash_after_batches >= 0 && ++commits_so_far >= crash_after_batches) {
@@ -420,23 +654,123 @@ database:
 	return -1;
 }
 
-/* One of the job's commands ended: a lost connection or a NO/BAD fails
- * the job (the first reason wins). */
-static void
-command_ended(struct archive_job *j, const struct imap_response *r, const struct net_error *err)
-{
-	char said[600];
+static int send_batch(struct archive_job *j, const uint32_t *uids, size_t n);
 
+/* Response codes of a NO that are about the server or the account, not
+ * about some messages: splitting the batch would only hammer the server. */
+static int
+refusal_is_general(const struct imap_response *r)
+{
+	static const char *const codes[] = { "UNAVAILABLE", "THROTTLED", "LIMIT", "INUSE",
+		"OVERQUOTA", "NOPERM", "AUTHORIZATIONFAILED", "PRIVACYREQUIRED", "CONTACTADMIN",
+		"EXPIRED", NULL };
+
+	if (r->code.name == NULL)
+		return 0;
+	for (int i = 0; codes[i]; i++)
+		if (strcasecmp(r->code.name, codes[i]) == 0)
+			return 1;
+	return 0;
+}
+
+/* One of the job's commands ended: a lost connection, a BAD or a NO about
+ * the server fails the job (the first reason wins). Returns the server's
+ * text when it refused some messages with NO (the caller splits). */
+static int
+command_ended(struct archive_job *j, const struct imap_response *r, const struct net_error *err,
+    int splittable, char *said, size_t saidlen)
+{
 	j->pending--;
+	said[0] = '\0';
 	if (err) {
 		if (!j->failed) {
 			j->failed = 1;
 			j->err = *err;
 		}
-	} else if (r->status != IMAP_STATUS_OK) {
-		imap_response_describe(r, said, sizeof(said));
-		job_fail(j, "protocol", "UID FETCH in %s: the server said \"%s\"", j->folder, said);
+		return 0;
 	}
+	if (r->status == IMAP_STATUS_OK)
+		return 0;
+	imap_response_describe(r, said, saidlen);
+	if (splittable && r->status == IMAP_STATUS_NO && !refusal_is_general(r))
+		return 1;
+	job_fail(j, "protocol", "UID FETCH in %s: the server said \"%s\"", j->folder, said);
+	return 0;
+}
+
+/* After a batch committed: counters, log lines, the message callbacks. */
+static void
+report_batch(struct archive_job *j, struct batch *b, const struct missing *missing, size_t nmissing)
+{
+	struct archive_msg m;
+
+	for (struct entry *e = b->head; e; e = e->next) {
+		if (e->w) {
+			j->prog.archived++;
+		} else {
+			j->prog.skipped++;
+			log_info(j->source, "message skipped folder=\"%s\" uid=%u size=%llu reason=\"%s\"",
+			    j->folder, e->uid, (unsigned long long)e->size,
+			    e->skip_reason ? e->skip_reason : "filter");
+		}
+		j->prog.messages_done++;
+		j->prog.bytes_done += e->size;
+		if (j->p.on_message) {
+			message_of(j, e, &m);
+			j->p.on_message(j->p.ud, &m, e->w != NULL);
+		}
+	}
+	for (size_t i = 0; i < nmissing; i++) {
+		const struct missing *x = &missing[i];
+		switch (x->fate) {
+		case MISSING_SPLIT:
+			break;
+		case MISSING_PENDING:
+			j->prog.pending++;
+			log_warn(j->source, "message not received, asked again on the next pass "
+			    "folder=\"%s\" uid=%u attempt=%d of=%d reason=\"%s\"", j->folder, x->uid,
+			    x->attempts, j->p.max_attempts, x->why);
+			break;
+		case MISSING_SKIPPED:
+			j->prog.skipped++;
+			j->prog.messages_done++;
+			log_warn(j->source, "message skipped folder=\"%s\" uid=%u attempts=%d "
+			    "reason=\"%s\"", j->folder, x->uid, x->attempts, x->why);
+			if (j->p.on_message) {
+				memset(&m, 0, sizeof(m));
+				m.folder = j->folder;
+				m.uid = x->uid;
+				m.flags = "";
+				m.internaldate = -1;
+				j->p.on_message(j->p.ud, &m, 0);
+			}
+			break;
+		}
+	}
+	if (b->max_uid > j->prog.last_uid)
+		j->prog.last_uid = b->max_uid;
+	if (j->p.on_progress)
+		j->p.on_progress(j->p.ud, &j->prog);
+}
+
+/* Asks for the UIDs of a refused batch that did not come, in two halves. */
+static void
+split_batch(struct archive_job *j, const struct missing *missing, size_t n)
+{
+	uint32_t *uids = malloc(n * sizeof(*uids));
+	size_t half = (n + 1) / 2;
+
+	if (uids == NULL) {
+		job_fail(j, "storage", "out of memory");
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		uids[i] = missing[i].uid;
+	log_info(j->source, "the server refused a batch: asking for its %zu missing messages in "
+	    "smaller batches folder=\"%s\"", n, j->folder);
+	if (send_batch(j, uids, half) < 0 || send_batch(j, uids + half, n - half) < 0)
+		job_fail(j, "protocol", "the connection to %s closed", imap_client_hostport(j->client));
+	free(uids);
 }
 
 static void
@@ -444,8 +778,10 @@ batch_done(void *ud, const struct imap_response *r, const struct net_error *err)
 {
 	struct batch *b = ud;
 	struct archive_job *j = b->job;
+	char said[600];
 
-	command_ended(j, r, err);
+	if (command_ended(j, r, err, 1, said, sizeof(said)))
+		b->refused = strdup(said);
 	/* Batches must end in command order (tagged answers come in order on
 	 * one connection); one that ends early would move last_uid past the
 	 * messages of the batches before it. */
@@ -461,39 +797,66 @@ batch_done(void *ud, const struct imap_response *r, const struct net_error *err)
 	} else {
 		j->batches = b->next;
 	}
-	if (!j->failed && commit_batch(j, b) == 0) {
-		struct archive_msg m;
-		for (struct entry *e = b->head; e; e = e->next) {
-			if (e->w) {
-				j->prog.archived++;
-			} else {
-				j->prog.skipped++;
-				log_info(j->source, "message skipped folder=\"%s\" uid=%u size=%llu reason=\"%s\"",
-				    j->folder, e->uid, (unsigned long long)e->size,
-				    e->skip_reason ? e->skip_reason : "filter");
-			}
-			j->prog.messages_done++;
-			j->prog.bytes_done += e->size;
-			if (j->p.on_message) {
-				message_of(j, e, &m);
-				j->p.on_message(j->p.ud, &m, e->w != NULL);
-			}
+	if (!j->failed) {
+		struct missing *missing = malloc(b->nuids * sizeof(*missing));
+		size_t nmissing = 0;
+		if (missing == NULL)
+			job_fail(j, "storage", "out of memory");
+		else if (commit_batch(j, b, missing, &nmissing) == 0) {
+			report_batch(j, b, missing, nmissing);
+			if (nmissing > 0 && missing[0].fate == MISSING_SPLIT)
+				split_batch(j, missing, nmissing);
 		}
-		j->prog.last_uid = b->max_uid;
-		if (j->p.on_progress)
-			j->p.on_progress(j->p.ud, &j->prog);
+		free(missing);
 	}
 	free_batch(b);
 	maybe_finish(j);
 }
 
+/* Queues one UID FETCH for N UIDs (ascending, distinct, whose set fits). */
+static int
+send_batch(struct archive_job *j, const uint32_t *uids, size_t n)
+{
+	struct imap_handler h;
+	struct batch **tail, *b;
+	char set[UIDSET_MAX];
+	size_t used, len;
+
+	if (n == 0)
+		return 0;
+	if (imap_format_uidset(set, sizeof(set), uids, n, &used, &len) < 0 || used != n)
+		return -1;
+	if ((b = batch_new(j, uids, n)) == NULL)
+		return -1;
+	for (tail = &j->batches; *tail; tail = &(*tail)->next)
+		;
+	memset(&h, 0, sizeof(h));
+	h.ud = b;
+	h.on_untagged = body_untagged;
+	h.literal_begin = body_begin;
+	h.literal_data = body_data;
+	h.literal_end = body_end;
+	h.on_done = batch_done;
+	*tail = b;
+	j->pending++;
+	if (imap_client_send(j->client, &h,
+	    "UID FETCH %s (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])", set) < 0) {
+		j->pending--;
+		*tail = NULL;
+		free_batch(b);
+		return -1;
+	}
+	return 0;
+}
+
+/* The whole list in batches of at most p.batch UIDs whose set fits in one
+ * command. */
 static int
 send_batches(struct archive_job *j)
 {
-	struct imap_handler h;
-	struct batch **tail = &j->batches;
 	uint32_t *uids;
 	size_t batch = j->p.batch > 0 ? (size_t)j->p.batch : 200;
+	int rc = 0;
 
 	if (j->ntodo == 0)
 		return 0;
@@ -502,66 +865,51 @@ send_batches(struct archive_job *j)
 		return -1;
 	for (size_t i = 0; i < j->ntodo; i++)
 		uids[i] = j->todo[i].uid;
-	for (size_t off = 0; off < j->ntodo;) {
+	for (size_t off = 0; off < j->ntodo && rc == 0;) {
 		size_t take = j->ntodo - off < batch ? j->ntodo - off : batch, used, len;
 		char set[UIDSET_MAX];
-		struct batch *b;
 
-		if (imap_format_uidset(set, sizeof(set), uids + off, take, &used, &len) < 0 || used == 0)
-			break;
-		b = calloc(1, sizeof(*b));
-		if (b == NULL)
-			break;
-		b->job = j;
-		b->max_uid = uids[off + used - 1];
-		b->uids = malloc(used * sizeof(*b->uids));
-		if (b->uids == NULL) {
-			free(b);
+		if (imap_format_uidset(set, sizeof(set), uids + off, take, &used, &len) < 0 || used == 0) {
+			rc = -1;
 			break;
 		}
-		memcpy(b->uids, uids + off, used * sizeof(*b->uids));
-		b->nuids = used;
-		memset(&h, 0, sizeof(h));
-		h.ud = b;
-		h.on_untagged = body_untagged;
-		h.literal_begin = body_begin;
-		h.literal_data = body_data;
-		h.literal_end = body_end;
-		h.on_done = batch_done;
-		struct batch **link = tail;
-		*link = b;
-		tail = &b->next;
-		j->pending++;
-		if (imap_client_send(j->client, &h,
-		    "UID FETCH %s (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])", set) < 0) {
-			j->pending--;
-			*link = NULL;
-			free_batch(b);
-			free(uids);
-			return -1;
-		}
+		rc = send_batch(j, uids + off, used);
 		off += used;
 	}
 	free(uids);
-	return 0;
+	return rc;
 }
 
+/* The UIDs earlier passes did not get, asked for again with the new ones. */
 static int
-cmp_uid(const void *a, const void *b)
+add_pending(struct archive_job *j)
 {
-	uint32_t x = ((const struct uid_size *)a)->uid, y = ((const struct uid_size *)b)->uid;
+	uint32_t *uids;
+	size_t n;
 
-	return x < y ? -1 : x > y;
+	if (db_pending_list(j->p.db, j->source, j->folder, j->p.uidvalidity, &uids, &n) < 0) {
+		job_fail(j, "storage", "cannot read archive.db: %s", db_errmsg(j->p.db));
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (todo_add(j, uids[i], 0) < 0)
+			break;
+	free(uids);
+	return j->failed ? -1 : 0;
 }
 
 static void
 sizes_done(void *ud, const struct imap_response *r, const struct net_error *err)
 {
 	struct archive_job *j = ud;
+	char said[600];
 
-	command_ended(j, r, err);
-	if (!j->failed) {
-		qsort(j->todo, j->ntodo, sizeof(*j->todo), cmp_uid);
+	command_ended(j, r, err, 0, said, sizeof(said));
+	if (!j->failed && (!j->p.retry_pending || add_pending(j) == 0)) {
+		compact_todo(j);
+		j->prog.messages_total = j->ntodo;
+		for (size_t i = 0; i < j->ntodo; i++)
+			j->prog.bytes_total += j->todo[i].size;
 		if (j->p.on_progress)
 			j->p.on_progress(j->p.ud, &j->prog);
 		if (send_batches(j) < 0)
@@ -575,6 +923,7 @@ archive_start(struct imap_client *c, const struct archive_params *p)
 {
 	struct archive_job *j = calloc(1, sizeof(*j));
 	struct imap_handler h;
+	int rc;
 
 	read_crash_env();
 	if (j == NULL)
@@ -585,6 +934,10 @@ archive_start(struct imap_client *c, const struct archive_params *p)
 	j->folder = strdup(p->folder);
 	j->p.source = j->source;
 	j->p.folder = j->folder;
+	if (j->p.max_attempts < 1)
+		j->p.max_attempts = 1;
+	j->max_listed = (size_t)(p->exists < SIZE_MAX / 4 - LISTING_SLACK ? p->exists : 0) +
+	    LISTING_SLACK;
 	j->prog.last_uid = p->last_uid;
 	if (j->source == NULL || j->folder == NULL) {
 		archive_free(j);
@@ -595,7 +948,13 @@ archive_start(struct imap_client *c, const struct archive_params *p)
 	h.on_untagged = sizes_untagged;
 	h.on_done = sizes_done;
 	j->pending = 1;
-	if (imap_client_send(c, &h, "UID FETCH %u:* (UID RFC822.SIZE)", p->last_uid + 1) < 0) {
+	/* Past the last possible UID nothing can be new ("4294967296:*" is
+	 * not a set): only the pending ones are asked for. */
+	if (p->last_uid == UINT32_MAX)
+		rc = imap_client_send(c, &h, "NOOP");
+	else
+		rc = imap_client_send(c, &h, "UID FETCH %u:* (UID RFC822.SIZE)", p->last_uid + 1);
+	if (rc < 0) {
 		archive_free(j);
 		return NULL;
 	}

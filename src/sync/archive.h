@@ -17,6 +17,15 @@
  * A crash at any point loses nothing (the folder's last UID only moves in
  * the transaction that records the messages) and duplicates nothing (blobs
  * are named by content; locations are keyed by folder, UIDVALIDITY, UID).
+ *
+ * Nothing is skipped silently. A UID that was asked for but came back with
+ * no body (left out, NIL, or refused with NO) is recorded as pending in the
+ * same transaction: the folder's last UID may move past it because the
+ * record says it is owed. Later passes (retry_pending) ask for it again;
+ * after max_attempts passes it is recorded as skipped with the server's
+ * reason, a WARN line and an event. A batch refused with NO is split in
+ * halves until the refused messages are isolated, so one bad message does
+ * not hold back the ones around it.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -42,6 +51,7 @@ struct archive_progress {
 	uint64_t messages_total, bytes_total;	/* new on the server for this job */
 	uint64_t messages_done, bytes_done;	/* committed (kept or skipped) */
 	uint64_t archived, skipped, duplicates;	/* duplicates: bytes already stored */
+	uint64_t pending;			/* not given this time: asked again later */
 	uint32_t last_uid;			/* the folder's committed last UID */
 };
 
@@ -51,6 +61,9 @@ struct archive_params {
 	uint32_t uidvalidity;
 	uint32_t last_uid;		/* archive UIDs above this */
 	int batch;			/* messages per FETCH and per transaction */
+	int retry_pending;		/* ask again for the UIDs of pending */
+	int max_attempts;		/* passes without a body before a UID is skipped */
+	uint64_t exists;		/* messages in the folder: bounds the listing */
 	struct blob_store *blobs;
 	struct archive_db *db;
 	void *ud;

@@ -248,16 +248,39 @@ test_seqset(void)
 	CHECK_INT(r[0].lo, 7);
 }
 
+static int64_t
+idate(const char *s)
+{
+	int64_t t = 0;
+
+	return imap_parse_internaldate(s, &t) == 0 ? t : -999;
+}
+
 static void
 test_internaldate(void)
 {
-	CHECK_INT(imap_parse_internaldate("17-Jul-1996 02:44:25 -0700"), 837596665);
-	CHECK_INT(imap_parse_internaldate(" 1-Jan-2026 05:30:00 +0530"), 1767225600);
-	CHECK_INT(imap_parse_internaldate("1-Jan-2026 00:00:00 -0500"), 1767243600);
-	CHECK_INT(imap_parse_internaldate("17-Jux-1996 02:44:25 -0700"), -1);
-	CHECK_INT(imap_parse_internaldate("32-Jul-1996 02:44:25 -0700"), -1);
-	CHECK_INT(imap_parse_internaldate("yesterday"), -1);
-	CHECK_INT(imap_parse_internaldate(NULL), -1);
+	static const char *const bad[] = {
+		"17-Jux-1996 02:44:25 -0700", "32-Jul-1996 02:44:25 -0700", "yesterday", "",
+		/* hostile numbers: a zone that would negate INT_MIN, overflowing fields */
+		"17-Jul-1996 02:44:25 -2147483648", "17-Jul-1996 02:44:25 +99999999999",
+		"99999999999-Jul-1996 02:44:25 +0000", "17-Jul-99999999999 02:44:25 +0000",
+		"17-Jul-1996 99999999999:44:25 +0000", "17-Jul-1996 02:44:25 +2400",
+		"17-Jul-1996 02:44:25 0700", "17-Jul-1996 02:44:25 +07", "17-Jul-1996 2:44:25 +0000",
+		"17-Jul-1996 02:61:25 +0000", "29-Feb-2025 00:00:00 +0000", "31-Apr-2025 00:00:00 +0000",
+		"00-Jan-2026 00:00:00 +0000", "17-Jul-1996 02:44:25 -0700 trailing", "-1-Jul-1996 02:44:25 +0000",
+	};
+	CHECK_INT(idate("17-Jul-1996 02:44:25 -0700"), 837596665);
+	CHECK_INT(idate(" 1-Jan-2026 05:30:00 +0530"), 1767225600);
+	CHECK_INT(idate("1-Jan-2026 00:00:00 -0500"), 1767243600);
+	CHECK_INT(idate("01-JAN-2026 00:00:00 +0000"), 1767225600);
+	CHECK_INT(idate("29-Feb-2024 12:00:00 +0000"), 1709208000);
+	CHECK_INT(idate("31-Dec-1969 23:59:59 +0000"), -1);	/* before the epoch: still a date */
+	CHECK_INT(idate("01-Jan-1900 00:00:00 +0000"), -2208988800LL);
+	CHECK_INT(idate("31-Dec-9999 23:59:59 -2359"), 253402387139LL);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (idate(bad[i]) != -999)
+			CHECK_STR(bad[i], "rejected");
+	CHECK_INT(imap_parse_internaldate(NULL, NULL), -1);
 }
 
 int

@@ -95,6 +95,23 @@ test_db_migrates_and_refuses_newer(void)
 	CHECK_INT(is_new, 1);
 	CHECK_INT(db_message_add(db, &m, &is_new), 0);
 	CHECK_INT(is_new, 0);
+
+	/* owed UIDs: attempts counted only when asked, listed in order */
+	uint32_t *uids;
+	size_t n;
+	CHECK_INT(db_pending_note(db, "s", "INBOX", 8, 9, 1, "NIL"), 1);
+	CHECK_INT(db_pending_note(db, "s", "INBOX", 8, 3, 0, "split"), 0);
+	CHECK_INT(db_pending_note(db, "s", "INBOX", 8, 9, 1, "NIL again"), 2);
+	CHECK_INT(db_pending_note(db, "s", "INBOX", 9, 9, 1, "other uidvalidity"), 1);
+	CHECK_INT(db_pending_list(db, "s", "INBOX", 8, &uids, &n), 0);
+	CHECK_INT(n, 2);
+	CHECK_INT(uids[0], 3);
+	CHECK_INT(uids[1], 9);
+	free(uids);
+	CHECK_INT(db_pending_delete(db, "s", "INBOX", 8, 3), 0);
+	CHECK_INT(db_pending_list(db, "s", "INBOX", 8, &uids, &n), 0);
+	CHECK_INT(n, 1);
+	free(uids);
 	db_close(db);
 
 	/* a newer engine's archive is refused with a clear message */
