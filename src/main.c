@@ -337,16 +337,59 @@ cmd_status(int argc, char **argv)
 	return status;
 }
 
+/* How long pause/resume/sync wait for an engine that holds the lock (it is
+ * starting) to open its control socket. */
+#define SOCKET_WAIT_TENTHS 50
+
+/* pause / resume without an engine: the wish goes straight into archive.db,
+ * which the engine reads when it starts. The caller holds DATA/engine.lock,
+ * so no engine starts meanwhile, and only archive.db is opened: opening the
+ * blob store would remove blobs/tmp/ files. */
+static int
+record_offline(const char *data, const char *action, const char *id)
+{
+	char err[1024];
+	struct archive_db *adb = db_open(data, 0, err, sizeof(err));
+	sqlite3_stmt *q;
+	sqlite3 *db;
+	int paused = strcmp(action, "pause") == 0;
+	int changed = 0;
+
+	if (adb == NULL) {
+		fprintf(stderr, "emailvault: %s\n", err);
+		return 1;
+	}
+	db = db_handle(adb);
+	if (sqlite3_prepare_v2(db, paused ?
+	    "INSERT INTO sources(id, name, status, paused) VALUES (?1, ?1, 'paused', 1) "
+	    "ON CONFLICT(id) DO UPDATE SET paused = 1, status = 'paused'" :
+	    "UPDATE sources SET paused = 0, error_attempt = NULL, next_retry = NULL WHERE id = ?1",
+	    -1, &q, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+		if (sqlite3_step(q) == SQLITE_DONE)
+			changed = sqlite3_changes(db);
+		sqlite3_finalize(q);
+	}
+	db_close(adb);
+	if (!changed) {
+		fprintf(stderr, "emailvault: no source '%s' is recorded in %s\n", id, data);
+		return 1;
+	}
+	printf("%s: %s (no engine is running; it applies when the engine starts)\n", action, id);
+	return 0;
+}
+
 /* pause / resume / sync ID: through the running engine, or (pause and
- * resume) straight in archive.db when no engine runs. */
+ * resume) straight in archive.db under the engine lock when none runs. */
 static int
 cmd_source_action(int argc, char **argv, const char *action)
 {
 	static const int allowed[] = { OPT_DATA, 0 };
 	struct cli cli = { .sources = default_sources, .data = default_data };
-	char err[1024], chunk[512];
+	char err[1024], chunk[512], lock[4096];
 	const char *id;
-	int fd;
+	long engine_pid = 0;
+	int fd, rc;
 	int first = parse_options(argc, argv, action, allowed, &cli);
 
 	if (first < 0)
@@ -358,46 +401,49 @@ cmd_source_action(int argc, char **argv, const char *action)
 	id = argv[first];
 	if (!valid_id(id))
 		return usage_error("'%s' is not a source id (letters, digits, '.', '-', '_')", id);
-	fd = control_connect(cli.data, err, sizeof(err));
-	if (fd >= 0) {
-		int rc;
-		snprintf(chunk, sizeof(chunk), "local ok, err = vault.%s(\"%s\") "
-		    "if not ok then error(err, 0) end return \"%s: %s\"", action, id, action, id);
-		rc = control_eval(fd, chunk, 0);
-		close(fd);
-		return rc;
+	datalock_path(cli.data, lock, sizeof(lock));
+	for (int tries = 0;; tries++) {
+		fd = control_connect(cli.data, err, sizeof(err));
+		if (fd >= 0) {
+			snprintf(chunk, sizeof(chunk), "local ok, err = vault.%s(\"%s\") "
+			    "if not ok then error(err, 0) end return \"%s: %s\"", action, id, action, id);
+			rc = control_eval(fd, chunk, 0);
+			close(fd);
+			return rc;
+		}
+		fd = datalock_take(cli.data, &engine_pid);
+		if (fd >= 0)
+			break;	/* no engine runs, and none can start while we hold it */
+		if (errno != EWOULDBLOCK) {
+			if (errno == ENOENT)
+				fprintf(stderr, "emailvault: no archive in %s yet (start the engine: "
+				    "emailvault run --data %s)\n", cli.data, cli.data);
+			else
+				fprintf(stderr, "emailvault: cannot open %s: %s\n", lock, strerror(errno));
+			return 1;
+		}
+		/* Held: an engine is starting (no socket yet), or another command
+		 * writes. Never write beside either. */
+		if (tries >= SOCKET_WAIT_TENTHS) {
+			if (engine_pid > 0)
+				fprintf(stderr, "emailvault: the engine (pid %ld) holding %s does not "
+				    "answer on its control socket (%s); nothing was changed: try again "
+				    "once it has started\n", engine_pid, lock, err);
+			else
+				fprintf(stderr, "emailvault: another emailvault command holds %s; "
+				    "nothing was changed: try again when it has finished\n", lock);
+			return 1;
+		}
+		usleep(100000);
 	}
 	if (strcmp(action, "sync") == 0) {
+		close(fd);
 		fprintf(stderr, "emailvault: %s\n", err);
 		return 1;
 	}
-	/* No engine: record the wish; the engine applies it when it starts. */
-	struct store *st = store_open(cli.data, 0, err, sizeof(err));
-	if (st == NULL) {
-		fprintf(stderr, "emailvault: %s\n", err);
-		return 1;
-	}
-	sqlite3 *db = db_handle(st->db);
-	sqlite3_stmt *q;
-	int paused = strcmp(action, "pause") == 0;
-	int changed = 0;
-	if (sqlite3_prepare_v2(db, paused ?
-	    "INSERT INTO sources(id, name, status, paused) VALUES (?1, ?1, 'paused', 1) "
-	    "ON CONFLICT(id) DO UPDATE SET paused = 1, status = 'paused'" :
-	    "UPDATE sources SET paused = 0, error_attempt = NULL, next_retry = NULL WHERE id = ?1",
-	    -1, &q, NULL) == SQLITE_OK) {
-		sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
-		if (sqlite3_step(q) == SQLITE_DONE)
-			changed = sqlite3_changes(db);
-		sqlite3_finalize(q);
-	}
-	store_close(st);
-	if (!changed) {
-		fprintf(stderr, "emailvault: no source '%s' is recorded in %s\n", id, cli.data);
-		return 1;
-	}
-	printf("%s: %s (no engine is running; it applies when the engine starts)\n", action, id);
-	return 0;
+	rc = record_offline(cli.data, action, id);
+	close(fd);
+	return rc;
 }
 
 static int

@@ -1,6 +1,7 @@
 """Keeping the data folder sound: orphan blobs (stored by a batch that a
 crash kept from committing) are reclaimed by the engine and by `verify
---reclaim` (only under DATA/engine.lock), never one that a record names."""
+--reclaim`, never one that a record names; and commands that write without
+an engine (pause, resume) do so only under DATA/engine.lock."""
 import fcntl
 import hashlib
 import os
@@ -197,6 +198,76 @@ class ReclaimInEngineTest(unittest.TestCase):
             e.wait_for_log("orphan sweep done bytes=11 reason=vault.reclaim reclaimed=1 scanned=2")
             self.assertEqual(e.eval("return vault.reclaim().reclaimed"), 0)
             self.assertEqual(e.stop(), 0)
+
+
+class OfflineWriteLockTest(unittest.TestCase):
+    """pause/resume without a reachable engine write only under the lock and
+    open only archive.db (the blob store would clean blobs/tmp)."""
+
+    def setUp(self):
+        self.e = Engine()
+        self.e.write_source("work", source_file(port=1))
+        self.e.start()
+        self.e.wait_for_log(r"\[work\] status .*to=error")
+        self.assertEqual(self.e.stop(), 0)
+        self.tmp_file = os.path.join(self.e.data, "blobs", "tmp", "%d.1" % os.getpid())
+        with open(self.tmp_file, "wb") as f:
+            f.write(b"a starting engine's unfinished blob")
+
+    def tearDown(self):
+        self.e.cleanup()
+
+    def paused(self):
+        db = sqlite3.connect("file:%s?mode=ro" % os.path.join(self.e.data, "archive.db"), uri=True)
+        try:
+            return db.execute("SELECT paused FROM sources WHERE id = 'work'").fetchone()[0]
+        finally:
+            db.close()
+
+    def test_a_held_lock_is_never_written_beside(self):
+        for pid, says in ((True, "does not answer on its control socket"),
+                          (False, "another emailvault command holds")):
+            holder = LockHolder(self.e.data, pid=pid)
+            try:
+                for action in ("pause", "resume"):
+                    with self.subTest(action=action, engine_pid=pid):
+                        t0 = time.time()
+                        r = vault.run(action, "--data", self.e.data, "work")
+                        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+                        self.assertIn(says, r.stderr)
+                        self.assertIn("nothing was changed", r.stderr)
+                        self.assertGreater(time.time() - t0, 3)   # it waited for a socket
+                        self.assertEqual(self.paused(), 0)
+                        self.assertTrue(os.path.exists(self.tmp_file))
+            finally:
+                holder.release()
+
+    def test_waits_for_the_lock_then_writes(self):
+        holder = LockHolder(self.e.data, pid=False)
+        holder.release_after(1.0)
+        t0 = time.time()
+        r = vault.run("pause", "--data", self.e.data, "work")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertGreater(time.time() - t0, 0.9)
+        self.assertIn("no engine is running", r.stdout)
+        self.assertEqual(self.paused(), 1)
+        self.assertTrue(os.path.exists(self.tmp_file))
+        r = vault.run("resume", "--data", self.e.data, "work")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.paused(), 0)
+        self.assertTrue(os.path.exists(self.tmp_file))
+
+    def test_an_engine_starts_once_a_short_command_is_done(self):
+        holder = LockHolder(self.e.data, pid=False)
+        holder.release_after(1.0)
+        self.e.start(wait=False)  # waits for the lock instead of failing
+        self.e.wait_for_log("sources reloaded", count=2)
+        self.e.wait_for_socket()
+        self.assertFalse(os.path.exists(self.tmp_file))   # now it may clean up
+        r = vault.run("pause", "--data", self.e.data, "work")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("pause: work", r.stdout)
+        self.assertEqual(self.e.stop(), 0)
 
 
 if __name__ == "__main__":
