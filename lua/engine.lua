@@ -201,6 +201,9 @@ function E.reload(reason)
   return sum
 end
 
+-- Leaves the engine (--once); main.lua lets background work finish first.
+function E.exit(code) core.exit(code) end
+
 function E.start(opts)
   E.opts = opts
   local st = core.stat(opts.sources_dir)
@@ -219,7 +222,7 @@ function E.start(opts)
       local broken = false
       for _, r in pairs(E.records) do if not r.def then broken = true end end
       log.info(nil, "one pass done: no source to run", { result = broken and "error" or "ok" })
-      core.exit(broken and 1 or 0)
+      E.exit(broken and 1 or 0)
     end
   end
   if next(E.records) == nil then
@@ -249,7 +252,7 @@ function E.finished(rec, ok)
     if r.once_result == false or (not r.def) then all_ok = false end
   end
   log.info(nil, "one pass done", { result = all_ok and "ok" or "error" })
-  core.exit(all_ok and 0 or 1)
+  E.exit(all_ok and 0 or 1)
 end
 
 local function need(id)

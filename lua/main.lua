@@ -11,6 +11,11 @@ function M.run(opts)
   _G.vault = vault
   -- No fallback: an engine whose sources cannot run must not look healthy.
   E.runner = require("runner").run
+  -- Orphan blobs of a run that died between storing and recording a batch;
+  -- --once leaves only after the sweep.
+  local reclaim = require "reclaim"
+  reclaim.start("start")
+  E.exit = function(code) reclaim.when_idle(function() core.exit(code) end) end
   local started, err = E.start(opts)
   if not started then return nil, err end
   return true
@@ -22,6 +27,7 @@ end
 
 function M.stop()
   require("engine").stop()
+  require("reclaim").stop()
   return true
 end
 

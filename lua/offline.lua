@@ -22,7 +22,7 @@ vault.stats = stats.stats
 local function needs_engine(name)
   return function() error("vault." .. name .. " needs the running engine (emailvault run)", 2) end
 end
-for _, name in ipairs { "pause", "resume", "sync", "reload", "on", "sleep" } do
+for _, name in ipairs { "pause", "resume", "sync", "reload", "on", "sleep", "reclaim" } do
   vault[name] = needs_engine(name)
 end
 vault.imap = setmetatable({}, { __index = function(_, k) return needs_engine("imap." .. k) end })

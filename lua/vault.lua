@@ -26,6 +26,9 @@ function vault.resume(id) return E.resume(id) end
 function vault.sync(id) return E.sync_now(id) end
 function vault.on(event, fn) return E.on(event, fn) end
 
+-- Removes orphan blobs (stored, never recorded); waits for the sweep.
+function vault.reclaim() return require("reclaim").run("vault.reclaim") end
+
 -- Messages, bytes, unique blobs and what deduplication saved.
 vault.stats = require("stats").stats
 

@@ -1,12 +1,10 @@
 #include "engine.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,6 +13,7 @@
 
 #include "control/client.h"
 #include "control/server.h"
+#include "datalock.h"
 #include "lua/core.h"
 #include "lua/imap.h"
 #include "lua/store.h"
@@ -133,27 +132,36 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	begin_stop(e, sig == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
+/* How long a starting engine waits for a short command (pause, resume,
+ * verify --reclaim) to release DATA/engine.lock. */
+#define LOCK_WAIT_SECONDS 3
+
 static int
 lock_data_dir(struct engine *e, const char *data_dir)
 {
 	char path[4096], pid[32];
-	int n;
+	long other = 0;
+	int n, waited = 0;
 
-	snprintf(path, sizeof(path), "%s/engine.lock", data_dir);
-	e->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (e->lock_fd < 0) {
-		fprintf(stderr, "emailvault: cannot open %s: %s\n", path, strerror(errno));
-		return -1;
-	}
-	if (flock(e->lock_fd, LOCK_EX | LOCK_NB) < 0) {
-		char other[32] = "";
-		ssize_t r = pread(e->lock_fd, other, sizeof(other) - 1, 0);
-		if (r > 0)
-			other[strcspn(other, "\n")] = '\0';
-		fprintf(stderr, "emailvault: another engine (pid %s) is already running with "
-		    "data folder %s; stop it first, or use another --data folder\n",
-		    r > 0 ? other : "?", data_dir);
-		return -1;
+	datalock_path(data_dir, path, sizeof(path));
+	while ((e->lock_fd = datalock_take(data_dir, &other)) < 0) {
+		if (errno != EWOULDBLOCK) {
+			fprintf(stderr, "emailvault: cannot open %s: %s\n", path, strerror(errno));
+			return -1;
+		}
+		if (other > 0) {
+			fprintf(stderr, "emailvault: another engine (pid %ld) is already running with "
+			    "data folder %s; stop it first, or use another --data folder\n",
+			    other, data_dir);
+			return -1;
+		}
+		if (waited++ >= LOCK_WAIT_SECONDS * 20) {
+			fprintf(stderr, "emailvault: data folder %s is in use by another emailvault "
+			    "command (pause, resume or verify --reclaim holds %s); try again when it "
+			    "has finished\n", data_dir, path);
+			return -1;
+		}
+		usleep(50000);
 	}
 	n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
 	if (ftruncate(e->lock_fd, 0) < 0 || pwrite(e->lock_fd, pid, (size_t)n, 0) != n)

@@ -2,6 +2,7 @@
  * emailvault: the command line. Each command parses its own options and
  * hands over to the engine, the control socket client or the Lua half.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@
 
 #include "control/client.h"
 #include "control/repl.h"
+#include "datalock.h"
 #include "engine.h"
 #include "log.h"
 #include "lua/vm.h"
@@ -59,8 +61,10 @@ usage(FILE *f)
 	    "  pause    [--data DIR] ID    stop archiving a source until resumed (kept across restarts)\n"
 	    "  resume   [--data DIR] ID    resume a paused source, or retry one in error now\n"
 	    "  sync     [--data DIR] ID    look for new mail in every folder of a source now\n"
-	    "  verify   [--data DIR]\n"
+	    "  verify   [--data DIR] [--reclaim]\n"
 	    "           re-hash every archived message and check that none is missing\n"
+	    "           (--reclaim: also remove orphan blobs, which no record names;\n"
+	    "           only with no engine running)\n"
 	    "  version  the versions of emailvault and the libraries it runs with\n"
 	    "  help     this text\n"
 	    "\n"
@@ -74,6 +78,8 @@ usage(FILE *f)
 	    "                    (0 if every source finished, 1 if any ended in error)\n"
 	    "  --json            print results as JSON\n"
 	    "  --offline         repl without an engine, on the archive read-only\n"
+	    "  --reclaim         verify: remove orphan blobs too (needs no engine running;\n"
+	    "                    a running engine does it with vault.reclaim())\n"
 	    "\n"
 	    "The engine reloads its sources on SIGHUP and stops cleanly on SIGTERM.\n"
 	    "See docs/sources.md for the source file format.\n",
@@ -90,7 +96,7 @@ usage_error(const char *fmt, const char *arg)
 }
 
 enum { OPT_SOURCES = 1000, OPT_DATA, OPT_LOG, OPT_LOG_LEVEL, OPT_ONCE, OPT_JSON, OPT_HELP,
-	OPT_OFFLINE };
+	OPT_OFFLINE, OPT_RECLAIM };
 
 struct cli {
 	const char *sources;
@@ -100,6 +106,7 @@ struct cli {
 	int once;
 	int json;
 	int offline;
+	int reclaim;
 };
 
 /* Parses the options ALLOWED (a string of OPT_ letters) for COMMAND. Returns
@@ -116,6 +123,7 @@ parse_options(int argc, char **argv, const char *command, const int *allowed, st
 		{ "json", no_argument, NULL, OPT_JSON },
 		{ "help", no_argument, NULL, OPT_HELP },
 		{ "offline", no_argument, NULL, OPT_OFFLINE },
+		{ "reclaim", no_argument, NULL, OPT_RECLAIM },
 		{ NULL, 0, NULL, 0 }
 	};
 	int c;
@@ -155,6 +163,7 @@ parse_options(int argc, char **argv, const char *command, const int *allowed, st
 		case OPT_ONCE: cli->once = 1; break;
 		case OPT_JSON: cli->json = 1; break;
 		case OPT_OFFLINE: cli->offline = 1; break;
+		case OPT_RECLAIM: cli->reclaim = 1; break;
 		}
 	}
 	return optind;
@@ -339,16 +348,59 @@ cmd_status(int argc, char **argv)
 	return status;
 }
 
+/* How long pause/resume/sync wait for an engine that holds the lock (it is
+ * starting) to open its control socket. */
+#define SOCKET_WAIT_TENTHS 50
+
+/* pause / resume without an engine: the wish goes straight into archive.db,
+ * which the engine reads when it starts. The caller holds DATA/engine.lock,
+ * so no engine starts meanwhile, and only archive.db is opened: opening the
+ * blob store would remove blobs/tmp/ files. */
+static int
+record_offline(const char *data, const char *action, const char *id)
+{
+	char err[1024];
+	struct archive_db *adb = db_open(data, 0, err, sizeof(err));
+	sqlite3_stmt *q;
+	sqlite3 *db;
+	int paused = strcmp(action, "pause") == 0;
+	int changed = 0;
+
+	if (adb == NULL) {
+		fprintf(stderr, "emailvault: %s\n", err);
+		return 1;
+	}
+	db = db_handle(adb);
+	if (sqlite3_prepare_v2(db, paused ?
+	    "INSERT INTO sources(id, name, status, paused) VALUES (?1, ?1, 'paused', 1) "
+	    "ON CONFLICT(id) DO UPDATE SET paused = 1, status = 'paused'" :
+	    "UPDATE sources SET paused = 0, error_attempt = NULL, next_retry = NULL WHERE id = ?1",
+	    -1, &q, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+		if (sqlite3_step(q) == SQLITE_DONE)
+			changed = sqlite3_changes(db);
+		sqlite3_finalize(q);
+	}
+	db_close(adb);
+	if (!changed) {
+		fprintf(stderr, "emailvault: no source '%s' is recorded in %s\n", id, data);
+		return 1;
+	}
+	printf("%s: %s (no engine is running; it applies when the engine starts)\n", action, id);
+	return 0;
+}
+
 /* pause / resume / sync ID: through the running engine, or (pause and
- * resume) straight in archive.db when no engine runs. */
+ * resume) straight in archive.db under the engine lock when none runs. */
 static int
 cmd_source_action(int argc, char **argv, const char *action)
 {
 	static const int allowed[] = { OPT_DATA, 0 };
 	struct cli cli = { .sources = default_sources, .data = default_data };
-	char err[1024], chunk[512];
+	char err[1024], chunk[512], lock[4096];
 	const char *id;
-	int fd;
+	long engine_pid = 0;
+	int fd, rc;
 	int first = parse_options(argc, argv, action, allowed, &cli);
 
 	if (first < 0)
@@ -360,46 +412,49 @@ cmd_source_action(int argc, char **argv, const char *action)
 	id = argv[first];
 	if (!valid_id(id))
 		return usage_error("'%s' is not a source id (letters, digits, '.', '-', '_')", id);
-	fd = control_connect(cli.data, err, sizeof(err));
-	if (fd >= 0) {
-		int rc;
-		snprintf(chunk, sizeof(chunk), "local ok, err = vault.%s(\"%s\") "
-		    "if not ok then error(err, 0) end return \"%s: %s\"", action, id, action, id);
-		rc = control_eval(fd, chunk, 0);
-		close(fd);
-		return rc;
+	datalock_path(cli.data, lock, sizeof(lock));
+	for (int tries = 0;; tries++) {
+		fd = control_connect(cli.data, err, sizeof(err));
+		if (fd >= 0) {
+			snprintf(chunk, sizeof(chunk), "local ok, err = vault.%s(\"%s\") "
+			    "if not ok then error(err, 0) end return \"%s: %s\"", action, id, action, id);
+			rc = control_eval(fd, chunk, 0);
+			close(fd);
+			return rc;
+		}
+		fd = datalock_take(cli.data, &engine_pid);
+		if (fd >= 0)
+			break;	/* no engine runs, and none can start while we hold it */
+		if (errno != EWOULDBLOCK) {
+			if (errno == ENOENT)
+				fprintf(stderr, "emailvault: no archive in %s yet (start the engine: "
+				    "emailvault run --data %s)\n", cli.data, cli.data);
+			else
+				fprintf(stderr, "emailvault: cannot open %s: %s\n", lock, strerror(errno));
+			return 1;
+		}
+		/* Held: an engine is starting (no socket yet), or another command
+		 * writes. Never write beside either. */
+		if (tries >= SOCKET_WAIT_TENTHS) {
+			if (engine_pid > 0)
+				fprintf(stderr, "emailvault: the engine (pid %ld) holding %s does not "
+				    "answer on its control socket (%s); nothing was changed: try again "
+				    "once it has started\n", engine_pid, lock, err);
+			else
+				fprintf(stderr, "emailvault: another emailvault command holds %s; "
+				    "nothing was changed: try again when it has finished\n", lock);
+			return 1;
+		}
+		usleep(100000);
 	}
 	if (strcmp(action, "sync") == 0) {
+		close(fd);
 		fprintf(stderr, "emailvault: %s\n", err);
 		return 1;
 	}
-	/* No engine: record the wish; the engine applies it when it starts. */
-	struct store *st = store_open(cli.data, 0, err, sizeof(err));
-	if (st == NULL) {
-		fprintf(stderr, "emailvault: %s\n", err);
-		return 1;
-	}
-	sqlite3 *db = db_handle(st->db);
-	sqlite3_stmt *q;
-	int paused = strcmp(action, "pause") == 0;
-	int changed = 0;
-	if (sqlite3_prepare_v2(db, paused ?
-	    "INSERT INTO sources(id, name, status, paused) VALUES (?1, ?1, 'paused', 1) "
-	    "ON CONFLICT(id) DO UPDATE SET paused = 1, status = 'paused'" :
-	    "UPDATE sources SET paused = 0, error_attempt = NULL, next_retry = NULL WHERE id = ?1",
-	    -1, &q, NULL) == SQLITE_OK) {
-		sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
-		if (sqlite3_step(q) == SQLITE_DONE)
-			changed = sqlite3_changes(db);
-		sqlite3_finalize(q);
-	}
-	store_close(st);
-	if (!changed) {
-		fprintf(stderr, "emailvault: no source '%s' is recorded in %s\n", id, cli.data);
-		return 1;
-	}
-	printf("%s: %s (no engine is running; it applies when the engine starts)\n", action, id);
-	return 0;
+	rc = record_offline(cli.data, action, id);
+	close(fd);
+	return rc;
 }
 
 static int
@@ -427,24 +482,54 @@ cmd_repl(int argc, char **argv)
 static int
 cmd_verify(int argc, char **argv)
 {
-	static const int allowed[] = { OPT_DATA, 0 };
+	static const int allowed[] = { OPT_DATA, OPT_RECLAIM, 0 };
 	struct cli cli = { .sources = default_sources, .data = default_data };
 	struct verify_result r;
 	char err[1024];
+	long engine_pid = 0;
+	int lock = -1, rc;
 	int first = parse_options(argc, argv, "verify", allowed, &cli);
 
 	if (first < 0)
 		return EXIT_USAGE;
 	if (first < argc)
 		return usage_error("verify takes no arguments (got '%s')", argv[first]);
-	if (verify_archive(cli.data, stdout, &r, err, sizeof(err)) < 0) {
+	if (cli.reclaim) {
+		/* Removing files is safe only where no batch can be between
+		 * publishing and committing: with no engine, under its lock. */
+		lock = datalock_take(cli.data, &engine_pid);
+		if (lock < 0 && errno == EWOULDBLOCK && engine_pid > 0) {
+			fprintf(stderr, "emailvault: an engine (pid %ld) is running with data folder %s; "
+			    "reclaim orphan blobs through it: emailvault eval --data %s "
+			    "'return vault.reclaim()'\n", engine_pid, cli.data, cli.data);
+			return 1;
+		}
+		if (lock < 0 && errno == EWOULDBLOCK) {
+			fprintf(stderr, "emailvault: another emailvault command holds %s/engine.lock; "
+			    "try again when it has finished\n", cli.data);
+			return 1;
+		}
+		if (lock < 0) {
+			fprintf(stderr, "emailvault: cannot lock %s/engine.lock: %s\n", cli.data,
+			    strerror(errno));
+			return 1;
+		}
+	}
+	rc = verify_archive(cli.data, cli.reclaim, stdout, &r, err, sizeof(err));
+	if (lock >= 0)
+		close(lock);
+	if (rc < 0) {
 		fprintf(stderr, "emailvault: %s\n", err);
 		return 1;
 	}
-	printf("%llu messages checked (%.1f MB): %llu missing, %llu corrupt, %llu orphan blobs\n",
+	printf("%llu messages checked (%.1f MB): %llu missing, %llu corrupt, %llu orphan blobs",
 	    (unsigned long long)r.checked, (double)r.bytes / 1e6, (unsigned long long)r.missing,
 	    (unsigned long long)r.corrupt, (unsigned long long)r.orphans);
-	return r.missing || r.corrupt ? 1 : 0;
+	if (cli.reclaim)
+		printf(", %llu reclaimed (%.1f MB)", (unsigned long long)r.reclaimed,
+		    (double)r.reclaimed_bytes / 1e6);
+	printf("\n");
+	return r.missing || r.corrupt || r.reclaim_failed ? 1 : 0;
 }
 
 static int

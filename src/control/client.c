@@ -32,6 +32,8 @@ control_connect(const char *data_dir, char *err, size_t errlen)
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
 	memcpy(sun.sun_path, path, strlen(path));
+	/* A write to an engine that closed must fail with EPIPE, not kill us. */
+	signal(SIGPIPE, SIG_IGN);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		snprintf(err, errlen, "socket: %s", strerror(errno));
@@ -76,7 +78,21 @@ control_eval(int fd, const char *chunk, int json)
 	req[0] = json ? EVAL_FLAG_JSON : 0;
 	memcpy(req + 1, chunk, len);
 	if (frame_write(fd, 'E', req, len + 1) < 0) {
-		fprintf(stderr, "emailvault: cannot send to the engine: %s\n", strerror(errno));
+		/* The engine may have refused us (an 'X' frame) and closed before
+		 * the chunk went out: say why it did, not just EPIPE. */
+		int e = errno;
+		char type, *payload;
+		size_t plen;
+		if (frame_read(fd, &type, &payload, &plen) == 0) {
+			if (type == 'X')
+				fprintf(stderr, "%s\n", payload);
+			free(payload);
+			if (type == 'X') {
+				free(req);
+				return 1;
+			}
+		}
+		fprintf(stderr, "emailvault: cannot send to the engine: %s\n", strerror(e));
 		free(req);
 		return 1;
 	}

@@ -2,7 +2,9 @@
  * emailvault repl: an interactive Lua prompt into the running engine, or
  * (--offline) into the archive as last recorded. Line editing, history and
  * completion come from libedit; chunks run in the engine, one coroutine
- * each, so the asynchronous API works at the prompt.
+ * each, so the asynchronous API works at the prompt. Without a terminal
+ * libedit can drive (TERM unset or dumb, input not a terminal) lines are
+ * read plainly.
  */
 #include "control/repl.h"
 
@@ -152,6 +154,44 @@ complete(const char *text, int start, int end)
 	return rl_completion_matches(text, candidate_generator);
 }
 
+/* ---- plain line input ------------------------------------------------- */
+
+/* libedit needs a terminal it can drive. CI, containers, cron and editor
+ * shell buffers have no TERM or TERM=dumb; there the terminal's own line
+ * discipline edits the line (erase, kill, ^C, ^D) and nothing but prompts
+ * and results is written: no escape sequences, bells or redraws. */
+static int
+plain_input(void)
+{
+	const char *term = getenv("TERM");
+
+	return !isatty(0) || term == NULL || term[0] == '\0' || strcmp(term, "dumb") == 0;
+}
+
+/* One line without its end, like readline(); NULL at the end of input or
+ * when SIGINT interrupted the read (no SA_RESTART). */
+static char *
+plain_readline(const char *prompt)
+{
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+
+	if (isatty(0)) {
+		fputs(prompt, stdout);
+		fflush(stdout);
+	}
+	n = getline(&line, &cap, stdin);
+	if (n < 0) {
+		free(line);
+		clearerr(stdin);	/* after ^C, the next line is read again */
+		return NULL;
+	}
+	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+		line[--n] = '\0';
+	return line;
+}
+
 /* ---- running a chunk -------------------------------------------------- */
 
 static int
@@ -211,6 +251,7 @@ repl_run(const char *data_dir, int offline, lua_State *offline_state)
 	char *chunk = NULL;
 	size_t chunk_len = 0;
 	struct sigaction sa;
+	int plain = plain_input();
 
 	offline_L = offline_state;
 	if (!offline) {
@@ -242,14 +283,15 @@ repl_run(const char *data_dir, int offline, lua_State *offline_state)
 	sigaction(SIGINT, &sa, NULL);
 
 	if (isatty(0))
-		printf("MyEmailVault %s — Lua %s (%s). Ctrl-D leaves, Ctrl-C interrupts, "
-		    "Tab completes vault.*\n", EMAILVAULT_VERSION, offline ? "offline: the archive as "
-		    "last recorded" : "inside the running engine", data_dir);
+		printf("MyEmailVault %s — Lua %s (%s). Ctrl-D leaves, Ctrl-C interrupts, %s\n",
+		    EMAILVAULT_VERSION, offline ? "offline: the archive as last recorded" :
+		    "inside the running engine", data_dir, plain ? "plain line input (TERM is "
+		    "dumb or unset: no history recall or completion)" : "Tab completes vault.*");
 	for (;;) {
 		char *line;
 
 		interrupted = 0;
-		line = readline(chunk ? "   ...> " : "vault> ");
+		line = (plain ? plain_readline : readline)(chunk ? "   ...> " : "vault> ");
 		if (line == NULL) {
 			if (interrupted) {	/* Ctrl-C at the prompt: drop the line */
 				printf("\n");

@@ -2,15 +2,20 @@
  * vault.store: SQL on archive.db for the Lua half. Policy code (statuses,
  * folder state, reconciliation, stats) reads and writes through
  * store.query / store.exec with bound parameters; the hot path (archiving
- * messages) stays in src/sync/archive.c.
+ * messages) stays in src/sync/archive.c. store.sweep() hands lua/reclaim.lua
+ * an orphan-blob sweep to step (src/store/reclaim.c).
  */
 #include <string.h>
 
 #include <lauxlib.h>
 #include <sqlite3.h>
 
+#include "log.h"
 #include "store/db.h"
+#include "store/reclaim.h"
 #include "store/store.h"
+
+#define SWEEP_HANDLE "vault.store.sweep"
 
 static sqlite3 *
 check_db(lua_State *L)
@@ -142,6 +147,105 @@ l_data_dir(lua_State *L)
 	return 1;
 }
 
+/* ---- the orphan sweep ---------------------------------------------------- */
+
+struct sweep {
+	struct reclaim *r;	/* NULL once closed */
+};
+
+/* Every removal is logged: files are deleted, never silently. */
+static void
+sweep_report(void *ud, const char *hash, uint64_t size, int err)
+{
+	(void)ud;
+	if (err)
+		log_warn(NULL, "cannot remove orphan blob hash=%s error=\"%s\"", hash, strerror(err));
+	else
+		log_info(NULL, "orphan blob reclaimed hash=%s size=%llu", hash,
+		    (unsigned long long)size);
+}
+
+/* store.sweep() -> a sweep over the blob store (the engine's only: a
+ * read-only archive has no business removing files) */
+static int
+l_sweep(lua_State *L)
+{
+	struct store *s = store_current();
+	struct sweep *sw;
+	char err[512];
+
+	if (s == NULL || s->db == NULL || s->readonly || s->blobs == NULL)
+		return luaL_error(L, "reclaiming orphan blobs needs the running engine");
+	sw = lua_newuserdatauv(L, sizeof(*sw), 0);
+	sw->r = NULL;
+	luaL_setmetatable(L, SWEEP_HANDLE);
+	sw->r = reclaim_new(s->data_dir, db_handle(s->db), s->blobs, 0, sweep_report, NULL, err,
+	    sizeof(err));
+	if (sw->r == NULL)
+		return luaL_error(L, "%s", err);
+	return 1;
+}
+
+static struct sweep *
+check_sweep(lua_State *L)
+{
+	struct sweep *sw = luaL_checkudata(L, 1, SWEEP_HANDLE);
+
+	if (sw->r == NULL)
+		luaL_error(L, "the sweep is closed");
+	return sw;
+}
+
+/* sweep:step(n) -> "more" | "wait" | "done"; raises on a database error.
+ * The archive must still be open: the sweep asks it about every file. */
+static int
+l_sweep_step(lua_State *L)
+{
+	struct sweep *sw = check_sweep(L);
+	lua_Integer n = luaL_optinteger(L, 2, 256);
+	int rc;
+
+	if (store_current() == NULL)
+		return luaL_error(L, "the archive is not open");
+	rc = reclaim_step(sw->r, n > 0 && n < 1000000 ? (unsigned)n : 256);
+	switch (rc) {
+	case RECLAIM_MORE: lua_pushliteral(L, "more"); break;
+	case RECLAIM_WAIT: lua_pushliteral(L, "wait"); break;
+	case RECLAIM_DONE: lua_pushliteral(L, "done"); break;
+	default: return luaL_error(L, "%s", reclaim_error(sw->r));
+	}
+	return 1;
+}
+
+static int
+l_sweep_counts(lua_State *L)
+{
+	const struct reclaim_counts *c = reclaim_counts(check_sweep(L)->r);
+
+	lua_createtable(L, 0, 5);
+	lua_pushinteger(L, (lua_Integer)c->scanned);
+	lua_setfield(L, -2, "scanned");
+	lua_pushinteger(L, (lua_Integer)c->orphans);
+	lua_setfield(L, -2, "orphans");
+	lua_pushinteger(L, (lua_Integer)c->reclaimed);
+	lua_setfield(L, -2, "reclaimed");
+	lua_pushinteger(L, (lua_Integer)c->bytes);
+	lua_setfield(L, -2, "bytes");
+	lua_pushinteger(L, (lua_Integer)c->failed);
+	lua_setfield(L, -2, "failed");
+	return 1;
+}
+
+static int
+l_sweep_close(lua_State *L)
+{
+	struct sweep *sw = luaL_checkudata(L, 1, SWEEP_HANDLE);
+
+	reclaim_free(sw->r);
+	sw->r = NULL;
+	return 0;
+}
+
 int
 luaopen_vault_store(lua_State *L)
 {
@@ -150,8 +254,24 @@ luaopen_vault_store(lua_State *L)
 		{ "exec", l_exec },
 		{ "is_open", l_is_open },
 		{ "data_dir", l_data_dir },
+		{ "sweep", l_sweep },
 		{ NULL, NULL }
 	};
+	static const luaL_Reg sweep_methods[] = {
+		{ "step", l_sweep_step },
+		{ "counts", l_sweep_counts },
+		{ "close", l_sweep_close },
+		{ NULL, NULL }
+	};
+	if (luaL_newmetatable(L, SWEEP_HANDLE)) {
+		luaL_newlib(L, sweep_methods);
+		lua_setfield(L, -2, "__index");
+		lua_pushcfunction(L, l_sweep_close);
+		lua_setfield(L, -2, "__gc");
+		lua_pushcfunction(L, l_sweep_close);
+		lua_setfield(L, -2, "__close");
+	}
+	lua_pop(L, 1);
 	luaL_newlib(L, funcs);
 	return 1;
 }

@@ -20,6 +20,7 @@ struct blob_store {
 	int root_fd;
 	uint64_t seq;
 	uint64_t published;
+	unsigned unsettled;	/* published writers not yet freed */
 };
 
 struct blob_writer {
@@ -110,6 +111,12 @@ uint64_t
 blob_store_published(const struct blob_store *bs)
 {
 	return bs->published;
+}
+
+unsigned
+blob_store_unsettled(const struct blob_store *bs)
+{
+	return bs->unsettled;
 }
 
 void
@@ -240,6 +247,7 @@ blob_writer_publish(struct blob_writer *w, int *existed)
 		unlink(w->tmp_path);
 		*existed = 1;
 		w->published = 1;
+		w->bs->unsettled++;
 		return 0;
 	}
 	snprintf(dir, sizeof(dir), "%s/%.2s/%.2s", w->bs->root, w->hash, w->hash + 2);
@@ -249,6 +257,7 @@ blob_writer_publish(struct blob_writer *w, int *existed)
 		return -1;
 	w->published = 1;
 	w->bs->published++;
+	w->bs->unsettled++;
 	return 0;
 }
 
@@ -261,6 +270,8 @@ blob_writer_free(struct blob_writer *w)
 		close(w->fd);
 	if (!w->published && w->tmp_path[0])
 		unlink(w->tmp_path);
+	if (w->published)
+		w->bs->unsettled--;
 	EVP_MD_CTX_free(w->md);
 	free(w->head);
 	free(w);

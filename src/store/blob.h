@@ -49,5 +49,8 @@ void blob_writer_free(struct blob_writer *w);
 
 /* Counts for tests and crash injection. */
 uint64_t blob_store_published(const struct blob_store *bs);
+/* Writers published but not yet freed: their batch may not have recorded
+ * them yet, so no orphan sweep may run (store/reclaim.h). */
+unsigned blob_store_unsettled(const struct blob_store *bs);
 
 #endif

@@ -10,6 +10,7 @@
 #include <sqlite3.h>
 
 #include "store/db.h"
+#include "store/reclaim.h"
 
 /* SHA-256 of a file as lowercase hex; -1 with errno. */
 static int
@@ -49,80 +50,60 @@ hash_file(const char *path, char hex[65], uint64_t *size)
 	return 0;
 }
 
-static int
-is_hex_name(const char *s, size_t want)
-{
-	size_t n = strlen(s);
+struct orphan_report {
+	FILE *out;
+	int reclaim;
+};
 
-	if (n != want)
-		return 0;
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-			return 0;
-	return 1;
-}
-
-static int
-known(sqlite3_stmt *q, const char *hash)
-{
-	int found;
-
-	sqlite3_reset(q);
-	sqlite3_bind_text(q, 1, hash, -1, SQLITE_STATIC);
-	found = sqlite3_step(q) == SQLITE_ROW;
-	sqlite3_reset(q);
-	return found;
-}
-
-/* Blobs on disk that no message row names. */
 static void
-count_orphans(const char *data_dir, sqlite3 *db, FILE *out, struct verify_result *r)
+report_orphan(void *ud, const char *hash, uint64_t size, int err)
 {
-	char root[4096], l1[4200], l2[4400];
-	DIR *d1, *d2, *d3;
-	struct dirent *a, *b, *c;
-	sqlite3_stmt *q;
+	struct orphan_report *o = ud;
 
-	if (sqlite3_prepare_v2(db, "SELECT 1 FROM messages WHERE hash = ?", -1, &q, NULL) != SQLITE_OK)
-		return;
-	snprintf(root, sizeof(root), "%s/blobs", data_dir);
-	if ((d1 = opendir(root)) == NULL) {
-		sqlite3_finalize(q);
-		return;
-	}
-	while ((a = readdir(d1)) != NULL) {
-		if (!is_hex_name(a->d_name, 2))
-			continue;
-		snprintf(l1, sizeof(l1), "%s/%.2s", root, a->d_name);
-		if ((d2 = opendir(l1)) == NULL)
-			continue;
-		while ((b = readdir(d2)) != NULL) {
-			if (!is_hex_name(b->d_name, 2))
-				continue;
-			snprintf(l2, sizeof(l2), "%s/%.2s", l1, b->d_name);
-			if ((d3 = opendir(l2)) == NULL)
-				continue;
-			while ((c = readdir(d3)) != NULL) {
-				if (!is_hex_name(c->d_name, 64) || known(q, c->d_name))
-					continue;
-				r->orphans++;
-				fprintf(out, "orphan  %s (no record; harmless, left by an interrupted batch)\n",
-				    c->d_name);
-			}
-			closedir(d3);
-		}
-		closedir(d2);
-	}
-	closedir(d1);
-	sqlite3_finalize(q);
+	if (err)
+		fprintf(o->out, "orphan  %s: cannot remove it: %s\n", hash, strerror(err));
+	else if (o->reclaim)
+		fprintf(o->out, "reclaimed %s (%llu bytes, no record named it)\n", hash,
+		    (unsigned long long)size);
+	else
+		fprintf(o->out, "orphan  %s (no record; harmless, left by an interrupted batch)\n",
+		    hash);
+}
+
+/* Blobs on disk that no record names: counted, or removed with RECLAIM. */
+static int
+sweep_orphans(const char *data_dir, sqlite3 *db, int reclaim, FILE *out, struct verify_result *r,
+    char *err, size_t errlen)
+{
+	struct orphan_report o = { out, reclaim };
+	struct reclaim *sw = reclaim_new(data_dir, db, NULL, !reclaim, report_orphan, &o, err,
+	    errlen);
+	const struct reclaim_counts *c;
+	int rc;
+
+	if (sw == NULL)
+		return -1;
+	while ((rc = reclaim_step(sw, 4096)) == RECLAIM_MORE)
+		;
+	c = reclaim_counts(sw);
+	r->orphans = c->orphans;
+	r->reclaimed = c->reclaimed;
+	r->reclaimed_bytes = c->bytes;
+	r->reclaim_failed = c->failed;
+	if (rc == RECLAIM_ERROR)
+		snprintf(err, errlen, "%s", reclaim_error(sw));
+	reclaim_free(sw);
+	return rc == RECLAIM_ERROR ? -1 : 0;
 }
 
 int
-verify_archive(const char *data_dir, FILE *out, struct verify_result *r, char *err, size_t errlen)
+verify_archive(const char *data_dir, int reclaim, FILE *out, struct verify_result *r, char *err,
+    size_t errlen)
 {
 	struct archive_db *adb = db_open(data_dir, 1, err, errlen);
 	sqlite3_stmt *st;
 	sqlite3 *db;
+	int rc;
 
 	memset(r, 0, sizeof(*r));
 	if (adb == NULL)
@@ -154,7 +135,7 @@ verify_archive(const char *data_dir, FILE *out, struct verify_result *r, char *e
 		}
 	}
 	sqlite3_finalize(st);
-	count_orphans(data_dir, db, out, r);
+	rc = sweep_orphans(data_dir, db, reclaim, out, r, err, errlen);
 	db_close(adb);
-	return 0;
+	return rc;
 }

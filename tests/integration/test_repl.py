@@ -1,5 +1,6 @@
 """The interactive REPL through a pseudo-terminal: multi-line chunks, results,
-history, Ctrl-C, completion, two REPLs at once, offline mode."""
+history, Ctrl-C, completion, two REPLs at once, offline mode; and plain line
+input where TERM is dumb or unset."""
 import os
 import pty
 import select
@@ -13,15 +14,21 @@ from vault import Engine, source_file
 
 
 class Repl:
-    """emailvault repl on a pseudo-terminal."""
+    """emailvault repl on a pseudo-terminal of type TERM (None: no TERM at
+    all). The type is always set here: the caller's own environment (CI,
+    cron, a container: no TERM, or TERM=dumb) must not change what is tested."""
 
-    def __init__(self, data, *extra, history=None):
+    def __init__(self, data, *extra, history=None, term="xterm"):
         self.history = history or tempfile.mktemp(prefix="ev-hist-")
         self.pid, self.fd = pty.fork()
         if self.pid == 0:
             os.environ["EMAILVAULT_HISTORY"] = self.history
+            os.environ.pop("TERM", None)
+            if term is not None:
+                os.environ["TERM"] = term
             os.execv(vault.BIN, ["emailvault", "repl", "--data", data, *extra])
         self.out = ""
+        self.transcript = ""        # everything read, for whole-output checks
 
     def read_until(self, text, timeout=10):
         end = time.time() + timeout
@@ -39,6 +46,7 @@ class Repl:
                 if not chunk:
                     break
                 self.out += chunk.decode("utf-8", "replace")
+                self.transcript += chunk.decode("utf-8", "replace")
         raise AssertionError("no %r in REPL output: %r" % (text, self.out))
 
     def send(self, text):
@@ -49,17 +57,24 @@ class Repl:
         return self.read_until(until)
 
     def close(self):
+        """Ctrl-D; the exit status (None if it had to be killed). Idempotent."""
+        if self.fd is None:
+            return self.status
+        self.status = None
         try:
             self.send("\x04")
             for _ in range(50):
                 pid, status = os.waitpid(self.pid, os.WNOHANG)
                 if pid:
-                    return os.waitstatus_to_exitcode(status)
+                    self.status = os.waitstatus_to_exitcode(status)
+                    return self.status
                 time.sleep(0.1)
             os.kill(self.pid, signal.SIGKILL)
             os.waitpid(self.pid, 0)
         finally:
             os.close(self.fd)
+            self.fd = None
+        return self.status
 
 
 class ReplTest(unittest.TestCase):
@@ -160,6 +175,64 @@ class ReplTest(unittest.TestCase):
     def test_long_output_is_cut_with_a_note(self):
         out = self.r.line("local t = {} for i = 1, 20000 do t[i] = i end return t")
         self.assertIn("output cut at", out)
+
+
+class PlainTerminalTest(unittest.TestCase):
+    """TERM=dumb or no TERM: plain line input. The terminal's line discipline
+    edits (erase, ^C, ^D); the REPL writes prompts and results only: no escape
+    sequence, no bell, no prompt redrawn over itself."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.e = Engine()
+        cls.e.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.e.stop()
+        cls.e.cleanup()
+
+    def session(self, r):
+        r.read_until("vault> ")
+        self.assertIn("42", r.line("x = 20 return x + 22"))
+        self.assertIn("42", r.line("x +\t22"))              # a Tab is only a blank
+        self.assertIn("\r\n0\r\n", r.line("1 +\x7f- 1"))     # erased by the terminal
+        r.line("function f(a)", until="...> ")
+        r.line("  return {a, a * 2}", until="...> ")
+        r.line("end")
+        self.assertIn("{\r\n  21,\r\n  42,\r\n}", r.line("f(21)"))
+        self.assertIn("broken here", r.line("error('broken here')"))
+        r.line("local t = {", until="...> ")
+        r.send("\x03")                                     # Ctrl-C drops the chunk
+        r.read_until("vault> ")
+        self.assertIn("5", r.line("2 + 3"))
+        self.assertEqual(r.close(), 0)                      # Ctrl-D leaves
+        out = r.transcript
+        self.assertNotIn("\x1b", out)
+        self.assertNotIn("\x07", out)
+        self.assertNotIn("\rvault> ", out)
+        self.assertNotIn("\r   ...> ", out)
+        self.assertEqual(out.count("vault> "), 9)
+        self.assertIn("plain line input", out)      # the banner says why
+
+    def test_term_dumb(self):
+        self.session(Repl(self.e.data, term="dumb"))
+
+    def test_no_term(self):
+        self.session(Repl(self.e.data, term=None))
+
+    def test_offline_no_term(self):
+        r = Repl(self.e.data, "--offline", term=None)
+        try:
+            r.read_until("vault> ")
+            self.assertIn("messages", r.line("vault.stats()"))
+            self.assertIn("needs the running engine", r.line("vault.reclaim()"))
+            self.assertIn("\r\n0\r\n", r.line("1 +\x7f- 1"))
+        finally:
+            self.assertEqual(r.close(), 0)
+        self.assertNotIn("\x1b", r.transcript)
+        self.assertNotIn("\rvault> ", r.transcript)
+        self.assertIn("plain line input", r.transcript)
 
 
 class ReplWithoutEngineTest(unittest.TestCase):
