@@ -317,7 +317,9 @@ function E.view(rec)
     progress = rec.status == "importing" and rec.progress or nil,
   }
   if db_ready() then
-    v.folders, v.archived, v.skipped, v.pending = require("status").folders_of(rec.id)
+    local status = require "status"
+    v.folders, v.archived, v.skipped, v.pending = status.folders_of(rec.id)
+    v.index_lag = status.index_lag(rec.id)
   end
   if E.decorate then E.decorate(rec, v) end
   return v

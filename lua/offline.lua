@@ -18,11 +18,13 @@ function vault.status(id)
 end
 
 vault.stats = stats.stats
+local A = require "archive"
+vault.search, vault.message = A.search, A.message
 
 local function needs_engine(name)
   return function() error("vault." .. name .. " needs the running engine (emailvault run)", 2) end
 end
-for _, name in ipairs { "pause", "resume", "sync", "reload", "on", "sleep", "reclaim" } do
+for _, name in ipairs { "pause", "resume", "sync", "reload", "on", "sleep", "reclaim", "export", "reindex" } do
   vault[name] = needs_engine(name)
 end
 vault.imap = setmetatable({}, { __index = function(_, k) return needs_engine("imap." .. k) end })

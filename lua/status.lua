@@ -22,6 +22,12 @@ function M.folder_counts(id, folder, uidvalidity)
   return count("locations"), count("skipped"), count("pending")
 end
 
+-- Messages of source ID archived but not in the full-text index yet.
+function M.index_lag(id)
+  local ok, lag = pcall(function() return require("archive").lag(id) end)
+  return ok and lag or nil
+end
+
 -- Every folder of source ID as vault.status shows it, and the totals.
 function M.folders_of(id)
   local folders, archived, skipped, pending = {}, 0, 0, 0
@@ -45,6 +51,7 @@ function M.records()
     end
     if r.status == "importing" and r.progress then rec.progress = json.decode(r.progress) end
     rec.folders, rec.archived, rec.skipped, rec.pending = M.folders_of(r.id)
+    rec.index_lag = M.index_lag(r.id)
     out[#out + 1] = rec
   end
   return out
@@ -89,10 +96,10 @@ local function error_text(rec, now)
 end
 
 function M.table(records, now)
-  local rows = { { "ID", "NAME", "STATUS", "ARCHIVED", "PROGRESS / LAST SYNC", "ERROR" } }
+  local rows = { { "ID", "NAME", "STATUS", "ARCHIVED", "NOT INDEXED", "PROGRESS / LAST SYNC", "ERROR" } }
   for _, r in ipairs(records) do
     rows[#rows + 1] = { r.id, r.name or r.id, r.status or "-", tostring(r.archived or 0),
-      progress_text(r, now), error_text(r, now) }
+      r.index_lag and tostring(r.index_lag) or "-", progress_text(r, now), error_text(r, now) }
   end
   local widths = {}
   for _, row in ipairs(rows) do

@@ -32,6 +32,14 @@ function vault.reclaim() return require("reclaim").run("vault.reclaim") end
 -- Messages, bytes, unique blobs and what deduplication saved.
 vault.stats = require("stats").stats
 
+-- Finding and taking out (docs/search.md).
+local A = require "archive"
+vault.search = A.search
+vault.message = A.message
+vault.export = A.export
+-- Empties the index; the indexer fills it again from the blobs.
+function vault.reindex() return require("vault.archive").reindex() end
+
 -- The source a log line belongs to: the task's source, if any.
 local function current_source()
   local t = task.current()

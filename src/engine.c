@@ -16,6 +16,7 @@
 #include "datalock.h"
 #include "lua/core.h"
 #include "lua/imap.h"
+#include "lua/archive.h"
 #include "lua/store.h"
 #include "mime/headers.h"
 #include "store/store.h"
@@ -23,6 +24,7 @@
 #include "lua/vm.h"
 #include "net/connect.h"
 #include "paths.h"
+#include "search/indexer.h"
 
 /* After SIGTERM, how long in-flight work may take before we leave anyway. */
 #define STOP_GRACE_SECONDS 8
@@ -32,6 +34,7 @@ struct engine {
 	struct vm *vm;
 	struct control_server *control;
 	struct store *store;
+	struct indexer *indexer;
 	struct event *sighup, *sigterm, *sigint, *stop_timer;
 	int stopping;
 	int stop_ticks;
@@ -46,6 +49,7 @@ engine_preload_modules(struct vm *vm)
 	vm_preload(vm->L, "vault.control", luaopen_vault_control);
 	vm_preload(vm->L, "vault.imap", luaopen_vault_imap);
 	vm_preload(vm->L, "vault.store", luaopen_vault_store);
+	vm_preload(vm->L, "vault.archive", luaopen_vault_archive);
 }
 
 /* Calls main.FN(...) from lua/main.lua with NARGS arguments on the stack;
@@ -203,6 +207,18 @@ engine_run(const struct engine_options *opt)
 	}
 	store_set_current(e.store);
 	mime_init();
+	/* The full-text index is filled beside archiving, on its own thread
+	 * and connection (EMAILVAULT_INDEXER=off leaves it to `reindex`). */
+	{
+		const char *ix = getenv("EMAILVAULT_INDEXER");
+		if (ix == NULL || strcmp(ix, "off") != 0) {
+			e.indexer = indexer_start(opt->data_dir, err, sizeof(err));
+			if (e.indexer == NULL)
+				log_error(NULL, "the indexer cannot start (search lags until it does): %s", err);
+		} else {
+			log_info(NULL, "the indexer is off (EMAILVAULT_INDEXER=off)");
+		}
+	}
 	e.base = event_base_new();
 	{
 		/* EMAILVAULT_LUA_MEMORY: the Lua memory cap in MiB (default 1024). */
@@ -268,6 +284,7 @@ out:
 	vm_free(e.vm);
 	net_dns_free();
 	event_base_free(e.base);
+	indexer_stop(e.indexer);
 	store_close(e.store);
 	if (e.lock_fd >= 0) {
 		if (ftruncate(e.lock_fd, 0) < 0) {

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,11 @@ static char *secrets[LOG_SECRETS_MAX];
 static int nsecrets;
 static log_observer_fn observer;
 static void *observer_ud;
+/* The indexer thread logs too: the file, its path and the secrets are
+ * shared state. */
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void clear_secrets_locked(void);
 
 static const char *level_names[] = { "DEBUG", "INFO", "WARN", "ERROR" };
 
@@ -66,6 +72,7 @@ log_open_file(const char *path)
 
 	if (fd < 0)
 		return -1;
+	pthread_mutex_lock(&log_mu);
 	if (log_fd > 2)
 		close(log_fd);
 	log_fd = fd;
@@ -73,6 +80,7 @@ log_open_file(const char *path)
 		free(log_path);
 		log_path = strdup(path);
 	}
+	pthread_mutex_unlock(&log_mu);
 	return 0;
 }
 
@@ -87,12 +95,14 @@ log_reopen(void)
 void
 log_close(void)
 {
+	pthread_mutex_lock(&log_mu);
 	if (log_fd > 2)
 		close(log_fd);
 	log_fd = 2;
 	free(log_path);
 	log_path = NULL;
-	log_clear_secrets();
+	clear_secrets_locked();
+	pthread_mutex_unlock(&log_mu);
 }
 
 void
@@ -100,9 +110,13 @@ log_add_secret(const char *secret)
 {
 	if (secret == NULL || strlen(secret) < LOG_SECRET_MIN)
 		return;
-	for (int i = 0; i < nsecrets; i++)
-		if (strcmp(secrets[i], secret) == 0)
+	pthread_mutex_lock(&log_mu);
+	for (int i = 0; i < nsecrets; i++) {
+		if (strcmp(secrets[i], secret) == 0) {
+			pthread_mutex_unlock(&log_mu);
 			return;
+		}
+	}
 	if (nsecrets == LOG_SECRETS_MAX) {
 		/* The oldest is most likely a password that was since changed. */
 		free(secrets[0]);
@@ -110,14 +124,23 @@ log_add_secret(const char *secret)
 		nsecrets--;
 	}
 	secrets[nsecrets++] = strdup(secret);
+	pthread_mutex_unlock(&log_mu);
+}
+
+static void
+clear_secrets_locked(void)
+{
+	for (int i = 0; i < nsecrets; i++)
+		free(secrets[i]);
+	nsecrets = 0;
 }
 
 void
 log_clear_secrets(void)
 {
-	for (int i = 0; i < nsecrets; i++)
-		free(secrets[i]);
-	nsecrets = 0;
+	pthread_mutex_lock(&log_mu);
+	clear_secrets_locked();
+	pthread_mutex_unlock(&log_mu);
 }
 
 void
@@ -209,6 +232,7 @@ log_vmsg(enum log_level level, const char *source, const char *fmt, va_list ap)
 		if (line[i] == '\n' || line[i] == '\r')
 			line[i] = ' ';
 	line[len] = '\0';
+	pthread_mutex_lock(&log_mu);
 	scrub_secrets(line, &len);
 	if (observer)
 		observer(level, line, observer_ud);
@@ -222,6 +246,7 @@ log_vmsg(enum log_level level, const char *source, const char *fmt, va_list ap)
 		}
 		off += (size_t)w;
 	}
+	pthread_mutex_unlock(&log_mu);
 }
 
 void

@@ -19,6 +19,8 @@
 #include <openssl/crypto.h>
 #include <sqlite3.h>
 
+#include "cli/archive.h"
+#include "cli/options.h"
 #include "control/client.h"
 #include "control/repl.h"
 #include "datalock.h"
@@ -26,17 +28,16 @@
 #include "log.h"
 #include "lua/vm.h"
 #include "paths.h"
+#include "progress.h"
 #include "store/db.h"
 #include "store/store.h"
 #include "store/verify.h"
 #include <sys/stat.h>
 
-#define EXIT_USAGE 2
+char default_sources[4096];
+char default_data[4096];
 
-static char default_sources[4096];
-static char default_data[4096];
-
-static void
+void
 usage(FILE *f)
 {
 	fprintf(f,
@@ -61,7 +62,17 @@ usage(FILE *f)
 	    "  pause    [--data DIR] ID    stop archiving a source until resumed (kept across restarts)\n"
 	    "  resume   [--data DIR] ID    resume a paused source, or retry one in error now\n"
 	    "  sync     [--data DIR] ID    look for new mail in every folder of a source now\n"
-	    "  verify   [--data DIR] [--reclaim]\n"
+	    "  search   [--data DIR] [--limit N] [--offset N] [--json] QUERY\n"
+	    "           find messages: words, \"phrases\", prefix*, -word, OR, from: to: cc:\n"
+	    "           subject: folder: source: filename: has:attachment larger: smaller:\n"
+	    "           after: before: (docs/search.md)\n"
+	    "  show     [--data DIR] [--raw | --headers | --text] ID\n"
+	    "           one message (ID: its hash, or a unique prefix of it)\n"
+	    "  export   [--data DIR] --format mbox|eml|maildir --out PATH [--by-folder] [QUERY]\n"
+	    "           the messages QUERY finds (all when empty), byte-exact, each once, by date\n"
+	    "  reindex  [--data DIR]\n"
+	    "           rebuild the full-text index from the archived messages\n"
+	    "  verify   [--data DIR] [--reclaim] [--repair-index]\n"
 	    "           re-hash every archived message and check that none is missing\n"
 	    "           (--reclaim: also remove orphan blobs, which no record names;\n"
 	    "           only with no engine running)\n"
@@ -78,95 +89,14 @@ usage(FILE *f)
 	    "                    (0 if every source finished, 1 if any ended in error)\n"
 	    "  --json            print results as JSON\n"
 	    "  --offline         repl without an engine, on the archive read-only\n"
+	    "  --repair-index    verify: drop index rows without a message and queue missing\n"
+	    "                    ones for indexing (needs no engine running)\n"
 	    "  --reclaim         verify: remove orphan blobs too (needs no engine running;\n"
 	    "                    a running engine does it with vault.reclaim())\n"
 	    "\n"
 	    "The engine reloads its sources on SIGHUP and stops cleanly on SIGTERM.\n"
 	    "See docs/sources.md for the source file format.\n",
 	    default_sources, default_data);
-}
-
-static int
-usage_error(const char *fmt, const char *arg)
-{
-	fprintf(stderr, "emailvault: ");
-	fprintf(stderr, fmt, arg);
-	fprintf(stderr, "\nrun 'emailvault --help' for usage\n");
-	return EXIT_USAGE;
-}
-
-enum { OPT_SOURCES = 1000, OPT_DATA, OPT_LOG, OPT_LOG_LEVEL, OPT_ONCE, OPT_JSON, OPT_HELP,
-	OPT_OFFLINE, OPT_RECLAIM };
-
-struct cli {
-	const char *sources;
-	const char *data;
-	const char *log_file;
-	const char *log_level;
-	int once;
-	int json;
-	int offline;
-	int reclaim;
-};
-
-/* Parses the options ALLOWED (a string of OPT_ letters) for COMMAND. Returns
- * the index of the first operand, or -1 after a usage error was printed. */
-static int
-parse_options(int argc, char **argv, const char *command, const int *allowed, struct cli *cli)
-{
-	static const struct option all[] = {
-		{ "sources", required_argument, NULL, OPT_SOURCES },
-		{ "data", required_argument, NULL, OPT_DATA },
-		{ "log", required_argument, NULL, OPT_LOG },
-		{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
-		{ "once", no_argument, NULL, OPT_ONCE },
-		{ "json", no_argument, NULL, OPT_JSON },
-		{ "help", no_argument, NULL, OPT_HELP },
-		{ "offline", no_argument, NULL, OPT_OFFLINE },
-		{ "reclaim", no_argument, NULL, OPT_RECLAIM },
-		{ NULL, 0, NULL, 0 }
-	};
-	int c;
-
-	optind = 1;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+h", all, NULL)) != -1) {
-		int ok = 0;
-		if (c == 'h' || c == OPT_HELP) {
-			usage(stdout);
-			exit(0);
-		}
-		for (const int *a = allowed; *a; a++)
-			if (*a == c)
-				ok = 1;
-		if (c == '?' || c == ':' || !ok) {
-			char opt[256];
-			const char *bad = argv[optind - 1];
-			if (c == '?' && optopt)
-				snprintf(opt, sizeof(opt), "-%c", optopt);
-			else
-				snprintf(opt, sizeof(opt), "%s", bad);
-			if (c != '?' && !ok)
-				fprintf(stderr, "emailvault %s: option %s does not apply to this command\n",
-				    command, opt);
-			else
-				fprintf(stderr, "emailvault %s: unknown option or missing value: %s\n",
-				    command, opt);
-			fprintf(stderr, "run 'emailvault --help' for usage\n");
-			return -1;
-		}
-		switch (c) {
-		case OPT_SOURCES: cli->sources = optarg; break;
-		case OPT_DATA: cli->data = optarg; break;
-		case OPT_LOG: cli->log_file = optarg; break;
-		case OPT_LOG_LEVEL: cli->log_level = optarg; break;
-		case OPT_ONCE: cli->once = 1; break;
-		case OPT_JSON: cli->json = 1; break;
-		case OPT_OFFLINE: cli->offline = 1; break;
-		case OPT_RECLAIM: cli->reclaim = 1; break;
-		}
-	}
-	return optind;
 }
 
 static int
@@ -274,35 +204,6 @@ valid_id(const char *id)
 		    *p == '.' || *p == '-' || *p == '_'))
 			return 0;
 	return 1;
-}
-
-/* The archive read-only and a VM to run the Lua half on it, for commands
- * that work without an engine. 0, or 1 after saying why. */
-static int
-open_archive_vm(const char *data, struct store **st, struct vm **vm)
-{
-	char err[1024], path[4096];
-	struct stat sb;
-
-	snprintf(path, sizeof(path), "%s/archive.db", data);
-	if (stat(path, &sb) < 0) {
-		fprintf(stderr, "emailvault: no archive in %s yet (start the engine: emailvault run "
-		    "--data %s)\n", data, data);
-		return 1;
-	}
-	*st = store_open(data, 1, err, sizeof(err));
-	if (*st == NULL) {
-		fprintf(stderr, "emailvault: %s\n", err);
-		return 1;
-	}
-	store_set_current(*st);
-	*vm = vm_new(NULL, 0);
-	if (*vm == NULL) {
-		store_close(*st);
-		return 1;
-	}
-	engine_preload_modules(*vm);
-	return 0;
 }
 
 static int
@@ -479,12 +380,23 @@ cmd_repl(int argc, char **argv)
 	return status;
 }
 
+static void
+verify_progress(void *ud, uint64_t done, uint64_t total)
+{
+	struct progress *bar = ud;
+
+	bar->total = total;
+	progress_update(bar, done);
+}
+
 static int
 cmd_verify(int argc, char **argv)
 {
-	static const int allowed[] = { OPT_DATA, OPT_RECLAIM, 0 };
+	static const int allowed[] = { OPT_DATA, OPT_RECLAIM, OPT_REPAIR_INDEX, 0 };
 	struct cli cli = { .sources = default_sources, .data = default_data };
 	struct verify_result r;
+	struct verify_opts vo;
+	struct progress bar;
 	char err[1024];
 	long engine_pid = 0;
 	int lock = -1, rc;
@@ -494,14 +406,20 @@ cmd_verify(int argc, char **argv)
 		return EXIT_USAGE;
 	if (first < argc)
 		return usage_error("verify takes no arguments (got '%s')", argv[first]);
-	if (cli.reclaim) {
+	if (cli.reclaim || cli.repair_index) {
 		/* Removing files is safe only where no batch can be between
-		 * publishing and committing: with no engine, under its lock. */
+		 * publishing and committing: with no engine, under its lock (the
+		 * index is repaired under it too: no indexer writes meanwhile). */
 		lock = datalock_take(cli.data, &engine_pid);
 		if (lock < 0 && errno == EWOULDBLOCK && engine_pid > 0) {
-			fprintf(stderr, "emailvault: an engine (pid %ld) is running with data folder %s; "
-			    "reclaim orphan blobs through it: emailvault eval --data %s "
-			    "'return vault.reclaim()'\n", engine_pid, cli.data, cli.data);
+			if (cli.reclaim)
+				fprintf(stderr, "emailvault: an engine (pid %ld) is running with data folder %s; "
+				    "reclaim orphan blobs through it: emailvault eval --data %s "
+				    "'return vault.reclaim()'\n", engine_pid, cli.data, cli.data);
+			else
+				fprintf(stderr, "emailvault: an engine (pid %ld) is running with data folder %s; "
+				    "stop it to repair the index, or rebuild it meanwhile: emailvault reindex "
+				    "--data %s\n", engine_pid, cli.data, cli.data);
 			return 1;
 		}
 		if (lock < 0 && errno == EWOULDBLOCK) {
@@ -515,7 +433,14 @@ cmd_verify(int argc, char **argv)
 			return 1;
 		}
 	}
-	rc = verify_archive(cli.data, cli.reclaim, stdout, &r, err, sizeof(err));
+	memset(&vo, 0, sizeof(vo));
+	vo.reclaim = cli.reclaim;
+	vo.repair_index = cli.repair_index;
+	vo.progress = verify_progress;
+	vo.ud = &bar;
+	progress_begin(&bar, "verifying", 0);
+	rc = verify_archive(cli.data, &vo, stdout, &r, err, sizeof(err));
+	progress_end(&bar);
 	if (lock >= 0)
 		close(lock);
 	if (rc < 0) {
@@ -528,8 +453,14 @@ cmd_verify(int argc, char **argv)
 	if (cli.reclaim)
 		printf(", %llu reclaimed (%.1f MB)", (unsigned long long)r.reclaimed,
 		    (double)r.reclaimed_bytes / 1e6);
+	printf("; index: %llu rows, %llu without a message or blob, %llu missing",
+	    (unsigned long long)r.index_rows, (unsigned long long)r.index_orphans,
+	    (unsigned long long)r.index_holes);
+	if (cli.repair_index)
+		printf(", %llu repaired", (unsigned long long)r.index_repaired);
 	printf("\n");
-	return r.missing || r.corrupt || r.reclaim_failed ? 1 : 0;
+	return r.missing || r.corrupt || r.reclaim_failed ||
+	    ((r.index_orphans || r.index_holes) && !cli.repair_index) ? 1 : 0;
 }
 
 static int
@@ -583,6 +514,14 @@ main(int argc, char **argv)
 		return cmd_repl(argc - 1, argv + 1);
 	if (strcmp(cmd, "status") == 0)
 		return cmd_status(argc - 1, argv + 1);
+	if (strcmp(cmd, "search") == 0)
+		return cmd_search(argc - 1, argv + 1);
+	if (strcmp(cmd, "show") == 0)
+		return cmd_show(argc - 1, argv + 1);
+	if (strcmp(cmd, "export") == 0)
+		return cmd_export(argc - 1, argv + 1);
+	if (strcmp(cmd, "reindex") == 0)
+		return cmd_reindex(argc - 1, argv + 1);
 	if (strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0 || strcmp(cmd, "sync") == 0)
 		return cmd_source_action(argc - 1, argv + 1, cmd);
 	if (cmd[0] == '-')

@@ -64,8 +64,9 @@ on_sigint(int sig)
 	got_sigint++;
 }
 
-int
-control_eval(int fd, const char *chunk, int json)
+/* Runs CHUNK; with CAPTURE the result goes to *CAPTURE instead of stdout. */
+static int
+run_chunk(int fd, const char *chunk, int json, char **capture)
 {
 	size_t len = strlen(chunk);
 	char *req = malloc(len + 1);
@@ -122,9 +123,15 @@ control_eval(int fd, const char *chunk, int json)
 			break;
 		}
 		if (type == 'O') {
-			fwrite(payload, 1, plen, stdout);
+			if (!capture)
+				fwrite(payload, 1, plen, stdout);
 			fflush(stdout);
 		} else if (type == 'R') {
+			if (capture) {
+				*capture = payload;	/* NUL-terminated by frame_read */
+				status = 0;
+				break;
+			}
 			fwrite(payload, 1, plen, stdout);
 			if (plen > 0)
 				fputc('\n', stdout);
@@ -141,4 +148,17 @@ control_eval(int fd, const char *chunk, int json)
 	sigaction(SIGINT, &old, NULL);
 	fflush(stdout);
 	return status;
+}
+
+int
+control_eval(int fd, const char *chunk, int json)
+{
+	return run_chunk(fd, chunk, json, NULL);
+}
+
+int
+control_query(int fd, const char *chunk, char **reply)
+{
+	*reply = NULL;
+	return run_chunk(fd, chunk, 1, reply);
 }

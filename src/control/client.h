@@ -16,6 +16,9 @@ int control_connect(const char *data_dir, char *err, size_t errlen);
  * status of `emailvault eval`: 0 ok, 1 Lua error or no engine. A SIGINT
  * while waiting interrupts the chunk in the engine. */
 int control_eval(int fd, const char *chunk, int json);
+/* Runs CHUNK for its result: *REPLY gets it as JSON (malloc'd); what the
+ * chunk prints is dropped. 0, or as control_eval. */
+int control_query(int fd, const char *chunk, char **reply);
 #define CONTROL_LOST 3		/* control_eval: the connection is gone */
 #define CONTROL_ABANDONED 4	/* control_eval: gave up waiting; reconnect */
 

@@ -91,6 +91,17 @@ static const char *const migrations[] = {
 	"  first_seen REAL, last_try REAL,"
 	"  PRIMARY KEY (source, folder, uidvalidity, uid));"
 	"ALTER TABLE folders ADD COLUMN raw BLOB;",
+	/* 2 -> 3: the full-text index (docs/search.md), filled by the indexer
+	 * after archiving: indexed 0 = to do, 1 = done, 2 = could not be read. */
+	"ALTER TABLE messages ADD COLUMN indexed INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE messages ADD COLUMN attachments INTEGER;"
+	"ALTER TABLE messages ADD COLUMN sort_date INTEGER;"
+	"ALTER TABLE messages ADD COLUMN index_note TEXT;"
+	"CREATE INDEX messages_unindexed ON messages(indexed) WHERE indexed = 0;"
+	"CREATE INDEX messages_sort_date ON messages(sort_date);"
+	"CREATE INDEX locations_source_folder ON locations(source, folder);"
+	"CREATE VIRTUAL TABLE fts USING fts5(subject, sender, recipient, cc, body, filename, "
+	"  attachment, tokenize = 'emailvault');",
 };
 
 struct archive_db {

@@ -96,21 +96,112 @@ sweep_orphans(const char *data_dir, sqlite3 *db, int reclaim, FILE *out, struct 
 	return rc == RECLAIM_ERROR ? -1 : 0;
 }
 
-int
-verify_archive(const char *data_dir, int reclaim, FILE *out, struct verify_result *r, char *err,
-    size_t errlen)
+/* Index rows without a message or without a blob, and messages recorded
+ * as indexed without a row; REPAIR removes the first and queues the others
+ * for the indexer again. MISSING: the rowids whose blob is gone. */
+static int
+check_index(sqlite3 *db, int repair, const int64_t *missing, size_t nmissing, FILE *out,
+    struct verify_result *r, char *err, size_t errlen)
 {
-	struct archive_db *adb = db_open(data_dir, 1, err, errlen);
+	sqlite3_stmt *st;
+	int64_t n;
+
+	if (sqlite3_prepare_v2(db, "SELECT count(*) FROM fts", -1, &st, NULL) != SQLITE_OK)
+		return 0;	/* an archive from before the index: nothing to check */
+	if (sqlite3_step(st) == SQLITE_ROW)
+		r->index_rows = (uint64_t)sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	if (repair && sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+		goto fail;
+	/* rows whose message record is gone */
+	if (sqlite3_prepare_v2(db, "SELECT rowid FROM fts WHERE rowid NOT IN (SELECT rowid FROM "
+	    "messages)", -1, &st, NULL) != SQLITE_OK)
+		goto fail;
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		n = sqlite3_column_int64(st, 0);
+		r->index_orphans++;
+		fprintf(out, "index   row %lld names no message\n", (long long)n);
+	}
+	sqlite3_finalize(st);
+	/* rows whose blob is gone: search would find what show cannot give */
+	for (size_t i = 0; i < nmissing; i++) {
+		if (sqlite3_prepare_v2(db, "SELECT 1 FROM fts WHERE rowid = ?1", -1, &st, NULL) !=
+		    SQLITE_OK)
+			goto fail;
+		sqlite3_bind_int64(st, 1, missing[i]);
+		if (sqlite3_step(st) == SQLITE_ROW)
+			r->index_orphans++;
+		sqlite3_finalize(st);
+	}
+	/* messages said to be indexed that have no row */
+	if (sqlite3_prepare_v2(db, "SELECT count(*) FROM messages WHERE indexed = 1 AND rowid NOT IN "
+	    "(SELECT rowid FROM fts)", -1, &st, NULL) != SQLITE_OK)
+		goto fail;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		r->index_holes = (uint64_t)sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	if (r->index_holes)
+		fprintf(out, "index   %llu messages recorded as indexed have no index row\n",
+		    (unsigned long long)r->index_holes);
+	if (!repair)
+		return 0;
+	if (sqlite3_exec(db, "DELETE FROM fts WHERE rowid NOT IN (SELECT rowid FROM messages); "
+	    "UPDATE messages SET indexed = 0 WHERE indexed = 1 AND rowid NOT IN (SELECT rowid FROM fts)",
+	    NULL, NULL, NULL) != SQLITE_OK)
+		goto rollback;
+	for (size_t i = 0; i < nmissing; i++) {
+		if (sqlite3_prepare_v2(db, "DELETE FROM fts WHERE rowid = ?1", -1, &st, NULL) !=
+		    SQLITE_OK)
+			goto rollback;
+		sqlite3_bind_int64(st, 1, missing[i]);
+		sqlite3_step(st);
+		sqlite3_finalize(st);
+		if (sqlite3_prepare_v2(db, "UPDATE messages SET indexed = 2, index_note = "
+		    "'not indexed: its bytes are missing (verify)' WHERE rowid = ?1", -1, &st, NULL) !=
+		    SQLITE_OK)
+			goto rollback;
+		sqlite3_bind_int64(st, 1, missing[i]);
+		sqlite3_step(st);
+		sqlite3_finalize(st);
+	}
+	if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+		goto rollback;
+	r->index_repaired = r->index_orphans + r->index_holes;
+	return 0;
+rollback:
+	snprintf(err, errlen, "archive.db: %s", sqlite3_errmsg(db));
+	sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	return -1;
+fail:
+	snprintf(err, errlen, "archive.db: %s", sqlite3_errmsg(db));
+	if (repair)
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	return -1;
+}
+
+int
+verify_archive(const char *data_dir, const struct verify_opts *o, FILE *out,
+    struct verify_result *r, char *err, size_t errlen)
+{
+	struct archive_db *adb = db_open(data_dir, !o->repair_index, err, errlen);
 	sqlite3_stmt *st;
 	sqlite3 *db;
+	int64_t *missing = NULL;
+	size_t nmissing = 0, capmissing = 0;
+	uint64_t total = 0;
 	int rc;
 
 	memset(r, 0, sizeof(*r));
 	if (adb == NULL)
 		return -1;
 	db = db_handle(adb);
-	if (sqlite3_prepare_v2(db, "SELECT hash, size FROM messages ORDER BY hash", -1, &st, NULL)
-	    != SQLITE_OK) {
+	if (sqlite3_prepare_v2(db, "SELECT count(*) FROM messages", -1, &st, NULL) == SQLITE_OK) {
+		if (sqlite3_step(st) == SQLITE_ROW)
+			total = (uint64_t)sqlite3_column_int64(st, 0);
+		sqlite3_finalize(st);
+	}
+	if (sqlite3_prepare_v2(db, "SELECT hash, size, rowid FROM messages ORDER BY hash", -1, &st,
+	    NULL) != SQLITE_OK) {
 		snprintf(err, errlen, "archive.db: %s", sqlite3_errmsg(db));
 		db_close(adb);
 		return -1;
@@ -122,9 +213,20 @@ verify_archive(const char *data_dir, int reclaim, FILE *out, struct verify_resul
 
 		snprintf(path, sizeof(path), "%s/blobs/%.2s/%.2s/%s", data_dir, hash, hash + 2, hash);
 		r->checked++;
+		if (o->progress)
+			o->progress(o->ud, r->checked, total);
 		if (hash_file(path, got, &size) < 0) {
 			r->missing++;
 			fprintf(out, "missing %s: %s\n", hash, strerror(errno));
+			if (nmissing == capmissing) {
+				size_t cap = capmissing ? capmissing * 2 : 16;
+				int64_t *grown = realloc(missing, cap * sizeof(*grown));
+				if (grown == NULL)
+					continue;	/* counted; the index check misses it */
+				missing = grown;
+				capmissing = cap;
+			}
+			missing[nmissing++] = sqlite3_column_int64(st, 2);
 			continue;
 		}
 		r->bytes += size;
@@ -135,7 +237,10 @@ verify_archive(const char *data_dir, int reclaim, FILE *out, struct verify_resul
 		}
 	}
 	sqlite3_finalize(st);
-	rc = sweep_orphans(data_dir, db, reclaim, out, r, err, errlen);
+	rc = check_index(db, o->repair_index, missing, nmissing, out, r, err, errlen);
+	free(missing);
+	if (rc == 0)
+		rc = sweep_orphans(data_dir, db, o->reclaim, out, r, err, errlen);
 	db_close(adb);
 	return rc;
 }

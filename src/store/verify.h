@@ -13,12 +13,21 @@ struct verify_result {
 	uint64_t checked, bytes;
 	uint64_t missing, corrupt, orphans;
 	uint64_t reclaimed, reclaimed_bytes, reclaim_failed;
+	/* the full-text index: rows whose message or blob is gone, messages
+	 * recorded as indexed that have no row, and what --repair-index fixed */
+	uint64_t index_rows, index_orphans, index_holes, index_repaired;
 };
 
-/* Reports each problem on OUT as it goes. RECLAIM removes the orphans; the
- * caller must hold DATA/engine.lock then. 0, or -1 if the archive cannot be
- * read at all (message in ERR). */
-int verify_archive(const char *data_dir, int reclaim, FILE *out, struct verify_result *r,
-    char *err, size_t errlen);
+struct verify_opts {
+	int reclaim;		/* remove orphan blobs (hold DATA/engine.lock) */
+	int repair_index;	/* drop index rows without a blob, queue holes (hold the lock) */
+	void (*progress)(void *ud, uint64_t done, uint64_t total);
+	void *ud;
+};
+
+/* Reports each problem on OUT as it goes. 0, or -1 if the archive cannot
+ * be read at all (message in ERR). */
+int verify_archive(const char *data_dir, const struct verify_opts *o, FILE *out,
+    struct verify_result *r, char *err, size_t errlen);
 
 #endif

@@ -1,0 +1,455 @@
+#include "export/export.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "paths.h"
+
+/* An mbox file being written: OUT.tmp until exporter_close renames it. */
+struct mbox_file {
+	char *key;		/* "" or "source/folder" with --by-folder */
+	char *path, *tmp;
+	FILE *f;
+	struct mbox_file *next;
+};
+
+struct exporter {
+	struct export_opts o;
+	char *out;
+	struct mbox_file *mboxes;
+	unsigned long seq;
+};
+
+int
+export_format_parse(const char *name, enum export_format *out)
+{
+	if (name == NULL)
+		return -1;
+	if (strcmp(name, "mbox") == 0)
+		*out = EXPORT_MBOX;
+	else if (strcmp(name, "eml") == 0)
+		*out = EXPORT_EML;
+	else if (strcmp(name, "maildir") == 0)
+		*out = EXPORT_MAILDIR;
+	else
+		return -1;
+	return 0;
+}
+
+/* ---- mboxrd ------------------------------------------------------------ */
+
+/* 1 if the line at P (of N bytes left) is ">*From ". */
+static int
+from_line(const char *p, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n && p[i] == '>')
+		i++;
+	return n - i >= 5 && memcmp(p + i, "From ", 5) == 0;
+}
+
+char *
+export_mboxrd_quote(const char *data, size_t len, size_t *outlen)
+{
+	size_t extra = 0, o = 0;
+	char *out;
+
+	for (size_t i = 0; i < len; i++)
+		if ((i == 0 || data[i - 1] == '\n') && from_line(data + i, len - i))
+			extra++;
+	if ((out = malloc(len + extra + 1)) == NULL)
+		return NULL;
+	for (size_t i = 0; i < len; i++) {
+		if ((i == 0 || data[i - 1] == '\n') && from_line(data + i, len - i))
+			out[o++] = '>';
+		out[o++] = data[i];
+	}
+	out[o] = '\0';
+	*outlen = o;
+	return out;
+}
+
+size_t
+export_mboxrd_unquote(char *data, size_t len)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		if ((i == 0 || data[i - 1] == '\n') && data[i] == '>' && from_line(data + i, len - i))
+			continue;	/* drop one '>' of a quoted From line */
+		data[o++] = data[i];
+	}
+	return o;
+}
+
+/* ---- paths ------------------------------------------------------------- */
+
+/* One path component of a folder name: nothing that climbs out of OUT. */
+static void
+safe_component(char *dst, size_t cap, const char *src, size_t n)
+{
+	size_t o = 0;
+
+	if ((n == 1 && src[0] == '.') || (n == 2 && src[0] == '.' && src[1] == '.')) {
+		snprintf(dst, cap, "%%2E%.*s", (int)n - 1, src + 1);
+		return;
+	}
+	for (size_t i = 0; i < n && o + 4 < cap; i++) {
+		unsigned char c = (unsigned char)src[i];
+		if (c < 0x20 || c == '%') {
+			o += (size_t)snprintf(dst + o, cap - o, "%%%02X", c);
+		} else {
+			dst[o++] = (char)c;
+		}
+	}
+	dst[o] = '\0';
+}
+
+/* OUT/source/folder (with --by-folder; the folder's '/' make sub-folders). */
+static int
+folder_dir(struct exporter *x, const struct export_msg *m, char *buf, size_t cap)
+{
+	size_t o = (size_t)snprintf(buf, cap, "%s", x->out);
+
+	if (!x->o.by_folder)
+		return o < cap ? 0 : -1;
+	const char *parts[2] = { m->source ? m->source : "-", m->folder ? m->folder : "-" };
+	for (int k = 0; k < 2; k++) {
+		const char *s = parts[k];
+		while (*s) {
+			const char *slash = k == 1 ? strchr(s, '/') : NULL;
+			size_t n = slash ? (size_t)(slash - s) : strlen(s);
+			char comp[1024];
+			if (n > 0) {
+				safe_component(comp, sizeof(comp), s, n);
+				o += (size_t)snprintf(buf + o, o < cap ? cap - o : 0, "/%s", comp);
+			}
+			s += n;
+			if (*s == '/')
+				s++;
+		}
+	}
+	return o < cap ? 0 : -1;
+}
+
+static int
+write_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Writes DIR/NAME through a temporary name; an existing NAME is kept (it
+ * holds the same message: names carry the hash). */
+static int
+write_file(const char *dir, const char *tmpdir, const char *name, const char *data, size_t len,
+    char *err, size_t errlen)
+{
+	char path[8192], tmp[8192];
+	struct stat st;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if (stat(path, &st) == 0)
+		return 0;
+	snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", tmpdir, name);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0 || write_all(fd, data, len) < 0 || close(fd) < 0) {
+		snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+		if (fd >= 0)
+			unlink(tmp);
+		return -1;
+	}
+	if (rename(tmp, path) < 0) {
+		snprintf(err, errlen, "cannot rename %s: %s", tmp, strerror(errno));
+		unlink(tmp);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- the three formats ------------------------------------------------- */
+
+static struct mbox_file *
+mbox_for(struct exporter *x, const struct export_msg *m, char *err, size_t errlen)
+{
+	char dir[4096], key[4096];
+	struct mbox_file *mb;
+	int fd;
+
+	if (x->o.by_folder) {
+		if (folder_dir(x, m, dir, sizeof(dir)) < 0) {
+			snprintf(err, errlen, "folder name too long");
+			return NULL;
+		}
+		snprintf(key, sizeof(key), "%s", dir);
+	} else {
+		key[0] = '\0';
+	}
+	for (mb = x->mboxes; mb; mb = mb->next)
+		if (strcmp(mb->key, key) == 0)
+			return mb;
+	if ((mb = calloc(1, sizeof(*mb))) == NULL)
+		goto nomem;
+	mb->key = strdup(key);
+	if (x->o.by_folder) {
+		/* OUT/source/folder.mbox: the tree of folders as files */
+		size_t n = strlen(dir) + 6;
+		mb->path = malloc(n);
+		if (mb->path)
+			snprintf(mb->path, n, "%s.mbox", dir);
+		char *slash = mb->path ? strrchr(mb->path, '/') : NULL;
+		if (slash) {
+			*slash = '\0';
+			if (paths_mkdir_p(mb->path, 0700) < 0) {
+				snprintf(err, errlen, "cannot create %s: %s", mb->path, strerror(errno));
+				*slash = '/';
+				goto fail;
+			}
+			*slash = '/';
+		}
+	} else {
+		mb->path = strdup(x->out);
+	}
+	if (mb->key == NULL || mb->path == NULL)
+		goto nomem;
+	size_t tn = strlen(mb->path) + 8;
+	if ((mb->tmp = malloc(tn)) == NULL)
+		goto nomem;
+	snprintf(mb->tmp, tn, "%s.tmp", mb->path);
+	if (access(mb->path, F_OK) == 0) {
+		snprintf(err, errlen, "%s exists: exports never overwrite a file (choose another --out)",
+		    mb->path);
+		goto fail;
+	}
+	fd = open(mb->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0 || (mb->f = fdopen(fd, "w")) == NULL) {
+		snprintf(err, errlen, "cannot create %s: %s", mb->tmp, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		goto fail;
+	}
+	mb->next = x->mboxes;
+	x->mboxes = mb;
+	return mb;
+nomem:
+	snprintf(err, errlen, "out of memory");
+fail:
+	if (mb) {
+		free(mb->key);
+		free(mb->path);
+		free(mb->tmp);
+		free(mb);
+	}
+	return NULL;
+}
+
+static int
+add_mbox(struct exporter *x, const struct export_msg *m, const char *data, size_t len, char *err,
+    size_t errlen)
+{
+	struct mbox_file *mb = mbox_for(x, m, err, errlen);
+	char when[64], *q;
+	size_t qlen;
+	time_t t = (time_t)m->date;
+	struct tm tm;
+	const char *who = m->sender && *m->sender && !strpbrk(m->sender, " \t\r\n") ? m->sender :
+	    "MAILER-DAEMON";
+
+	if (mb == NULL)
+		return -1;
+	gmtime_r(&t, &tm);
+	strftime(when, sizeof(when), "%a %b %e %H:%M:%S %Y", &tm);
+	if ((q = export_mboxrd_quote(data, len, &qlen)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	/* The message, then one newline that a reader takes off again. */
+	if (fprintf(mb->f, "From %s %s\n", who, when) < 0 || fwrite(q, 1, qlen, mb->f) != qlen ||
+	    fputc('\n', mb->f) == EOF) {
+		snprintf(err, errlen, "cannot write %s: %s", mb->tmp, strerror(errno));
+		free(q);
+		return -1;
+	}
+	free(q);
+	return 0;
+}
+
+static void
+file_stem(const struct export_msg *m, char *buf, size_t cap)
+{
+	time_t t = (time_t)m->date;
+	struct tm tm;
+	char when[32];
+
+	gmtime_r(&t, &tm);
+	strftime(when, sizeof(when), "%Y%m%d-%H%M%S", &tm);
+	snprintf(buf, cap, "%s-%.16s", when, m->hash);
+}
+
+static int
+add_eml(struct exporter *x, const struct export_msg *m, const char *data, size_t len, char *err,
+    size_t errlen)
+{
+	char dir[4096], name[128];
+
+	if (folder_dir(x, m, dir, sizeof(dir)) < 0 || paths_mkdir_p(dir, 0700) < 0) {
+		snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	file_stem(m, name, sizeof(name));
+	strncat(name, ".eml", sizeof(name) - strlen(name) - 1);
+	return write_file(dir, dir, name, data, len, err, errlen);
+}
+
+/* Maildir info flags (alphabetical) from IMAP system flags. */
+static void
+maildir_info(const char *flags, char *buf, size_t cap)
+{
+	static const struct { const char *imap; char c; } map[] = {
+		{ "\\Draft", 'D' }, { "\\Flagged", 'F' }, { "\\Answered", 'R' },
+		{ "\\Seen", 'S' }, { "\\Deleted", 'T' },
+	};
+	size_t o = 0;
+
+	o += (size_t)snprintf(buf, cap, ":2,");
+	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+		const char *p = flags ? flags : "";
+		size_t n = strlen(map[i].imap);
+		while ((p = strstr(p, map[i].imap)) != NULL) {
+			if (p[n] == '\0' || p[n] == ' ') {
+				if (o + 1 < cap)
+					buf[o++] = map[i].c;
+				break;
+			}
+			p += n;
+		}
+	}
+	buf[o < cap ? o : cap - 1] = '\0';
+}
+
+static int
+add_maildir(struct exporter *x, const struct export_msg *m, const char *data, size_t len,
+    char *err, size_t errlen)
+{
+	char dir[4096], sub[4200], tmp[4200], name[200], info[16];
+	static const char *const subs[] = { "cur", "new", "tmp" };
+
+	if (folder_dir(x, m, dir, sizeof(dir)) < 0) {
+		snprintf(err, errlen, "folder name too long");
+		return -1;
+	}
+	for (int i = 0; i < 3; i++) {
+		snprintf(sub, sizeof(sub), "%s/%s", dir, subs[i]);
+		if (paths_mkdir_p(sub, 0700) < 0) {
+			snprintf(err, errlen, "cannot create %s: %s", sub, strerror(errno));
+			return -1;
+		}
+	}
+	/* A unique, stable name: the date and the hash; the info part keeps
+	 * the flags the message had when it was archived. */
+	maildir_info(m->flags, info, sizeof(info));
+	snprintf(name, sizeof(name), "%lld.%.32s.emailvault%s", (long long)m->date, m->hash, info);
+	snprintf(sub, sizeof(sub), "%s/cur", dir);
+	snprintf(tmp, sizeof(tmp), "%s/tmp", dir);
+	return write_file(sub, tmp, name, data, len, err, errlen);
+}
+
+/* ---- the exporter ------------------------------------------------------ */
+
+struct exporter *
+exporter_open(const struct export_opts *o, char *err, size_t errlen)
+{
+	struct exporter *x;
+
+	if (o->out == NULL || *o->out == '\0') {
+		snprintf(err, errlen, "--out PATH is required");
+		return NULL;
+	}
+	if ((x = calloc(1, sizeof(*x))) == NULL || (x->out = strdup(o->out)) == NULL) {
+		free(x);
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	x->o = *o;
+	x->o.out = x->out;
+	/* a trailing '/' would double up in paths */
+	for (size_t n = strlen(x->out); n > 1 && x->out[n - 1] == '/'; n--)
+		x->out[n - 1] = '\0';
+	if (o->format != EXPORT_MBOX || o->by_folder) {
+		if (paths_mkdir_p(x->out, 0700) < 0) {
+			snprintf(err, errlen, "cannot create %s: %s", x->out, strerror(errno));
+			free(x->out);
+			free(x);
+			return NULL;
+		}
+	}
+	/* A single mbox is created now: an existing file is refused before
+	 * any work, and an export of nothing is an empty mbox. */
+	if (o->format == EXPORT_MBOX && !o->by_folder && mbox_for(x, NULL, err, errlen) == NULL) {
+		free(x->out);
+		free(x);
+		return NULL;
+	}
+	return x;
+}
+
+int
+exporter_add(struct exporter *x, const struct export_msg *m, const char *data, size_t len,
+    char *err, size_t errlen)
+{
+	switch (x->o.format) {
+	case EXPORT_MBOX:
+		return add_mbox(x, m, data, len, err, errlen);
+	case EXPORT_EML:
+		return add_eml(x, m, data, len, err, errlen);
+	case EXPORT_MAILDIR:
+		return add_maildir(x, m, data, len, err, errlen);
+	}
+	return -1;
+}
+
+int
+exporter_close(struct exporter *x, int ok, char *err, size_t errlen)
+{
+	int rc = ok ? 0 : -1;
+
+	while (x->mboxes) {
+		struct mbox_file *mb = x->mboxes;
+		x->mboxes = mb->next;
+		if (fflush(mb->f) != 0 || fsync(fileno(mb->f)) < 0) {
+			if (rc == 0)
+				snprintf(err, errlen, "cannot write %s: %s", mb->tmp, strerror(errno));
+			rc = -1;
+		}
+		fclose(mb->f);
+		if (rc == 0 && rename(mb->tmp, mb->path) < 0) {
+			snprintf(err, errlen, "cannot rename %s: %s", mb->tmp, strerror(errno));
+			rc = -1;
+		}
+		if (rc != 0)
+			unlink(mb->tmp);
+		free(mb->key);
+		free(mb->path);
+		free(mb->tmp);
+		free(mb);
+	}
+	free(x->out);
+	free(x);
+	return rc;
+}

@@ -1,0 +1,391 @@
+#include "search/indexer.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sqlite3.h>
+
+#include "log.h"
+#include "search/extract.h"
+#include "store/db.h"
+#include "store/reader.h"
+
+#define BATCH_TEXT_MAX ((size_t)32 << 20)	/* extracted text held for one transaction */
+#define MESSAGE_MAX ((size_t)512 << 20)		/* bigger blobs: headers only */
+#define SANE_DATE_MIN 315532800			/* 1980-01-01: older Date headers are junk */
+#define IDLE_WAIT_MS 500
+
+struct index_run {
+	struct archive_db *adb;
+	sqlite3 *db;
+	struct store_reader *reader;
+	struct extract_limits lim;
+	sqlite3_stmt *pick, *insert, *remove, *mark, *first_date, *lag;
+};
+
+/* One message between its extraction and the commit. */
+struct pending_row {
+	int64_t rowid;
+	struct extract_text t;
+	int ok;			/* text extracted */
+	int missing;		/* the blob could not be read */
+	int64_t sort_date;
+	char note[300];
+};
+
+static int
+prepare(struct index_run *r, sqlite3_stmt **st, const char *sql)
+{
+	return sqlite3_prepare_v3(r->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) == SQLITE_OK ?
+	    0 : -1;
+}
+
+void
+index_run_close(struct index_run *r)
+{
+	if (r == NULL)
+		return;
+	sqlite3_finalize(r->pick);
+	sqlite3_finalize(r->insert);
+	sqlite3_finalize(r->remove);
+	sqlite3_finalize(r->mark);
+	sqlite3_finalize(r->first_date);
+	sqlite3_finalize(r->lag);
+	db_close(r->adb);
+	store_reader_close(r->reader);
+	free(r);
+}
+
+struct index_run *
+index_run_open(const char *data_dir, char *err, size_t errlen)
+{
+	struct index_run *r = calloc(1, sizeof(*r));
+
+	if (r == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	extract_limits_default(&r->lim);
+	if ((r->adb = db_open(data_dir, 0, err, errlen)) == NULL)
+		goto fail;
+	r->db = db_handle(r->adb);
+	if ((r->reader = store_reader_open(data_dir)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	if (prepare(r, &r->pick, "SELECT rowid, hash, date_unix, first_seen FROM messages "
+	    "WHERE indexed = 0 ORDER BY rowid LIMIT ?1") < 0 ||
+	    prepare(r, &r->insert, "INSERT INTO fts(rowid, subject, sender, recipient, cc, body, "
+	    "filename, attachment) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)") < 0 ||
+	    prepare(r, &r->remove, "DELETE FROM fts WHERE rowid = ?1") < 0 ||
+	    prepare(r, &r->mark, "UPDATE messages SET indexed = ?2, attachments = ?3, "
+	    "sort_date = ?4, index_note = ?5 WHERE rowid = ?1") < 0 ||
+	    prepare(r, &r->first_date, "SELECT min(l.internaldate) FROM locations l "
+	    "JOIN messages m ON m.hash = l.hash WHERE m.rowid = ?1") < 0 ||
+	    prepare(r, &r->lag, "SELECT count(*) FROM messages WHERE indexed = 0") < 0) {
+		snprintf(err, errlen, "archive.db: %s", sqlite3_errmsg(r->db));
+		goto fail;
+	}
+	return r;
+fail:
+	index_run_close(r);
+	return NULL;
+}
+
+int64_t
+index_run_lag(struct index_run *r)
+{
+	int64_t n = -1;
+
+	if (sqlite3_step(r->lag) == SQLITE_ROW)
+		n = sqlite3_column_int64(r->lag, 0);
+	sqlite3_reset(r->lag);
+	return n;
+}
+
+/* The date a message sorts and filters by: its Date header when sane, else
+ * when the server first had it (INTERNALDATE), else when it was archived. */
+static int64_t
+sort_date_of(struct index_run *r, int64_t rowid, sqlite3_int64 date_unix, int has_date,
+    double first_seen)
+{
+	int64_t now = (int64_t)time(NULL), d = -1;
+
+	if (has_date && date_unix >= SANE_DATE_MIN && date_unix <= now + 2 * 86400)
+		return date_unix;
+	sqlite3_bind_int64(r->first_date, 1, rowid);
+	if (sqlite3_step(r->first_date) == SQLITE_ROW &&
+	    sqlite3_column_type(r->first_date, 0) != SQLITE_NULL)
+		d = sqlite3_column_int64(r->first_date, 0);
+	sqlite3_reset(r->first_date);
+	if (d >= 0)
+		return d;
+	if (has_date && date_unix > 0)
+		return date_unix;
+	return (int64_t)first_seen;
+}
+
+static void
+bind_str(sqlite3_stmt *st, int i, const char *s)
+{
+	sqlite3_bind_text(st, i, s ? s : "", -1, SQLITE_STATIC);
+}
+
+static int
+write_row(struct index_run *r, struct pending_row *p)
+{
+	sqlite3_bind_int64(r->remove, 1, p->rowid);
+	if (sqlite3_step(r->remove) != SQLITE_DONE) {
+		sqlite3_reset(r->remove);
+		return -1;
+	}
+	sqlite3_reset(r->remove);
+	if (p->ok) {
+		sqlite3_bind_int64(r->insert, 1, p->rowid);
+		bind_str(r->insert, 2, p->t.subject);
+		bind_str(r->insert, 3, p->t.from);
+		bind_str(r->insert, 4, p->t.to);
+		bind_str(r->insert, 5, p->t.cc);
+		bind_str(r->insert, 6, p->t.body);
+		bind_str(r->insert, 7, p->t.filenames);
+		bind_str(r->insert, 8, p->t.attachments);
+		int rc = sqlite3_step(r->insert);
+		sqlite3_reset(r->insert);
+		sqlite3_clear_bindings(r->insert);
+		if (rc != SQLITE_DONE)
+			return -1;
+	}
+	sqlite3_bind_int64(r->mark, 1, p->rowid);
+	sqlite3_bind_int(r->mark, 2, p->ok ? 1 : 2);
+	if (p->ok)
+		sqlite3_bind_int(r->mark, 3, p->t.attachment_count);
+	else
+		sqlite3_bind_null(r->mark, 3);
+	sqlite3_bind_int64(r->mark, 4, p->sort_date);
+	if (p->note[0])
+		sqlite3_bind_text(r->mark, 5, p->note, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(r->mark, 5);
+	int rc = sqlite3_step(r->mark);
+	sqlite3_reset(r->mark);
+	sqlite3_clear_bindings(r->mark);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+int
+index_run_step(struct index_run *r, int max, char *err, size_t errlen)
+{
+	struct pending_row *rows = calloc((size_t)max, sizeof(*rows));
+	size_t text = 0;
+	int n = 0, rc = -1;
+
+	if (rows == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	/* 1. Read and extract outside any transaction: the archiver's commits
+	 * never wait for text extraction. */
+	sqlite3_bind_int(r->pick, 1, max);
+	while (n < max && text < BATCH_TEXT_MAX && sqlite3_step(r->pick) == SQLITE_ROW) {
+		struct pending_row *p = &rows[n++];
+		const char *hash = (const char *)sqlite3_column_text(r->pick, 1);
+		int has_date = sqlite3_column_type(r->pick, 2) != SQLITE_NULL;
+		char *data;
+		size_t len;
+
+		p->rowid = sqlite3_column_int64(r->pick, 0);
+		p->sort_date = sort_date_of(r, p->rowid, sqlite3_column_int64(r->pick, 2), has_date,
+		    sqlite3_column_double(r->pick, 3));
+		if (hash == NULL || store_reader_get(r->reader, hash, MESSAGE_MAX, &data, &len) < 0) {
+			p->missing = 1;
+			snprintf(p->note, sizeof(p->note), "not indexed: cannot read the message: %s",
+			    strerror(errno));
+			continue;
+		}
+		if (extract_message(data, len, &r->lim, &p->t) < 0) {
+			free(data);
+			n--;
+			memset(p, 0, sizeof(*p));
+			break;	/* out of memory: the rest waits for the next step */
+		}
+		free(data);
+		p->ok = 1;
+		if (p->t.truncated)
+			snprintf(p->note, sizeof(p->note), "%s", p->t.note);
+		text += strlen(p->t.body) + strlen(p->t.attachments);
+	}
+	sqlite3_reset(r->pick);
+	if (n == 0) {
+		free(rows);
+		return 0;
+	}
+	/* 2. One short transaction for the batch. */
+	if (sqlite3_exec(r->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+		goto fail;
+	for (int i = 0; i < n; i++) {
+		if (write_row(r, &rows[i]) < 0) {
+			sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
+			goto fail;
+		}
+	}
+	if (sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+		sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
+		goto fail;
+	}
+	for (int i = 0; i < n; i++)
+		if (rows[i].missing)
+			log_warn(NULL, "message not indexed rowid=%lld reason=\"%s\"",
+			    (long long)rows[i].rowid, rows[i].note);
+	rc = n;
+	goto out;
+fail:
+	snprintf(err, errlen, "archive.db: %s", sqlite3_errmsg(r->db));
+out:
+	for (int i = 0; i < n; i++)
+		if (rows[i].ok)
+			extract_text_free(&rows[i].t);
+	free(rows);
+	return rc;
+}
+
+int
+index_run_reset(struct index_run *r, char *err, size_t errlen)
+{
+	if (sqlite3_exec(r->db, "BEGIN IMMEDIATE; INSERT INTO fts(fts) VALUES ('delete-all'); "
+	    "UPDATE messages SET indexed = 0; COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "archive.db: %s", sqlite3_errmsg(r->db));
+		sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- the worker thread ------------------------------------------------- */
+
+struct indexer {
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int stop, poked;
+	struct index_run *run;
+	struct indexer_stats stats;
+};
+
+static struct indexer *current;
+
+static void *
+indexer_main(void *arg)
+{
+	struct indexer *ix = arg;
+	char err[512];
+	int failing = 0;
+
+	for (;;) {
+		int n = index_run_step(ix->run, 64, err, sizeof(err));
+
+		pthread_mutex_lock(&ix->mu);
+		if (n > 0) {
+			ix->stats.indexed += (uint64_t)n;
+			ix->stats.busy = 1;
+			ix->stats.last_error[0] = '\0';
+			failing = 0;
+		} else {
+			ix->stats.busy = 0;
+			if (n < 0) {
+				/* A locked or full database: said once, tried again later. */
+				if (!failing)
+					log_error(NULL, "indexer: %s (trying again)", err);
+				failing = 1;
+				snprintf(ix->stats.last_error, sizeof(ix->stats.last_error), "%s", err);
+			}
+		}
+		if (n <= 0 && !ix->stop && !ix->poked) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += (long)(failing ? 5000 : IDLE_WAIT_MS) * 1000000L;
+			ts.tv_sec += ts.tv_nsec / 1000000000L;
+			ts.tv_nsec %= 1000000000L;
+			pthread_cond_timedwait(&ix->cv, &ix->mu, &ts);
+		}
+		ix->poked = 0;
+		int stop = ix->stop;
+		pthread_mutex_unlock(&ix->mu);
+		if (stop)
+			break;
+	}
+	return NULL;
+}
+
+struct indexer *
+indexer_start(const char *data_dir, char *err, size_t errlen)
+{
+	struct indexer *ix = calloc(1, sizeof(*ix));
+
+	if (ix == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	if ((ix->run = index_run_open(data_dir, err, errlen)) == NULL) {
+		free(ix);
+		return NULL;
+	}
+	pthread_mutex_init(&ix->mu, NULL);
+	pthread_cond_init(&ix->cv, NULL);
+	if (pthread_create(&ix->thread, NULL, indexer_main, ix) != 0) {
+		snprintf(err, errlen, "cannot start the indexer thread: %s", strerror(errno));
+		index_run_close(ix->run);
+		pthread_mutex_destroy(&ix->mu);
+		pthread_cond_destroy(&ix->cv);
+		free(ix);
+		return NULL;
+	}
+	current = ix;
+	return ix;
+}
+
+void
+indexer_poke(struct indexer *ix)
+{
+	if (ix == NULL)
+		return;
+	pthread_mutex_lock(&ix->mu);
+	ix->poked = 1;
+	pthread_cond_signal(&ix->cv);
+	pthread_mutex_unlock(&ix->mu);
+}
+
+void
+indexer_get_stats(struct indexer *ix, struct indexer_stats *out)
+{
+	pthread_mutex_lock(&ix->mu);
+	*out = ix->stats;
+	pthread_mutex_unlock(&ix->mu);
+}
+
+void
+indexer_stop(struct indexer *ix)
+{
+	if (ix == NULL)
+		return;
+	pthread_mutex_lock(&ix->mu);
+	ix->stop = 1;
+	pthread_cond_signal(&ix->cv);
+	pthread_mutex_unlock(&ix->mu);
+	pthread_join(ix->thread, NULL);
+	if (current == ix)
+		current = NULL;
+	index_run_close(ix->run);
+	pthread_mutex_destroy(&ix->mu);
+	pthread_cond_destroy(&ix->cv);
+	free(ix);
+}
+
+struct indexer *
+indexer_current(void)
+{
+	return current;
+}

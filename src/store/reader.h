@@ -1,0 +1,29 @@
+#ifndef EMAILVAULT_STORE_READER_H
+#define EMAILVAULT_STORE_READER_H
+/*
+ * Reading archived messages back: the one way show, export, the indexer
+ * and verify get a message's bytes by its SHA-256, whatever the layout of
+ * the store underneath (today one file per message; later pack segments).
+ * A reader is used by one thread at a time; open one per thread.
+ */
+#include <stddef.h>
+#include <stdint.h>
+
+struct store_reader;
+
+struct store_reader *store_reader_open(const char *data_dir);
+void store_reader_close(struct store_reader *r);
+
+/*
+ * The bytes of the message HASH (64 lower-case hex digits) in a malloc'd
+ * buffer *DATA of *LEN bytes, NUL-terminated for convenience (the NUL is not
+ * counted). At most MAX bytes (0: no limit); a bigger message fails with
+ * EFBIG. 0, or -1 with errno (ENOENT: no such message in the store).
+ */
+int store_reader_get(struct store_reader *r, const char *hash, size_t max, char **data,
+    size_t *len);
+
+/* 1 if HASH is a well-formed message id (64 lower-case hex digits). */
+int store_hash_valid(const char *hash);
+
+#endif
