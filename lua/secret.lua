@@ -64,7 +64,24 @@ end
 
 local function strip_newline(s) return (s:gsub("\r?\n$", "")) end
 
--- Reads the secret's value now. Returns true or nil, message.
+-- MSG without the plain text WORD (what the file gave secret.*: errors
+-- never show it, it may be the password typed in the wrong place).
+local function without(msg, word, instead)
+  msg = tostring(msg)
+  if word == nil or word == "" then return msg end
+  local out, from = {}, 1
+  while true do
+    local i, j = msg:find(word, from, true)
+    if not i then break end
+    out[#out + 1] = msg:sub(from, i - 1) .. instead
+    from = j + 1
+  end
+  out[#out + 1] = msg:sub(from)
+  return table.concat(out)
+end
+
+-- Reads the secret's value now. Returns true or nil, message; a message
+-- never repeats the variable name, path or command the file gave.
 function M.resolve(s)
   if values[s] then return true end
   local d = made[s]
@@ -72,29 +89,34 @@ function M.resolve(s)
   local v, err
   if d.kind == "env" then
     v = core.getenv(d.arg)
-    if v == nil then return nil, "environment variable " .. d.arg .. " is not set" end
-    if v == "" then return nil, "environment variable " .. d.arg .. " is empty" end
+    if v == nil then return nil, "the environment variable named in secret.env is not set" end
+    if v == "" then return nil, "the environment variable named in secret.env is empty" end
   elseif d.kind == "file" then
     local path = d.arg
     if path:sub(1, 1) ~= "/" then path = d.base .. "/" .. path end
     v, err = core.readfile(path, 64 * 1024)
-    if not v then return nil, "cannot read secret file: " .. err end
+    if not v then
+      err = tostring(err)
+      if err:sub(1, #path + 2) == path .. ": " then err = err:sub(#path + 3) end
+      return nil, "cannot read secret file: " .. without(without(err, path, "the file"), d.arg, "the file")
+    end
     v = strip_newline(v)
-    if v == "" then return nil, "secret file " .. path .. " is empty" end
+    if v == "" then return nil, "the secret file is empty" end
     local st = core.stat(path)
     if st and st.mode & 0x3f ~= 0 then   -- 077: group or others may read it
-      core.log("warn", nil, string.format("secret file %s is readable by other users (mode %o); chmod 600 it", path, st.mode))
+      core.log("warn", nil, string.format("the secret file of %s is readable by other users (mode %o); chmod 600 it",
+        d.file or "a source", st.mode))
     end
   elseif d.kind == "command" then
     local out, status, stderr = core.run(d.arg, 10)
-    if not out then return nil, "password command failed: " .. status end
+    if not out then return nil, "password command failed: " .. without(status, d.arg[1], "the program") end
     if status ~= 0 then
       local first = (stderr or ""):match("^[^\n]*") or ""
-      return nil, string.format("password command %s exited with status %d%s", d.arg[1], status,
+      return nil, string.format("password command exited with status %d%s", status,
         first ~= "" and (": " .. first) or "")
     end
     v = strip_newline(out)
-    if v == "" then return nil, "password command " .. d.arg[1] .. " printed nothing" end
+    if v == "" then return nil, "password command printed nothing" end
   else
     return nil, "unknown secret kind"
   end

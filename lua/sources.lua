@@ -11,6 +11,7 @@ local core = require "vault.core"
 local vm = require "vault.vm"
 local sandbox = require "vault.sandbox"
 local secret = require "secret"
+local redact = require "redact"
 
 local M = {}
 
@@ -83,7 +84,8 @@ M.fields = {
       return secret.literal(v)
     end
     if secret.is(v) then return v end
-    return nil, 'expected a string, secret.env "VAR", secret.file "path" or secret.command{...}, got ' .. type_name(v)
+    -- Not even the wrong value is shown: it may be the password.
+    return nil, 'expected a string, secret.env "VAR", secret.file "path" or secret.command{...}, got a ' .. type(v)
   end },
   tls = { check = function(v)
     if v == true or v == false or v == "starttls" then return v end
@@ -272,7 +274,8 @@ local function validate(path, id, lines, result, defs)
   local fields = d.fields
   for k, v in next, fields do
     if type(k) ~= "string" then
-      problem(call_line, "imap", "unexpected value " .. type_name(v) .. " without a field name")
+      problem(call_line, "imap", "unexpected " .. (type(v) == "string" and "string" or type_name(v)) ..
+        " without a field name")
     elseif not M.fields[k] then
       local hint = M.suggest(k)
       problem(field_line(lines, k, call_line) or call_line, k,
@@ -312,7 +315,12 @@ function M.load_file(path, id)
     problem(1, "file", err)
     return nil, problems
   end
+  -- Every message about this file goes through hide first, and the log
+  -- scrubs the likely passwords even if the file never compiles.
+  local hide, passwords = redact.hider(path, text)
+  for i = 1, math.min(#passwords, 4) do core.add_secret(passwords[i]) end   -- the scrubber holds 64
   local function failed()
+    for i, p in ipairs(problems) do problems[i] = hide(p) end
     table.sort(problems, function(a, b)
       local la, lb = line_of(a, path), line_of(b, path)
       if la ~= lb then return la < lb end

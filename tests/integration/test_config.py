@@ -154,8 +154,9 @@ class CheckTest(unittest.TestCase):
         self.assertEqual(self.check(env={"EV_TEST_PW": "from-env"}).returncode, 0)
         env = dict(os.environ)
         env.pop("EV_TEST_PW", None)
-        self.assertProblem(source_file(password='secret.env "EV_TEST_PW_UNSET"'), "password",
-                           "environment variable EV_TEST_PW_UNSET is not set", line=5)
+        hit = self.assertProblem(source_file(password='secret.env "EV_TEST_PW_UNSET"'), "password",
+                                 "the environment variable named in secret.env is not set", line=5)
+        self.assertNotIn("EV_TEST_PW_UNSET", hit)   # it might be a password typed there
         self.assertProblem(source_file(password='secret.env "EV_TEST_PW_EMPTY"'), "password",
                            "is empty", env={"EV_TEST_PW_EMPTY": ""})
 
@@ -183,8 +184,9 @@ class CheckTest(unittest.TestCase):
         self.assertEqual(self.check().returncode, 0, self.check().stderr)
         self.assertProblem(source_file(password='secret.command { "sh", "-c", "echo nope >&2; exit 3" }'),
                            "password", "exited with status 3: nope")
-        self.assertProblem(source_file(password='secret.command { "/nonexistent/pass" }'),
-                           "password", "cannot run /nonexistent/pass")
+        hit = self.assertProblem(source_file(password='secret.command { "/nonexistent/pass" }'),
+                                 "password", "cannot run the program: No such file")
+        self.assertNotIn("/nonexistent/pass", hit)
         self.assertProblem(source_file(password='secret.command { "true" }'), "password", "printed nothing")
 
     def test_secret_misuse(self):
@@ -299,6 +301,43 @@ if type(s.__index) == "table" then s.__index.__tostring = function() error("STOL
         self.assertNotIn("STOLEN", r.stdout + r.stderr)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("2 sources OK: a, b", r.stdout)
+
+    # -- a typo does not print the password (issue 8, item 6) ----------------
+    def test_password_never_in_a_syntax_or_runtime_error(self):
+        pw = "Hunter2-Very-Secret"
+        head = 'return imap {\n  host = "h",\n  username = "u",\n'
+        shapes = {
+            "unclosed quote": (head + '  password = "%s,\n}\n' % pw, "syntax error", 4),
+            "unclosed single quote": (head + "  password = '%s\n}\n" % pw, "syntax error", 4),
+            "unclosed long string": (head + '  password = [[%s,\n}\n' % pw, "syntax error", None),
+            "long string then junk": (head + '  password = [==[%s]==] x,\n}\n' % pw, "syntax error", 4),
+            "bad escape": (head + '  password = "Hunter2\\q-Very-Secret",\n}\n', "syntax error", 4),
+            "bad decimal escape": (head + '  password = "Hunter2\\400Very",\n}\n', "syntax error", 4),
+            "token after": (head + '  password = "%s" "x",\n}\n' % pw, "syntax error", 4),
+            "no comma": (head + '  password = "%s"\n  tls = "%s"\n}\n' % (pw, pw), "syntax error", 5),
+            "secret.env unclosed": (head + '  password = secret.env "%s,\n}\n' % pw, "syntax error", 4),
+            "secret.env then junk": (head + '  password = secret.env("%s") +,\n}\n' % pw, "syntax error", 4),
+            "arithmetic": (head + '  password = "%s" + 1,\n}\n' % pw, "error", 4),
+            "call": (head + '  password = ("%s")(),\n}\n' % pw, "error", 4),
+            "bare words": (head + '  password = %s,\n}\n' % pw, "error", 4),
+            "a number": (head + '  password = 4815162342,\n}\n', "password", 4),
+            "secret.env": (head + '  password = secret.env "%s",\n}\n' % pw, "password", 4),
+            "secret.file": (head + '  password = secret.file "%s",\n}\n' % pw, "password", 4),
+            "secret.command": (head + '  password = secret.command { "%s" },\n}\n' % pw, "password", 4),
+            "secret.command exit": (head + '  password = secret.command { "sh", "-c", "exit 4", "%s" },\n}\n' % pw,
+                                    "password", 4),
+        }
+        for name, (text, field, line) in shapes.items():
+            path = self.write("s.lua", text)
+            r = self.check(env={pw: ""})
+            out = r.stdout + r.stderr
+            self.assertEqual(r.returncode, 1, name)
+            for piece in (pw, "Hunter2", "Very-Secret", "4815162342"):
+                self.assertNotIn(piece, out, "%s: %s" % (name, out))
+            m = re.search(re.escape(path) + r":(\d+): " + re.escape(field) + ": ", out)
+            self.assertTrue(m, "%s: %s" % (name, out))
+            if line is not None:
+                self.assertEqual(int(m.group(1)), line, "%s: %s" % (name, out))
 
 
 if __name__ == "__main__":

@@ -474,6 +474,25 @@ end
         self.assertNotIn("Sup3rS3cretWorkPw", self.outputs())
         self.assertStopsOnTerm()
 
+    def test_a_typo_never_shows_the_password(self):
+        e = self.e
+        head = 'return imap {\n  host = "h",\n  username = "u",\n'
+        e.write_source("quote", head + '  password = "Hunter2-Very-Secret,\n}\n')
+        e.write_source("escape", head + '  password = "Hunter2\\q-Very-Secret",\n}\n')
+        e.write_source("const", head + '  password = "Hunter2-Very-Secret" + 1,\n}\n')
+        e.write_source("envtypo", head + '  password = secret.env "Hunter2-Very-Secret",\n}\n')
+        e.start()
+        for sid in ("quote", "escape", "const", "envtypo"):
+            rec = self.wait_for_error(sid)
+            self.assertEqual(rec["error"]["kind"], "config")
+            self.assertRegex(rec["error"]["message"], r"%s\.lua:4: " % sid)
+        e.write_source("quote", head + '  password = "Hunter2-Very-Secret",\n  port = "x\n}\n')
+        e.reload()
+        text = self.outputs()
+        for piece in ("Hunter2", "Very-Secret"):
+            self.assertNotIn(piece, text)
+        self.assertStopsOnTerm()
+
 
 class CommandLineTest(unittest.TestCase):
     def test_unknown_command_and_option(self):
