@@ -20,6 +20,9 @@ class Repl:
         self.pid, self.fd = pty.fork()
         if self.pid == 0:
             os.environ["EMAILVAULT_HISTORY"] = self.history
+            # libedit recalls and completes only on a terminal it knows: the
+            # test's own TERM may be unset or dumb (CI, cron).
+            os.environ["TERM"] = "xterm"
             os.execv(vault.BIN, ["emailvault", "repl", "--data", data, *extra])
         self.out = ""
 
