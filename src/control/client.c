@@ -75,9 +75,23 @@ control_eval(int fd, const char *chunk, int json)
 	got_sigint = 0;
 	req[0] = json ? EVAL_FLAG_JSON : 0;
 	memcpy(req + 1, chunk, len);
+	/* An engine that refuses us closes at once: the write then fails with
+	 * EPIPE (not a SIGPIPE that kills us), and its reason is still there
+	 * to be read. */
+	signal(SIGPIPE, SIG_IGN);
 	if (frame_write(fd, 'E', req, len + 1) < 0) {
-		fprintf(stderr, "emailvault: cannot send to the engine: %s\n", strerror(errno));
+		char type, *payload;
+		size_t plen;
+		int saved = errno;
 		free(req);
+		if (frame_read(fd, &type, &payload, &plen) == 0) {
+			if (type == 'X')
+				fprintf(stderr, "%s\n", payload);
+			free(payload);
+			if (type == 'X')
+				return 1;
+		}
+		fprintf(stderr, "emailvault: cannot send to the engine: %s\n", strerror(saved));
 		return 1;
 	}
 	free(req);
