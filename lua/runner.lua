@@ -14,7 +14,7 @@ local E = require "engine"
 
 local M = {}
 
-M.HOOK_BUDGET = 1000000
+M.HOOK_BUDGET, M.HOOK_SECONDS = 1000000, 2   -- what one on_error call may take
 M.RETRY_MIN, M.RETRY_MAX = 30, 3600
 
 -- Exponential backoff with jitter from 30 s to 1 h. An authentication error
@@ -36,10 +36,13 @@ local function retry_delay(rec, err, attempt)
   local hook = rec.def.on_error
   if not hook then return M.default_retry(err, attempt) end
   local copy = { kind = err.kind, message = err.message, code = err.code }
-  local ok, v = vm.budget_pcall(M.HOOK_BUDGET, hook, copy, attempt)
-  if not ok then return nil, "on_error failed: " .. tostring(v):gsub("\nstack traceback:.*", "") end
+  local ok, v = vm.budget_pcall(M.HOOK_BUDGET, M.HOOK_SECONDS, hook, copy, attempt)
+  if not ok then return nil, "on_error failed: " .. v:gsub("\nstack traceback:.*", "") end
+  -- v is the hook's value: only its type is looked at (no metamethod runs
+  -- out here, past the budget).
   if v ~= nil and (type(v) ~= "number" or v ~= v or v < 0) then
-    return nil, "on_error must return seconds (a number >= 0) or nil, got " .. tostring(v)
+    return nil, "on_error must return seconds (a number >= 0) or nil, got " ..
+      (type(v) == "number" and string.format("%.14g", v) or "a " .. type(v))
   end
   return v
 end

@@ -64,6 +64,7 @@ struct lconn {
 	struct archive_job *job;
 	int filter_ref, on_message_ref, on_progress_ref;
 	long hook_budget;
+	double hook_seconds;
 	struct archive_progress result;
 };
 
@@ -1495,7 +1496,7 @@ archive_filter(void *ud, const struct archive_msg *m, char *reason, size_t rlen)
 
 	lua_pushcfunction(L, filter_trampoline);
 	lua_pushlightuserdata(L, &hc);
-	if (vm_pcall_budget(L, 1, 2, lc->hook_budget) != LUA_OK) {
+	if (vm_pcall_budget(L, 1, 2, lc->hook_budget, lc->hook_seconds) != LUA_OK) {
 		const char *e = lua_tostring(L, -1);
 		char *nl;
 		snprintf(reason, rlen, "filter failed on %s UID %u: %s", m->folder, m->uid,
@@ -1619,7 +1620,7 @@ opt_ref(lua_State *L, int t, const char *k)
 
 /*
  * conn:archive{ folder=, uidvalidity=, last_uid=, batch=, source=, filter=fn,
- *   on_message=fn, on_progress=fn, hook_budget= } -> progress | nil, err
+ *   on_message=fn, on_progress=fn, hook_budget=, hook_seconds= } -> progress | nil, err
  * Archives the examined folder's messages above last_uid into the store.
  */
 static int
@@ -1650,6 +1651,7 @@ l_archive(lua_State *L)
 	p.blobs = st->blobs;
 	p.db = st->db;
 	lc->hook_budget = (long)opt_number(L, 2, "hook_budget", 1000000);
+	lc->hook_seconds = opt_number(L, 2, "hook_seconds", 2);
 	lc->filter_ref = opt_ref(L, 2, "filter");
 	lc->on_message_ref = opt_ref(L, 2, "on_message");
 	lc->on_progress_ref = opt_ref(L, 2, "on_progress");
