@@ -48,16 +48,44 @@ local function retry_delay(rec, err, attempt)
 end
 
 -- IMAP LIST patterns: * matches anything, % anything but the delimiter.
+-- Matched by stepping a set of pattern positions along the name (at most
+-- #pattern + 1 of them), so a hostile folder name cannot make it backtrack:
+-- time is #name * #pattern at worst.
 function M.pattern_matches(pattern, name, delim)
   local d = (delim and delim ~= "") and delim:sub(1, 1) or "/"
-  local not_delim = "[^" .. (d:match("%p") and "%" .. d or d) .. "]*"
-  local lp = pattern:gsub(".", function(ch)
-    if ch == "*" then return ".*" end
-    if ch == "%" then return not_delim end
-    if ch:match("%p") then return "%" .. ch end
-    return ch
-  end)
-  return name:match("^" .. lp .. "$") ~= nil
+  local np = #pattern
+  -- positions reachable without consuming a character (wildcards match "")
+  local function close(set)
+    local i = 1
+    local list = {}
+    for p in pairs(set) do list[#list + 1] = p end
+    while i <= #list do
+      local p = list[i]
+      local c = pattern:sub(p, p)
+      if (c == "*" or c == "%") and not set[p + 1] then
+        set[p + 1] = true
+        list[#list + 1] = p + 1
+      end
+      i = i + 1
+    end
+    return set
+  end
+  local cur = close({ [1] = true })
+  for i = 1, #name do
+    local ch = name:sub(i, i)
+    local nxt = {}
+    for p in pairs(cur) do
+      local c = pattern:sub(p, p)
+      if c == "*" or (c == "%" and ch ~= d) then
+        nxt[p] = true
+      elseif p <= np and c == ch then
+        nxt[p + 1] = true
+      end
+    end
+    cur = close(nxt)
+    if next(cur) == nil then return false end
+  end
+  return cur[np + 1] == true
 end
 
 -- The folders of LIST that the source archives.
