@@ -1,3 +1,4 @@
+#define _GNU_SOURCE	/* ppoll */
 /*
  * emailvault repl: an interactive Lua prompt into the running engine, or
  * (--offline) into the archive as last recorded. Line editing, history and
@@ -9,6 +10,7 @@
 #include "control/repl.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -168,27 +170,77 @@ plain_input(void)
 	return !isatty(0) || term == NULL || term[0] == '\0' || strcmp(term, "dumb") == 0;
 }
 
+/* Bytes read from the terminal beyond the line returned. */
+static char plain_buf[8192];
+static size_t plain_len;
+
 /* One line without its end, like readline(); NULL at the end of input or
- * when SIGINT interrupted the read (no SA_RESTART). */
+ * when Ctrl-C interrupted it. */
 static char *
 plain_readline(const char *prompt)
 {
-	char *line = NULL;
-	size_t cap = 0;
-	ssize_t n;
+	sigset_t block, orig;
+	struct pollfd pfd = { .fd = 0, .events = POLLIN };
+	char *line = NULL, *nl;
+	size_t len = 0;
 
+	/* Ctrl-C right after the prompt, before the read blocks, must not be
+	 * lost: SIGINT is let in only while ppoll waits. */
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigprocmask(SIG_BLOCK, &block, &orig);
 	if (isatty(0)) {
 		fputs(prompt, stdout);
 		fflush(stdout);
 	}
-	n = getline(&line, &cap, stdin);
-	if (n < 0) {
+	for (;;) {
+		if ((nl = memchr(plain_buf, '\n', plain_len)) != NULL || plain_len == sizeof(plain_buf)) {
+			size_t n = nl ? (size_t)(nl - plain_buf) : plain_len;
+			char *grown = realloc(line, len + n + 1);
+			if (grown == NULL)
+				break;
+			line = grown;
+			memcpy(line + len, plain_buf, n);
+			len += n;
+			line[len] = '\0';
+			n += nl != NULL;
+			memmove(plain_buf, plain_buf + n, plain_len - n);
+			plain_len -= n;
+			if (nl)
+				break;
+			continue;
+		}
+		if (interrupted)
+			break;
+		if (ppoll(&pfd, 1, NULL, &orig) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		ssize_t r = read(0, plain_buf + plain_len, sizeof(plain_buf) - plain_len);
+		if (r <= 0) {
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (plain_len > 0) {	/* a last line without its end */
+				nl = plain_buf + plain_len;
+				plain_buf[plain_len] = '\n';
+				plain_len++;
+				continue;
+			}
+			break;
+		}
+		plain_len += (size_t)r;
+	}
+	sigprocmask(SIG_SETMASK, &orig, NULL);
+	if (interrupted || nl == NULL) {
 		free(line);
-		clearerr(stdin);	/* after ^C, the next line is read again */
+		plain_len = 0;	/* ^C drops what was typed */
 		return NULL;
 	}
-	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-		line[--n] = '\0';
+	if (line == NULL)
+		line = strdup("");
+	while (len > 0 && line[len - 1] == '\r')
+		line[--len] = '\0';
 	return line;
 }
 
