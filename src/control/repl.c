@@ -10,6 +10,7 @@
 #include "control/repl.h"
 
 #include <errno.h>
+#include <locale.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -170,6 +171,73 @@ plain_input(void)
 	return !isatty(0) || term == NULL || term[0] == '\0' || strcmp(term, "dumb") == 0;
 }
 
+/*
+ * libedit reads the terminal through this. SIGINT is let in only while
+ * ppoll waits, so a Ctrl-C typed right after the prompt, before the read
+ * blocks, still ends the line (EOF here; the loop sees `interrupted`).
+ * libedit takes what it returns as one character: UTF-8 is decoded here.
+ */
+static int
+wait_byte(unsigned char *c)
+{
+	sigset_t block, orig;
+	struct pollfd pfd = { .fd = 0, .events = POLLIN };
+	int got = 0;
+
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigprocmask(SIG_BLOCK, &block, &orig);
+	while (!interrupted) {
+		if (ppoll(&pfd, 1, NULL, &orig) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		ssize_t r = read(0, c, 1);
+		if (r == 1) {
+			got = 1;
+			break;
+		}
+		if (r == 0 || errno != EINTR)
+			break;
+	}
+	sigprocmask(SIG_SETMASK, &orig, NULL);
+	return got;
+}
+
+static int
+edit_getc(FILE *f)
+{
+	unsigned char c;
+	int cp, more;
+
+	(void)f;
+	if (!wait_byte(&c))
+		return EOF;
+	if (c < 0x80)
+		return c;
+	if ((c & 0xe0) == 0xc0) {
+		cp = c & 0x1f;
+		more = 1;
+	} else if ((c & 0xf0) == 0xe0) {
+		cp = c & 0x0f;
+		more = 2;
+	} else if ((c & 0xf8) == 0xf0) {
+		cp = c & 0x07;
+		more = 3;
+	} else {
+		return 0xfffd;
+	}
+	while (more-- > 0) {
+		if (!wait_byte(&c))
+			return EOF;
+		if ((c & 0xc0) != 0x80)
+			return 0xfffd;
+		cp = cp << 6 | (c & 0x3f);
+	}
+	return cp;
+}
+
 /* Bytes read from the terminal beyond the line returned. */
 static char plain_buf[8192];
 static size_t plain_len;
@@ -305,6 +373,11 @@ repl_run(const char *data_dir, int offline, lua_State *offline_state)
 	struct sigaction sa;
 	int plain = plain_input();
 
+	/* libedit edits characters, not bytes, in the locale's charset: without
+	 * a UTF-8 one, "Zürich" typed at the prompt would lose its ü. */
+	const char *loc = setlocale(LC_CTYPE, "");
+	if (loc == NULL || (strstr(loc, "UTF-8") == NULL && strstr(loc, "utf8") == NULL))
+		setlocale(LC_CTYPE, "C.UTF-8");
 	offline_L = offline_state;
 	if (!offline) {
 		repl_fd = control_connect(data_dir, err, sizeof(err));
@@ -323,6 +396,7 @@ repl_run(const char *data_dir, int offline, lua_State *offline_state)
 	stifle_history(1000);
 	read_history(hist);
 	rl_readline_name = "emailvault";
+	rl_getc_function = edit_getc;
 	/* "." and ":" stay inside a word: "vault.imap.co" completes whole. */
 	static char word_breaks[] = " \t\n\"\\'`@$><=;|&{(,+-*/%^~#";
 	rl_basic_word_break_characters = word_breaks;
