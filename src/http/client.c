@@ -371,11 +371,11 @@ report_headers(struct http_request *r, int with_body)
 	if (r->o.on_headers) {
 		fill_response(r, &res);
 		rc = r->o.on_headers(r, &res, r->o.ud);
-		if (rc == HTTP_BODY_TO_MEMORY) {
+		if (rc == HTTP_CB_TO_MEMORY) {
 			r->to_memory = 1;
 			if (r->max_size == 0)
 				r->max_size = HTTP_DEFAULT_MAX_SIZE;
-		} else if (rc != HTTP_OK) {
+		} else if (rc != HTTP_CB_OK) {
 			req_fail(r, "protocol", "the request to %s was abandoned on its headers",
 			    r->hostport);
 			return -1;
@@ -443,9 +443,9 @@ write_cb(char *data, size_t size, size_t n, void *ud)
 		}
 	} else {
 		rc = r->o.write(r, data, len, r->o.ud);
-		if (rc == HTTP_PAUSE)
+		if (rc == HTTP_CB_PAUSE)
 			return CURL_WRITEFUNC_PAUSE;	/* curl offers the same bytes again */
-		if (rc != HTTP_OK || r->failed || r->cancelled) {
+		if (rc != HTTP_CB_OK || r->failed || r->cancelled) {
 			req_fail(r, "protocol", "the receiver of the response from %s gave up",
 			    r->hostport);
 			return 0;
@@ -475,7 +475,7 @@ read_cb(char *buf, size_t size, size_t n, void *ud)
 		return len;
 	}
 	got = r->o.read(r, buf, len, r->o.ud);
-	if (got == HTTP_PAUSE)
+	if (got == HTTP_CB_PAUSE)
 		return CURL_READFUNC_PAUSE;
 	if (got < 0 || (size_t)got > len || r->failed || r->cancelled) {
 		req_fail(r, "protocol", "the request body for %s could not be read", r->hostport);

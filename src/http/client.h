@@ -47,22 +47,22 @@ struct http_response {
 };
 
 /* Returned by the streaming callbacks. */
-#define HTTP_OK			0
-#define HTTP_ABORT		(-1)	/* end the request with an error (http_request_abort's, or a generic one) */
-#define HTTP_PAUSE		(-2)	/* stop this direction until http_request_unpause */
-#define HTTP_BODY_TO_MEMORY	1	/* from on_headers: keep this response's body in memory, not in the sink */
+#define HTTP_CB_OK			0
+#define HTTP_CB_ABORT		(-1)	/* end the request with an error (http_request_abort's, or a generic one) */
+#define HTTP_CB_PAUSE		(-2)	/* stop this direction until http_request_unpause */
+#define HTTP_CB_TO_MEMORY	1	/* from on_headers: keep this response's body in memory, not in the sink */
 
 /* The request body, streamed: up to LEN bytes into BUF; returns how many,
- * 0 at the end, HTTP_ABORT or HTTP_PAUSE. */
+ * 0 at the end, HTTP_CB_ABORT or HTTP_CB_PAUSE. */
 typedef ssize_t (*http_read_fn)(struct http_request *req, char *buf, size_t len, void *ud);
 /* Rewinds the streamed body to OFFSET (curl resends it after a 307/308
  * redirect or when a reused connection turns out dead): 0 or -1. */
 typedef int (*http_seek_fn)(struct http_request *req, uint64_t offset, void *ud);
-/* The response body, streamed: HTTP_OK, HTTP_ABORT or HTTP_PAUSE. */
+/* The response body, streamed: HTTP_CB_OK, HTTP_CB_ABORT or HTTP_CB_PAUSE. */
 typedef int (*http_write_fn)(struct http_request *req, const char *data, size_t len, void *ud);
 /* The final response's status and headers (RES has no body yet), called
  * once before its first body byte, or before DONE when it has none:
- * HTTP_OK, HTTP_ABORT or HTTP_BODY_TO_MEMORY. */
+ * HTTP_CB_OK, HTTP_CB_ABORT or HTTP_CB_TO_MEMORY. */
 typedef int (*http_headers_fn)(struct http_request *req, const struct http_response *res, void *ud);
 /* The end: RES when the server answered (any status), else ERR with one of
  * the kinds dns, refused, timeout, tls, certificate, protocol, config. Both
@@ -133,7 +133,7 @@ void http_request_cancel(struct http_request *req);
 /* Ends REQ with this error: DONE is called with it, from the loop. */
 void http_request_abort(struct http_request *req, const char *kind, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Resumes a transfer paused by HTTP_PAUSE (both directions). */
+/* Resumes a transfer paused by HTTP_CB_PAUSE (both directions). */
 void http_request_unpause(struct http_request *req);
 void *http_request_ud(const struct http_request *req);
 /* host:port of the request's URL, safe to log. */
