@@ -9,8 +9,6 @@
  */
 #include "http/client.h"
 
-#include <arpa/inet.h>
-#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,9 +18,8 @@
 
 #include <curl/curl.h>
 #include <event2/event.h>
-#include <openssl/pem.h>
-#include <openssl/x509v3.h>
 
+#include "http/diagnose.h"
 #include "log.h"
 #include "net/tls.h"
 
@@ -191,16 +188,6 @@ http_scheme(const char *url)
 	curl_free(scheme);
 	curl_url_cleanup(u);
 	return out;
-}
-
-/* curl's own text, unless it could carry part of a URL. */
-static const char *
-safe_detail(const char *errbuf)
-{
-	if (errbuf[0] == '\0' || strstr(errbuf, "://") || strchr(errbuf, '@') ||
-	    strchr(errbuf, '?'))
-		return NULL;
-	return errbuf;
 }
 
 static void
@@ -507,140 +494,29 @@ seek_cb(void *ud, curl_off_t offset, int origin)
 static void
 classify(struct http_request *r, CURLcode code)
 {
-	const char *detail = safe_detail(r->errbuf);
-	curl_off_t connect_us = 0;
-	long vr = 0, os_errno = 0;
+	struct http_diag d = { r->hostport, r->ca_file, seconds_since(&r->created),
+	    r->o.stall_timeout, r->o.max_redirects };
 
-	switch (code) {
-	case CURLE_COULDNT_RESOLVE_HOST:
-		req_fail(r, "dns", "cannot resolve the host of %s: check the host name in the URL "
-		    "and this machine's DNS", r->hostport);
-		return;
-	case CURLE_COULDNT_RESOLVE_PROXY:
-		req_fail(r, "dns", "cannot resolve the proxy for %s: check the proxy settings "
-		    "(http_proxy, https_proxy)", r->hostport);
-		return;
-	case CURLE_COULDNT_CONNECT:
-		curl_easy_getinfo(r->easy, CURLINFO_OS_ERRNO, &os_errno);
-		req_fail(r, "refused", "cannot connect to %s: %s. Check that the server runs "
-		    "and listens on that port", r->hostport,
-		    os_errno ? strerror((int)os_errno) : "refused or unreachable");
-		return;
-	case CURLE_OPERATION_TIMEDOUT:
-		curl_easy_getinfo(r->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
-		if (strncmp(r->errbuf, "Operation too slow", 18) == 0)
-			req_fail(r, "timeout", "the transfer with %s stalled: nothing moved for "
-			    "%.0f s", r->hostport, r->o.stall_timeout);
-		else if (connect_us == 0)
-			req_fail(r, "timeout", "connecting to %s timed out after %.1f s",
-			    r->hostport, seconds_since(&r->created));
-		else
-			req_fail(r, "timeout", "%s did not answer within %.1f s", r->hostport,
-			    seconds_since(&r->created));
-		return;
-	case CURLE_PEER_FAILED_VERIFICATION:
-	case CURLE_SSL_ISSUER_ERROR:
-	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-	case CURLE_SSL_INVALIDCERTSTATUS:
-		curl_easy_getinfo(r->easy, CURLINFO_SSL_VERIFYRESULT, &vr);
-		req_fail(r, "certificate", "certificate of %s rejected: %s. If you trust this "
-		    "server's certificate, give its CA certificate (or the certificate itself) "
-		    "in ca_file, or set allow_insecure_cert = true", r->hostport,
-		    vr ? tls_verify_reason(vr) : detail ? detail : "it could not be verified");
-		return;
-	case CURLE_SSL_CACERT_BADFILE:
-		req_fail(r, "config", "cannot load the CA file %s (ca_file) for %s",
-		    r->ca_file ? r->ca_file : "(the system's)", r->hostport);
-		return;
-	case CURLE_SSL_CONNECT_ERROR:
-	case CURLE_SSL_CERTPROBLEM:
-	case CURLE_SSL_CIPHER:
-	case CURLE_SSL_ENGINE_NOTFOUND:
-	case CURLE_SSL_ENGINE_SETFAILED:
-	case CURLE_SSL_SHUTDOWN_FAILED:
-	case CURLE_SSL_CRL_BADFILE:
-	case CURLE_USE_SSL_FAILED:
-		if (detail && (strstr(detail, "protocol version") || strstr(detail, "unsupported protocol")))
-			req_fail(r, "tls", "TLS handshake with %s failed: the server does not "
-			    "support TLS 1.2 or newer (%s)", r->hostport, detail);
-		else if (detail && strstr(detail, "wrong version number"))
-			req_fail(r, "tls", "TLS handshake with %s failed: the server did not answer "
-			    "with TLS (%s); is it plain http?", r->hostport, detail);
-		else
-			req_fail(r, "tls", "TLS handshake with %s failed: %s", r->hostport,
-			    detail ? detail : curl_easy_strerror(code));
-		return;
-	case CURLE_TOO_MANY_REDIRECTS:
-		req_fail(r, "protocol", "%s redirected more than %d times (a redirect loop?)",
-		    r->hostport, r->o.max_redirects);
-		return;
-	case CURLE_UNSUPPORTED_PROTOCOL:
-		req_fail(r, "protocol", "%s redirected to a URL that is neither http nor https; "
-		    "not followed", r->hostport);
-		return;
-	case CURLE_GOT_NOTHING:
-		req_fail(r, "protocol", "%s closed the connection without answering", r->hostport);
-		return;
-	case CURLE_SEND_ERROR:
-	case CURLE_RECV_ERROR:
-	case CURLE_PARTIAL_FILE:
-		req_fail(r, "protocol", "the connection to %s broke off: %s", r->hostport,
-		    detail ? detail : curl_easy_strerror(code));
-		return;
-	default:
-		req_fail(r, "protocol", "HTTP request to %s failed: %s%s%s", r->hostport,
-		    curl_easy_strerror(code), detail ? ": " : "", detail ? detail : "");
-		return;
-	}
+	r->failed = 1;
+	http_diagnose_failure(r->easy, code, r->errbuf, &d, &r->err);
 }
 
 /* With allow_insecure, says once per host:port why its certificate would
- * have been refused, and its fingerprint, as the IMAP side does. curl checks
- * the host name itself (off here), so that check is redone on the leaf. */
+ * have been refused, and its fingerprint, as the IMAP side does. */
 static void
 note_insecure(struct http_request *r)
 {
 	struct http_client *c = r->c;
-	struct curl_certinfo *ci = NULL;
-	const char *pem = NULL, *reason = NULL;
-	char host[300], fp[TLS_FINGERPRINT_MAX];
-	unsigned char ip[16];
-	long vr = 0;
-	X509 *cert = NULL;
-	BIO *bio;
-	char *colon;
+	const char *reason;
+	char fp[TLS_FINGERPRINT_MAX];
 
 	if (!r->o.allow_insecure || c->nwarned >= WARNED_MAX)
 		return;
 	for (int i = 0; i < c->nwarned; i++)
 		if (strcmp(c->warned[i], r->hostport) == 0)
 			return;
-	if (curl_easy_getinfo(r->easy, CURLINFO_CERTINFO, &ci) != CURLE_OK || ci == NULL ||
-	    ci->num_of_certs < 1)
+	if (http_diagnose_insecure(r->easy, r->hostport, &reason, fp, sizeof(fp)) < 0)
 		return;		/* plain http, or a connection already noted */
-	for (struct curl_slist *s = ci->certinfo[0]; s; s = s->next)
-		if (strncmp(s->data, "Cert:", 5) == 0)
-			pem = s->data + 5;
-	if (pem && (bio = BIO_new_mem_buf(pem, -1)) != NULL) {
-		cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
-		BIO_free(bio);
-	}
-	tls_cert_fingerprint(cert, fp, sizeof(fp));
-	curl_easy_getinfo(r->easy, CURLINFO_SSL_VERIFYRESULT, &vr);
-	snprintf(host, sizeof(host), "%s", r->hostport);
-	if ((colon = strrchr(host, ':')) != NULL)
-		*colon = '\0';
-	if (host[0] == '[') {
-		memmove(host, host + 1, strlen(host));
-		host[strcspn(host, "]")] = '\0';
-	}
-	if (vr != 0)
-		reason = tls_verify_reason(vr);
-	else if (cert && (inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1
-	    ? X509_check_ip_asc(cert, host, 0) != 1
-	    : X509_check_host(cert, host, 0, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, NULL) != 1))
-		reason = tls_verify_reason(X509_V_ERR_HOSTNAME_MISMATCH);
-	X509_free(cert);
 	if (reason)
 		log_warn(r->log_source, "accepting the certificate of %s although %s "
 		    "(allow_insecure_cert = true); sha256 fingerprint %s", r->hostport, reason, fp);
