@@ -259,6 +259,9 @@ l_request(lua_State *L)
 		return luaL_error(L, "vault.http.request must run in a task (eval, the REPL, "
 		    "an event handler or a source's hook), not the main thread or a plain "
 		    "coroutine");
+	if (!lua_isyieldable(L))
+		return luaL_error(L, "vault.http.request cannot wait here: it is called from a "
+		    "function that cannot yield (such as a table.sort or string.gsub callback)");
 	check_fields(L);
 	memset(&o, 0, sizeof(o));
 	lua_newtable(L);

@@ -33,7 +33,8 @@ class HttpTestBase(unittest.TestCase):
 
     def setUp(self):
         self.srv = HttpServer(tls=self.tls).start()
-        self.e = Engine()
+        # a proxy set in the environment must not take the test's requests
+        self.e = Engine(env={"no_proxy": "127.0.0.1,localhost,.invalid"})
         self.e.start()
 
     def tearDown(self):
@@ -292,6 +293,15 @@ class ErrorKindTest(HttpTestBase):
                         % lua_str(self.srv.url("/")), json_out=False, check=False)
         self.assertEqual(r.returncode, 1)
         self.assertIn("vault.http.request must run in a task", r.stderr)
+
+    def test_not_where_the_task_cannot_yield(self):
+        r = self.e.eval("local t = {2, 1} table.sort(t, function(a, b) "
+                        "vault.http.request{ url = %s } return a < b end) return t"
+                        % lua_str(self.srv.url("/")), json_out=False, check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("cannot wait here", r.stderr)
+        self.assertEqual(self.srv.requests, [])
+        self.assertEqual(self.e.eval("return vault.task.count()"), 1)
 
     def test_bad_arguments_are_errors(self):
         url = lua_str(self.srv.url("/"))
