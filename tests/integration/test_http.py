@@ -11,8 +11,11 @@ import threading
 import time
 import unittest
 
+import sqlite3
+
 import vault
-from vault import Engine
+from fakeimap import FakeImap, message
+from vault import Engine, source_file
 from httpserver import HttpServer, Response, free_port, json_response, redirect
 
 
@@ -265,6 +268,61 @@ class BoundsTest(HttpTestBase):
         self.assertEqual(done["out"], ["n=%d" % i for i in range(1, 51)])
         self.assertGreaterEqual(self.srv.max_active, 45)
         self.assertLess(time.time() - t0, 8)
+
+
+class ArchivingMeanwhileTest(HttpTestBase):
+    def test_a_source_archives_while_fifty_requests_are_in_flight(self):
+        release = threading.Event()
+
+        def held(req):
+            release.wait(30)
+            return "released " + req.query["i"]
+        self.srv.route("GET", "/held", held)
+        imap = FakeImap({"INBOX": [message(i) for i in range(1, 201)]})
+        try:
+            chunk = """
+              local url, results, n = %s, {}, 0
+              local me = vault.task.current()
+              for i = 1, 50 do
+                vault.task.spawn("h" .. i, function()
+                  local r, e = vault.http.request{ url = url .. "?i=" .. i, timeout = 40 }
+                  results[i] = r and r.body or e.message
+                  n = n + 1
+                  if n == 50 then vault.task.wake(me) end
+                end)
+              end
+              if n < 50 then vault.task.suspend(45) end
+              return results
+            """ % lua_str(self.srv.url("/held"))
+            done = {}
+            th = threading.Thread(target=lambda: done.update(out=self.e.eval(chunk, timeout=60)))
+            th.start()
+            deadline = time.time() + 10
+            while self.srv.active < 50 and time.time() < deadline:
+                time.sleep(0.05)
+            self.assertEqual(self.srv.active, 50)
+            self.e.write_source("mail", source_file(port=imap.port, username=imap.user,
+                                                    password=imap.password, tls="false"))
+            self.e.reload()
+            db = os.path.join(self.e.data, "archive.db")
+            archived = 0
+            deadline = time.time() + 30
+            while archived < 200 and time.time() < deadline:
+                try:
+                    con = sqlite3.connect("file:%s?mode=ro" % db, uri=True)
+                    archived = con.execute("SELECT count(*) FROM locations").fetchone()[0]
+                    con.close()
+                except sqlite3.Error:
+                    pass
+                time.sleep(0.1)
+            self.assertEqual(archived, 200)
+            self.assertEqual(self.srv.active, 50)     # all still waiting for their answer
+            release.set()
+            th.join(30)
+            self.assertEqual(done["out"], ["released %d" % i for i in range(1, 51)])
+        finally:
+            release.set()
+            imap.close()
 
 
 class ErrorKindTest(HttpTestBase):
