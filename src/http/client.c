@@ -319,6 +319,17 @@ nomem:
 	return 0;
 }
 
+/* After redirects, messages name the server that failed or answered. */
+static void
+refresh_hostport(struct http_request *r)
+{
+	char *url = NULL;
+
+	if (curl_easy_getinfo(r->easy, CURLINFO_EFFECTIVE_URL, &url) == CURLE_OK && url &&
+	    http_scheme(url) != NULL)
+		http_url_hostport(url, r->hostport, sizeof(r->hostport));
+}
+
 static void
 fill_response(struct http_request *r, struct http_response *res)
 {
@@ -355,6 +366,7 @@ report_headers(struct http_request *r, int with_body)
 	int rc;
 
 	r->headers_seen = 1;
+	refresh_hostport(r);
 	if (r->o.on_headers) {
 		fill_response(r, &res);
 		rc = r->o.on_headers(r, &res, r->o.ud);
@@ -574,6 +586,7 @@ end_request(struct http_request *r, CURLcode code)
 		return;
 	}
 	if (was_active) {
+		refresh_hostport(r);
 		if (!r->failed && code != CURLE_OK)
 			classify(r, code);
 		note_insecure(r);

@@ -136,7 +136,8 @@ void http_request_abort(struct http_request *req, const char *kind, const char *
 /* Resumes a transfer paused by HTTP_CB_PAUSE (both directions). */
 void http_request_unpause(struct http_request *req);
 void *http_request_ud(const struct http_request *req);
-/* host:port of the request's URL, safe to log. */
+/* host:port of the server REQ talks to (its URL's, or a redirect's once
+ * followed), safe to log. */
 const char *http_request_hostport(const struct http_request *req);
 
 /* The first header NAME (case-insensitive) of RES, or NULL. */
