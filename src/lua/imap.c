@@ -385,6 +385,9 @@ check_conn(lua_State *L, int need_open)
 		luaL_error(L, "this IMAP connection is busy with another call");
 	if (task_current(L) == NULL)
 		luaL_error(L, "IMAP calls must run in a task (the REPL, eval or a source)");
+	if (!lua_isyieldable(L))
+		luaL_error(L, "IMAP calls wait, and cannot be made where the task cannot yield "
+		    "(inside a table.sort comparator, a gsub callback or a metamethod)");
 	return lc;
 }
 
