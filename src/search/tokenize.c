@@ -102,12 +102,15 @@ is_mark(GUnicodeType t)
  * Lower case of one letter or digit that has no further decomposition,
  * with the folds simple lower-casing lacks: ß -> ss (full case folding),
  * final sigma, and letters people commonly type without their stroke or
- * as two letters (ı ł ø đ ħ æ œ). Returns the number of code points.
+ * as two letters (ı ł ø đ ħ æ œ). Returns the number of code points. The
+ * class (are marks after it kept?) is that of the result, as it would be
+ * if the result were tokenized again: a digit of a script that keeps its
+ * marks becomes an ASCII digit, which does not.
  */
 static int
-fold_letter(gunichar c, int cls, uint32_t *out)
+fold_letter(gunichar c, uint32_t *out)
 {
-	int v;
+	int v, cls = C_WORD;
 
 	c = g_unichar_tolower(c);
 	switch (c) {
@@ -125,6 +128,8 @@ fold_letter(gunichar c, int cls, uint32_t *out)
 			c = '0' + (gunichar)v;
 		break;
 	}
+	if (c >= 0x80 && !strips_marks(g_unichar_get_script(c)))
+		cls = C_WORDK;
 	out[0] = ENT(c, cls);
 	return 1;
 }
@@ -179,8 +184,7 @@ fold_cp(gunichar c, uint32_t *out)
 			if (cjk_char(d[i], s))
 				out[n++] = ENT(d[i], C_CJK);
 			else
-				n += fold_letter(d[i],
-				    strips_marks(s) ? C_WORD : C_WORDK, out + n);
+				n += fold_letter(d[i], out + n);
 		} else if (t == G_UNICODE_FORMAT) {
 			out[n++] = ENT(d[i], C_IGNORE);
 		} else {
