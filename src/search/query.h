@@ -44,14 +44,14 @@ struct search_param {
 };
 
 /*
- * The SQL of a query:
+ * The SQL of a query, one statement:
  *
- *   SELECT m.rowid, m.hash, rank[, snippet] FROM ... WHERE ... ORDER BY ...
+ *   rowid, hash, rank, sort_date[, snippet]   of messages m
  *
- * rank is bm25 over the query's positive text terms (lower is better),
- * NULL for rows they do not match and for queries without any; rows come
- * ranked, then newest first by m.sort_date, then by rowid. The caller may
- * append " LIMIT ?n OFFSET ?m" with n > nparams.
+ * in result order: ranked first (rank is bm25 over the query's positive
+ * text terms, lower is better; NULL for rows they do not match and for
+ * queries without any), then newest first by m.sort_date (NULL last),
+ * then by rowid.
  */
 struct search_sql {
 	char *sql;
@@ -60,13 +60,23 @@ struct search_sql {
 	int ranked;	/* the query has positive text terms: rank is set */
 };
 
+struct search_opts {
+	/*
+	 * NULL, or one SQL expression over the fts table written by the
+	 * caller (never user text), e.g. "snippet(fts, -1, '[', ']', '...', 12)":
+	 * a fifth column, computed only for the rows returned; NULL where
+	 * rank is NULL.
+	 */
+	const char *snippet;
+	int64_t limit;		/* at most this many rows; 0: all */
+	int64_t offset;		/* skipped first */
+};
+
 /*
- * Compiles Q. SNIPPET is NULL or one SQL expression over the fts table
- * written by the caller (not user text), e.g.
- * "snippet(fts, -1, '[', ']', '...', 12)": it becomes a fourth column,
- * NULL where rank is NULL. 0, or -1 with ERR (out of memory).
+ * Compiles Q. OPTS may be NULL (no snippet, every row). 0, or -1 with ERR
+ * (out of memory).
  */
-int search_query_sql(const struct search_query *q, const char *snippet,
+int search_query_sql(const struct search_query *q, const struct search_opts *opts,
     struct search_sql *out, char *err, size_t errlen);
 /* Binds OUT's parameters to ST: an SQLite result code. */
 int search_sql_bind(sqlite3_stmt *st, const struct search_sql *s);

@@ -27,7 +27,6 @@
 
 /* subject, sender, recipient, cc, body, filename, attachment */
 #define BM25 "bm25(fts, 3.0, 2.0, 1.0, 1.0, 1.0, 2.0, 0.5)"
-#define ORDER_DATE "m.sort_date DESC, m.rowid DESC"
 
 struct sbuf {
 	char *s;
@@ -454,69 +453,56 @@ positive_text(struct comp *c, const struct qnode *n, struct sbuf *b, int *count)
 	}
 }
 
+/*
+ * Assembles the statement. The core selects (id, hash, rank, sort_date)
+ * in result order, with the caller's LIMIT/OFFSET; with a snippet, the
+ * core is a materialized page and the snippet is computed for its rows
+ * only (snippet() over every match before the sort would cost more than
+ * the search), from the same MATCH restricted to the row.
+ */
 static void
-select_unranked(struct comp *c, struct sbuf *b, const char *snippet,
-    const struct sbuf *cond)
-{
-	sb_str(c, b, "SELECT m.rowid, m.hash, NULL AS rank");
-	if (snippet)
-		sb_str(c, b, ", NULL AS snippet");
-	sb_str(c, b, " FROM messages m");
-	if (cond->len) {
-		sb_str(c, b, " WHERE ");
-		sb_sbuf(c, b, cond);
-	}
-	sb_str(c, b, " ORDER BY " ORDER_DATE);
-}
-
-static int
-build(struct comp *c, const struct search_query *q, const char *snippet,
+build(struct comp *c, const struct search_query *q, const struct search_opts *o,
     struct sbuf *b, int *ranked)
 {
 	struct qnode *const *kids;
 	struct piece *k;
 	struct split sp;
-	struct sbuf cond = { 0 }, rank = { 0 };
-	int n, i, nrank = 0;
+	struct sbuf fts = { 0 }, cond = { 0 }, rank = { 0 }, core = { 0 };
+	const char *snippet = o ? o->snippet : NULL;
+	int n, i, nrank = 0, match = 0;
 
 	*ranked = 0;
-	if (q->root == NULL) {
-		select_unranked(c, b, snippet, &cond);
-		return 0;
+	memset(&sp, 0, sizeof sp);
+	if (q->root) {
+		if (q->root->kind == Q_AND) {
+			kids = q->root->kids;
+			n = q->root->nkids;
+		} else {
+			kids = &q->root;
+			n = 1;
+		}
+		if ((k = calloc((size_t)n, sizeof *k)) == NULL) {
+			c->oom = 1;
+			return;
+		}
+		for (i = 0; i < n; i++)
+			compile(c, kids[i], &k[i]);
+		split_and(c, k, n, &sp);
+		free(k);
 	}
-	if (q->root->kind == Q_AND) {
-		kids = q->root->kids;
-		n = q->root->nkids;
-	} else {
-		kids = &q->root;
-		n = 1;
-	}
-	if ((k = calloc((size_t)n, sizeof *k)) == NULL) {
-		c->oom = 1;
-		return -1;
-	}
-	for (i = 0; i < n; i++)
-		compile(c, kids[i], &k[i]);
-	split_and(c, k, n, &sp);
-	free(k);
 	if (sp.npos) {
 		/* the fast path: one MATCH, joined with messages */
 		*ranked = 1;
-		sb_str(c, b, "SELECT m.rowid, m.hash, " BM25 " AS rank");
-		if (snippet) {
-			sb_str(c, b, ", ");
-			sb_str(c, b, snippet);
-			sb_str(c, b, " AS snippet");
-		}
-		sb_str(c, b, " FROM fts JOIN messages m ON m.rowid = fts.rowid"
-		    " WHERE fts MATCH ");
-		sb_pos_not_neg(c, &cond, &sp);
-		sb_param(c, b, SEARCH_PARAM_TEXT, cond.s, 0);
+		sb_pos_not_neg(c, &fts, &sp);
+		sb_str(c, &core, "SELECT m.rowid AS rowid, m.hash AS hash, " BM25 " AS rank,"
+		    " m.sort_date AS sort_date FROM fts JOIN messages m ON m.rowid = fts.rowid WHERE fts MATCH ");
+		sb_param(c, &core, SEARCH_PARAM_TEXT, fts.s, 0);
+		match = c->nparams;
 		if (sp.cond.len) {
-			sb_str(c, b, " AND ");
-			sb_sbuf(c, b, &sp.cond);
+			sb_str(c, &core, " AND ");
+			sb_sbuf(c, &core, &sp.cond);
 		}
-		sb_str(c, b, " ORDER BY 3, " ORDER_DATE);
+		sb_str(c, &core, " ORDER BY 3, 4 DESC, 1 DESC");
 	} else {
 		if (sp.nneg) {
 			sb_fts_in(c, &cond, &sp.neg, 1);
@@ -524,36 +510,72 @@ build(struct comp *c, const struct search_query *q, const char *snippet,
 				sb_str(c, &cond, " AND ");
 		}
 		sb_sbuf(c, &cond, &sp.cond);
-		positive_text(c, q->root, &rank, &nrank);
-		if (nrank == 0) {
-			select_unranked(c, b, snippet, &cond);
-		} else {
+		if (q->root)
+			positive_text(c, q->root, &rank, &nrank);
+		if (nrank) {
+			/* ranked by the positive text terms, wherever they are */
 			*ranked = 1;
-			sb_str(c, b, snippet ? "WITH r(id, rank, snippet) AS MATERIALIZED ("
-			    "SELECT rowid, " BM25 ", " : "WITH r(id, rank) AS MATERIALIZED ("
-			    "SELECT rowid, " BM25);
-			if (snippet)
-				sb_str(c, b, snippet);
-			sb_str(c, b, " FROM fts WHERE fts MATCH ");
+			sb_str(c, b, "WITH r(id, rank) AS MATERIALIZED (SELECT rowid, " BM25
+			    " FROM fts WHERE fts MATCH ");
 			sb_param(c, b, SEARCH_PARAM_TEXT, rank.s, 0);
-			sb_str(c, b, ") SELECT m.rowid, m.hash, r.rank AS rank");
-			if (snippet)
-				sb_str(c, b, ", r.snippet AS snippet");
-			sb_str(c, b, " FROM messages m LEFT JOIN r ON r.id = m.rowid WHERE ");
-			sb_sbuf(c, b, &cond);
-			sb_str(c, b, " ORDER BY r.rank IS NULL, r.rank, " ORDER_DATE);
+			match = c->nparams;
+			sb_str(c, b, ")");
+			sb_str(c, &core, "SELECT m.rowid AS rowid, m.hash AS hash, r.rank AS rank,"
+			    " m.sort_date AS sort_date FROM messages m"
+			    " LEFT JOIN r ON r.id = m.rowid WHERE ");
+			sb_sbuf(c, &core, &cond);
+			sb_str(c, &core, " ORDER BY r.rank IS NULL, 3, 4 DESC, 1 DESC");
+		} else {
+			sb_str(c, &core, "SELECT m.rowid AS rowid, m.hash AS hash, NULL AS rank,"
+			    " m.sort_date AS sort_date FROM messages m");
+			if (cond.len) {
+				sb_str(c, &core, " WHERE ");
+				sb_sbuf(c, &core, &cond);
+			}
+			sb_str(c, &core, " ORDER BY 4 DESC, 1 DESC");
 		}
+	}
+	if (o && (o->limit > 0 || o->offset > 0)) {
+		sb_str(c, &core, " LIMIT ");
+		sb_param(c, &core, SEARCH_PARAM_INT, NULL, o->limit > 0 ? o->limit : -1);
+		sb_str(c, &core, " OFFSET ");
+		sb_param(c, &core, SEARCH_PARAM_INT, NULL, o->offset > 0 ? o->offset : 0);
+	}
+	if (snippet == NULL) {
+		if (b->len)
+			sb_str(c, b, " ");
+		sb_sbuf(c, b, &core);
+	} else {
+		char k[16];
+
+		sb_str(c, b, b->len ? ", " : "WITH ");
+		sb_str(c, b, "page(id, hash, rank, sort_date) AS MATERIALIZED (");
+		sb_sbuf(c, b, &core);
+		sb_str(c, b, ") SELECT id AS rowid, hash, rank, sort_date, ");
+		if (match) {
+			snprintf(k, sizeof k, "?%d", match);
+			sb_str(c, b, "(SELECT ");
+			sb_str(c, b, snippet);
+			sb_str(c, b, " FROM fts WHERE fts MATCH ");
+			sb_str(c, b, k);
+			sb_str(c, b, " AND fts.rowid = page.id)");
+		} else {
+			sb_str(c, b, "NULL");
+		}
+		sb_str(c, b, " AS snippet FROM page ORDER BY rank IS NULL, rank, sort_date DESC,"
+		    " id DESC");
 	}
 	free(sp.pos.s);
 	free(sp.neg.s);
 	free(sp.cond.s);
+	free(fts.s);
 	free(cond.s);
 	free(rank.s);
-	return 0;
+	free(core.s);
 }
 
 int
-search_query_sql(const struct search_query *q, const char *snippet,
+search_query_sql(const struct search_query *q, const struct search_opts *opts,
     struct search_sql *out, char *err, size_t errlen)
 {
 	struct comp c = { 0 };
@@ -561,7 +583,7 @@ search_query_sql(const struct search_query *q, const char *snippet,
 	int ranked = 0;
 
 	memset(out, 0, sizeof *out);
-	build(&c, q, snippet, &b, &ranked);
+	build(&c, q, opts, &b, &ranked);
 	out->params = c.params;
 	out->nparams = c.nparams;
 	if (c.oom || b.s == NULL) {

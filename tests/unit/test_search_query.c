@@ -211,9 +211,12 @@ fill(void)
 	sqlite3_finalize(l);
 }
 
-/* The hashes Q finds, in result order, space-separated; or "ERROR: ...". */
+/*
+ * Column COLUMN of the rows Q finds with OPTS, in result order, joined
+ * with SEP; "ERROR: ..." when Q does not parse.
+ */
 static const char *
-run(const char *q)
+run_opts(const char *q, const struct search_opts *opts, int column, const char *sep)
 {
 	static char out[4096];
 	struct search_query *sq;
@@ -228,8 +231,7 @@ run(const char *q)
 		snprintf(out, sizeof out, "ERROR: %s", err);
 		return out;
 	}
-	if (search_query_sql(sq, "snippet(fts, -1, '[', ']', '...', 8)", &s, err,
-	    sizeof err) != 0) {
+	if (search_query_sql(sq, opts, &s, err, sizeof err) != 0) {
 		search_query_free(sq);
 		snprintf(out, sizeof out, "SQL ERROR: %s", err);
 		return out;
@@ -241,14 +243,26 @@ run(const char *q)
 		return out;
 	}
 	CHECK_INT(search_sql_bind(st, &s), SQLITE_OK);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-		len += (size_t)snprintf(out + len, sizeof out - len, "%s%s", len ? " " : "",
-		    (const char *)sqlite3_column_text(st, 1));
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *v = (const char *)sqlite3_column_text(st, column);
+
+		len += (size_t)snprintf(out + len, sizeof out - len, "%s%s", len ? sep : "",
+		    v ? v : "NULL");
+	}
 	if (rc != SQLITE_DONE)
 		snprintf(out, sizeof out, "STEP: %s", sqlite3_errmsg(db));
 	sqlite3_finalize(st);
 	search_sql_free(&s);
 	return out;
+}
+
+/* The hashes Q finds, in result order, space-separated. */
+static const char *
+run(const char *q)
+{
+	struct search_opts o = { "snippet(fts, -1, '[', ']', '...', 8)", 0, 0 };
+
+	return run_opts(q, &o, 1, " ");
 }
 
 static int
@@ -524,6 +538,7 @@ test_sql_shape(void)
 	CHECK_INT(search_query_parse("xyzzy from:alice has:attachment", 31, &q, err,
 	    sizeof err, NULL), 0);
 	CHECK_INT(search_query_sql(q, NULL, &s, err, sizeof err), 0);
+	CHECK(strncmp(s.sql, "SELECT m.rowid AS rowid, m.hash AS hash, bm25(", 46) == 0);
 	CHECK(strstr(s.sql, "FROM fts JOIN messages m") != NULL);
 	CHECK(strstr(s.sql, "xyzzy") == NULL);
 	CHECK(strstr(s.sql, "alice") == NULL);
@@ -534,8 +549,11 @@ test_sql_shape(void)
 	search_query_free(q);
 	/* no text: no fts at all */
 	CHECK_INT(search_query_parse("larger:5M", 9, &q, err, sizeof err, NULL), 0);
-	CHECK_INT(search_query_sql(q, "snippet(fts, 0, '', '', '', 1)", &s, err,
-	    sizeof err), 0);
+	{
+		struct search_opts o = { "snippet(fts, 0, '', '', '', 1)", 0, 0 };
+
+		CHECK_INT(search_query_sql(q, &o, &s, err, sizeof err), 0);
+	}
 	CHECK(strstr(s.sql, "fts") == NULL);
 	CHECK_INT(s.ranked, 0);
 	CHECK_INT(s.params[0].type, SEARCH_PARAM_INT);
@@ -549,6 +567,63 @@ test_sql_shape(void)
 	CHECK_STR(s.params[0].text, "subject : (\"京\"*) AND \"x\" + \"東\"* + \"y\"");
 	search_sql_free(&s);
 	search_query_free(q);
+}
+
+/* snippets for the rows returned, from the MATCH that ranked them */
+static void
+test_snippets(void)
+{
+	struct search_opts o = { "snippet(fts, -1, '[', ']', '...', 6)", 0, 0 };
+
+	CHECK_STR(run_opts("zurich", &o, 4, "|"), "Die Straße in [Zürich] ist schön...");
+	CHECK_STR(run_opts("北京", &o, 4, "|"), "我们在[北京]开会...");
+	CHECK_STR(run_opts("from:müller", &o, 4, "|"), "Jürgen [Müller] <juergen@example.de>");
+	/* the mixed form: snippet where the positive text matched */
+	CHECK_STR(run_opts("cafe OR folder:Notes", &o, 4, "|"),
+	    "Le [café] est prêt, à bientôt|NULL");
+	/* no text: no snippet */
+	CHECK_STR(run_opts("folder:Drafts", &o, 4, "|"), "NULL");
+	/* sort_date comes out as the fourth column */
+	CHECK_STR(run_opts("zurich", &o, 3, "|"), "1704067200");
+	/* rank: NULL without text, a bm25 value (negative) with it */
+	CHECK_STR(run_opts("folder:Drafts", &o, 2, "|"), "NULL");
+	CHECK(run_opts("zurich", &o, 2, "|")[0] == '-');
+	/* without a snippet, four columns */
+	CHECK_STR(run_opts("zurich", NULL, 0, "|"), "6");
+}
+
+/* LIMIT/OFFSET pages through the same order, in every form of the SQL */
+static void
+test_paging(void)
+{
+	static const char *const queries[] = {
+		"invoice", "from:alice has:attachment", "zebra OR folder:Zoo", "-zebra", "",
+		"\"q3 report\" -draft",
+	};
+	struct search_opts all = { NULL, 0, 0 };
+	char full[4096], paged[4096];
+	size_t i;
+	int off;
+
+	for (i = 0; i < sizeof queries / sizeof *queries; i++) {
+		snprintf(full, sizeof full, "%s", run_opts(queries[i], &all, 1, " "));
+		paged[0] = '\0';
+		for (off = 0; off < NMSGS + 3; off += 3) {
+			struct search_opts o = { i % 2 ? "snippet(fts, -1, '', '', '', 4)" : NULL,
+			    3, off };
+			const char *p = run_opts(queries[i], &o, 1, " ");
+
+			if (*p && *paged)
+				strcat(paged, " ");
+			strcat(paged, p);
+		}
+		CHECK_STR(paged, full);
+	}
+	{
+		struct search_opts o = { NULL, 0, NMSGS - 4 };	/* offset alone */
+
+		CHECK_STR(run_opts("", &o, 1, " "), "r2 t1 r1 e16");
+	}
 }
 
 struct bad {
@@ -669,6 +744,8 @@ main(void)
 	RUN(test_design_example);
 	RUN(test_ranking);
 	RUN(test_sql_shape);
+	RUN(test_snippets);
+	RUN(test_paging);
 	RUN(test_errors);
 	RUN(test_limits);
 	sqlite3_close(db);
