@@ -670,7 +670,8 @@ parse_unary(struct parser *p)
 		p->pos += p->q[p->pos] == '-' ? 1 : 3;
 		if (p->q[start] == 'N')
 			skip_space(p);
-		if (p->pos >= p->len || space_len(p, p->pos) || p->q[p->pos] == ')')
+		if (p->pos >= p->len || space_len(p, p->pos) || p->q[p->pos] == ')' ||
+		    keyword(p, "OR") || keyword(p, "AND"))
 			return fail(p, start, NULL, "'%s' needs a term right after it",
 			    p->q[start] == '-' ? "-" : "NOT");
 		if (++p->depth > SEARCH_QUERY_MAX_DEPTH)

@@ -673,6 +673,8 @@ test_errors(void)
 		{ "- a", "'-' needs a term right after it at column 1", 1 },
 		{ "a -", "'-' needs a term right after it at column 3", 3 },
 		{ "NOT", "'NOT' needs a term right after it at column 1", 1 },
+		{ "a NOT OR b", "'NOT' needs a term right after it at column 3", 3 },
+		{ "-OR b", "'-' needs a term right after it at column 1", 1 },
 		{ "!!!", "'!!!' has no letters or digits to search for at column 1", 1 },
 		{ "ok \"...\"", "'...' has no letters or digits to search for at column 5", 5 },
 		{ "in*voice", "'*' goes only at the end of a word at column 3", 3 },
