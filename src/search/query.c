@@ -11,7 +11,6 @@
  * of quoted tokens, so a word without letters or digits is an error with
  * its column rather than a term that silently matches nothing.
  */
-#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -330,92 +329,6 @@ no_prefix(struct parser *p, const struct value *v, const char *op)
 	return -1;
 }
 
-/* "10k", "5M", "2G", "300" (bytes; k/M/G are powers of 1024, a trailing
- * B is allowed). */
-static int
-parse_size(const char *s, size_t n, int64_t *out)
-{
-	int64_t v = 0, mult = 1;
-	size_t i = 0;
-
-	if (n == 0 || !isdigit((unsigned char)s[0]))
-		return -1;
-	for (; i < n && isdigit((unsigned char)s[i]); i++) {
-		if (v > (INT64_MAX - 9) / 10)
-			return -2;
-		v = v * 10 + (s[i] - '0');
-	}
-	if (i < n) {
-		switch (s[i]) {
-		case 'k': case 'K': mult = 1024; i++; break;
-		case 'm': case 'M': mult = 1024 * 1024; i++; break;
-		case 'g': case 'G': mult = 1024 * 1024 * 1024; i++; break;
-		default: break;
-		}
-		if (i < n && (s[i] == 'b' || s[i] == 'B'))
-			i++;
-	}
-	if (i != n)
-		return -1;
-	if (v > INT64_MAX / mult)
-		return -2;
-	*out = v * mult;
-	return 0;
-}
-
-/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
- * days_from_civil). */
-static int64_t
-days_from_civil(int64_t y, int m, int d)
-{
-	int64_t era, yoe, doy, doe;
-
-	y -= m <= 2;
-	era = (y >= 0 ? y : y - 399) / 400;
-	yoe = y - era * 400;
-	doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-	return era * 146097 + doe - 719468;
-}
-
-static int
-read_num(const char *s, size_t n, size_t *i, int min, int max, int *out)
-{
-	int v = 0, k = 0;
-
-	while (*i < n && isdigit((unsigned char)s[*i]) && k < max) {
-		v = v * 10 + (s[(*i)++] - '0');
-		k++;
-	}
-	*out = v;
-	return k >= min ? 0 : -1;
-}
-
-/* YYYY-MM-DD or YYYY/MM/DD (month and day may have one digit) as unix
- * seconds of its UTC midnight. */
-static int
-parse_date(const char *s, size_t n, int64_t *out)
-{
-	static const int mdays[] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
-	size_t i = 0;
-	int y, m, d, sep, leap;
-
-	if (read_num(s, n, &i, 4, 4, &y) != 0 || i >= n ||
-	    (s[i] != '-' && s[i] != '/'))
-		return -1;
-	sep = s[i++];
-	if (read_num(s, n, &i, 1, 2, &m) != 0 || i >= n || s[i++] != sep ||
-	    read_num(s, n, &i, 1, 2, &d) != 0 || i != n)
-		return -1;
-	if (y < 1900 || m < 1 || m > 12 || d < 1)
-		return -1;
-	leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-	if (d > mdays[m - 1] + (m == 2 && leap))
-		return -1;
-	*out = days_from_civil(y, m, d) * 86400;
-	return 0;
-}
-
 /* ---- operators ----------------------------------------------------------- */
 
 enum op_kind { OP_TEXT, OP_FOLDER, OP_SOURCE, OP_HAS, OP_LARGER, OP_SMALLER,
@@ -450,31 +363,6 @@ static const struct { const char *name, *hint; } op_hints[] = {
 	{ "attachment", "has:attachment or filename:" }, { "file", "filename:" },
 };
 
-static int
-edit_distance(const char *a, size_t na, const char *b)
-{
-	int row[34], i, j, prev, tmp, nb = (int)strlen(b);
-
-	if (na > 32 || nb > 32)
-		return 99;
-	for (j = 0; j <= nb; j++)
-		row[j] = j;
-	for (i = 1; i <= (int)na; i++) {
-		prev = row[0];
-		row[0] = i;
-		for (j = 1; j <= nb; j++) {
-			tmp = row[j];
-			row[j] = prev + (tolower((unsigned char)a[i - 1]) != b[j - 1]);
-			if (row[j - 1] + 1 < row[j])
-				row[j] = row[j - 1] + 1;
-			if (tmp + 1 < row[j])
-				row[j] = tmp + 1;
-			prev = tmp;
-		}
-	}
-	return row[nb];
-}
-
 static void *
 unknown_op(struct parser *p, size_t at, size_t n)
 {
@@ -490,7 +378,7 @@ unknown_op(struct parser *p, size_t at, size_t n)
 			return fail(p, at, tail, "unknown operator '%.*s:'", (int)n, p->q + at);
 		}
 	for (i = 0; i < sizeof ops / sizeof ops[0]; i++) {
-		d = edit_distance(p->q + at, n, ops[i].name);
+		d = query_edit_distance(p->q + at, n, ops[i].name);
 		if (d < bestd && (size_t)d < n) {
 			bestd = d;
 			best = ops[i].name;
@@ -575,7 +463,7 @@ operator(struct parser *p, size_t at, size_t n)
 			return NULL;
 		if ((node = node_new(p, op->kind == OP_LARGER ? Q_LARGER : Q_SMALLER)) == NULL)
 			return NULL;
-		if ((rc = parse_size(p->q + v.at, v.len, &node->num)) != 0) {
+		if ((rc = query_size(p->q + v.at, v.len, &node->num)) != 0) {
 			node_free(node);
 			return fail(p, v.at, NULL, rc == -2 ? "%s: size too large" :
 			    "%s: wants a size such as 300, 10k, 5M or 1G", op->name);
@@ -587,7 +475,7 @@ operator(struct parser *p, size_t at, size_t n)
 			return NULL;
 		if ((node = node_new(p, op->kind == OP_AFTER ? Q_AFTER : Q_BEFORE)) == NULL)
 			return NULL;
-		if (parse_date(p->q + v.at, v.len, &node->num) != 0) {
+		if (query_date(p->q + v.at, v.len, &node->num) != 0) {
 			node_free(node);
 			return fail(p, v.at, NULL, "%s: wants a date YYYY-MM-DD", op->name);
 		}
