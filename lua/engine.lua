@@ -4,6 +4,7 @@
 
 local core = require "vault.core"
 local task = require "vault.task"
+local vm = require "vault.vm"
 local sources = require "sources"
 local log = require "log"
 
@@ -43,10 +44,16 @@ end
 
 function E.has_listeners(name) return #E.listeners[name] > 0 end
 
+-- Handlers are the operator's code, but one that never returns would stop
+-- the whole engine: each call has the budget of a hook, and cannot wait.
+E.HANDLER_BUDGET, E.HANDLER_SECONDS = 1000000, 2
+
 function E.emit(name, ...)
   for _, fn in ipairs(E.listeners[name]) do
-    local ok, err = pcall(fn, ...)
-    if not ok then log.warn(nil, "event handler failed", { event = name, error = err }) end
+    local ok, err = vm.budget_pcall(E.HANDLER_BUDGET, E.HANDLER_SECONDS, fn, ...)
+    if not ok then
+      log.warn(nil, "event handler failed", { event = name, error = (err:gsub("\nstack traceback:.*", "")) })
+    end
   end
 end
 

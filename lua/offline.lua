@@ -28,6 +28,10 @@ for _, name in ipairs { "pause", "resume", "sync", "reload", "on", "sleep", "rec
   vault[name] = needs_engine(name)
 end
 vault.imap = setmetatable({}, { __index = function(_, k) return needs_engine("imap." .. k) end })
+do
+  local H = require "http"
+  vault.http = { request = needs_engine("http.request"), urlencode = H.urlencode, form = H.form }
+end
 vault.log = {}
 for _, level in ipairs { "debug", "info", "warn", "error" } do
   vault.log[level] = function(...) print(level .. ":", ...) end

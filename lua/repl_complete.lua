@@ -10,7 +10,7 @@ local function keys_of(t, out, seen)
   if type(t) == "table" then
     for k in pairs(t) do if type(k) == "string" then out[k] = true end end
   end
-  local mt = getmetatable(t)
+  local mt = debug.getmetatable(t)   -- strings: their metatable is hidden
   if type(mt) == "table" and type(mt.__index) == "table" then keys_of(mt.__index, out, seen) end
 end
 

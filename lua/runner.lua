@@ -14,7 +14,7 @@ local E = require "engine"
 
 local M = {}
 
-M.HOOK_BUDGET = 1000000
+M.HOOK_BUDGET, M.HOOK_SECONDS = 1000000, 2   -- what one on_error call may take
 M.RETRY_MIN, M.RETRY_MAX = 30, 3600
 
 -- Exponential backoff with jitter from 30 s to 1 h. An authentication error
@@ -36,25 +36,56 @@ local function retry_delay(rec, err, attempt)
   local hook = rec.def.on_error
   if not hook then return M.default_retry(err, attempt) end
   local copy = { kind = err.kind, message = err.message, code = err.code }
-  local ok, v = vm.budget_pcall(M.HOOK_BUDGET, hook, copy, attempt)
-  if not ok then return nil, "on_error failed: " .. tostring(v):gsub("\nstack traceback:.*", "") end
+  local ok, v = vm.budget_pcall(M.HOOK_BUDGET, M.HOOK_SECONDS, hook, copy, attempt)
+  if not ok then return nil, "on_error failed: " .. v:gsub("\nstack traceback:.*", "") end
+  -- v is the hook's value: only its type is looked at (no metamethod runs
+  -- out here, past the budget).
   if v ~= nil and (type(v) ~= "number" or v ~= v or v < 0) then
-    return nil, "on_error must return seconds (a number >= 0) or nil, got " .. tostring(v)
+    return nil, "on_error must return seconds (a number >= 0) or nil, got " ..
+      (type(v) == "number" and string.format("%.14g", v) or "a " .. type(v))
   end
   return v
 end
 
 -- IMAP LIST patterns: * matches anything, % anything but the delimiter.
+-- Matched by stepping a set of pattern positions along the name (at most
+-- #pattern + 1 of them), so a hostile folder name cannot make it backtrack:
+-- time is #name * #pattern at worst.
 function M.pattern_matches(pattern, name, delim)
   local d = (delim and delim ~= "") and delim:sub(1, 1) or "/"
-  local not_delim = "[^" .. (d:match("%p") and "%" .. d or d) .. "]*"
-  local lp = pattern:gsub(".", function(ch)
-    if ch == "*" then return ".*" end
-    if ch == "%" then return not_delim end
-    if ch:match("%p") then return "%" .. ch end
-    return ch
-  end)
-  return name:match("^" .. lp .. "$") ~= nil
+  local np = #pattern
+  -- positions reachable without consuming a character (wildcards match "")
+  local function close(set)
+    local i = 1
+    local list = {}
+    for p in pairs(set) do list[#list + 1] = p end
+    while i <= #list do
+      local p = list[i]
+      local c = pattern:sub(p, p)
+      if (c == "*" or c == "%") and not set[p + 1] then
+        set[p + 1] = true
+        list[#list + 1] = p + 1
+      end
+      i = i + 1
+    end
+    return set
+  end
+  local cur = close({ [1] = true })
+  for i = 1, #name do
+    local ch = name:sub(i, i)
+    local nxt = {}
+    for p in pairs(cur) do
+      local c = pattern:sub(p, p)
+      if c == "*" or (c == "%" and ch ~= d) then
+        nxt[p] = true
+      elseif p <= np and c == ch then
+        nxt[p + 1] = true
+      end
+    end
+    cur = close(nxt)
+    if next(cur) == nil then return false end
+  end
+  return cur[np + 1] == true
 end
 
 -- The folders of LIST that the source archives.

@@ -1,23 +1,40 @@
 -- Source files: the schema of imap{...}, loading each file in its own
--- environment under an instruction budget, secrets, and validation with
--- messages of the form "FILE:LINE: field: message".
+-- environment under a budget, secrets, and validation with messages of the
+-- form "FILE:LINE: field: message".
+--
+-- Whatever the file returns is its own: tables with metatables, functions.
+-- It is read with raw access, inside the file's budget, and turned into a
+-- definition made of the engine's own values (strings, numbers, booleans,
+-- fresh tables, the hooks, secrets made by secret.*).
 
 local core = require "vault.core"
 local vm = require "vault.vm"
+local sandbox = require "vault.sandbox"
 local secret = require "secret"
+local redact = require "redact"
 
 local M = {}
 
 M.FILE_BUDGET = 20000000     -- instructions a source file may run
+M.FILE_SECONDS = 5           -- and seconds
 M.FILE_MAX_BYTES = 1 << 20
 
 -- The schema. `check` returns the normalized value or nil, message.
 local function is_integer(v) return math.type(v) == "integer" or (type(v) == "number" and v == math.floor(v)) end
 
+-- A value in a message. Never a metamethod: __tostring, __name and the
+-- like are the file's code.
 local function type_name(v)
   if secret.is(v) then return "secret" end
-  if type(v) == "string" then return string.format("string %q", #v > 40 and v:sub(1, 40) .. "..." or v) end
-  return type(v) == "nil" and "nothing" or type(v) .. (type(v) == "number" and " " .. tostring(v) or "")
+  local t = type(v)
+  if t == "string" then return string.format("string %q", #v > 40 and v:sub(1, 40) .. "..." or v) end
+  if t == "number" then return "number " .. string.format(math.type(v) == "integer" and "%d" or "%.14g", v) end
+  return t == "nil" and "nothing" or t
+end
+
+local function key_name(k)
+  if type(k) == "string" or type(k) == "number" then return type_name(k) end
+  return "a " .. type(k)
 end
 
 local function expect_string(what)
@@ -34,9 +51,9 @@ local function check_patterns(v, field)
     return nil, "expected a list of folder patterns, got " .. type_name(v)
   end
   local out = {}
-  for k, p in pairs(v) do
+  for k, p in next, v do
     if math.type(k) ~= "integer" then
-      return nil, "expected a list of folder patterns, found key " .. tostring(k)
+      return nil, "expected a list of folder patterns, found key " .. key_name(k)
     end
     if type(p) ~= "string" or p == "" then
       return nil, string.format("%s[%d]: expected a folder name or pattern (string), got %s",
@@ -57,7 +74,7 @@ M.fields = {
   end },
   port = { check = function(v)
     if type(v) ~= "number" or not is_integer(v) then return nil, "expected an integer, got " .. type_name(v) end
-    if v < 1 or v > 65535 then return nil, "port " .. tostring(math.tointeger(v) or v) .. " is out of range (1-65535)" end
+    if v < 1 or v > 65535 then return nil, "port " .. type_name(math.tointeger(v) or v):sub(8) .. " is out of range (1-65535)" end
     return math.tointeger(v)
   end },
   username = { required = true, check = expect_string("a user name (string)") },
@@ -67,7 +84,8 @@ M.fields = {
       return secret.literal(v)
     end
     if secret.is(v) then return v end
-    return nil, 'expected a string, secret.env "VAR", secret.file "path" or secret.command{...}, got ' .. type_name(v)
+    -- Not even the wrong value is shown: it may be the password.
+    return nil, 'expected a string, secret.env "VAR", secret.file "path" or secret.command{...}, got a ' .. type(v)
   end },
   tls = { check = function(v)
     if v == true or v == false or v == "starttls" then return v end
@@ -83,9 +101,9 @@ M.fields = {
       return nil, "expected a table { include = {...}, exclude = {...} }, got " .. type_name(v)
     end
     local out = {}
-    for k, list in pairs(v) do
+    for k, list in next, v do
       if k ~= "include" and k ~= "exclude" then
-        return nil, "unknown key " .. tostring(k) .. " (expected include or exclude)"
+        return nil, "unknown key " .. (type(k) == "string" and k or key_name(k)) .. " (expected include or exclude)"
       end
       local pats, err = check_patterns(list, k)
       if not pats then return nil, k .. ": " .. err end
@@ -149,6 +167,7 @@ end
 
 -- The line where FIELD is assigned in TEXT, searching from line FROM.
 local function field_line(lines, field, from)
+  field = field:gsub("%p", "%%%0")
   local pat1 = "^%s*" .. field .. "%s*="
   local pat2 = "[{,;]%s*" .. field .. "%s*="
   from = math.max(1, math.min(from or 1, #lines))
@@ -168,21 +187,33 @@ local function split_lines(text)
   return lines
 end
 
-local IMAP_DEF = {}   -- metatable tagging the value imap{...} returns
+-- A source file's setmetatable: no __gc, as finalizers run with no hook,
+-- outside any budget, whenever the collector gets to them.
+local function file_setmetatable(t, mt)
+  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
+    error("setmetatable: a __gc metamethod is not allowed in a source file", 2)
+  end
+  return setmetatable(t, mt)
+end
 
--- The environment of one source file: safe libraries plus imap and secret.
-local function file_env(file)
+-- The environment of one source file: safe libraries plus imap and secret,
+-- none of them shared with the engine or another file. DEFS (weak) maps
+-- the value imap{...} returns to what it was given.
+local function file_env(file, defs)
   local env = {}
   for _, k in ipairs { "assert", "error", "ipairs", "next", "pairs", "pcall", "select",
     "tonumber", "tostring", "type", "xpcall", "rawequal", "rawget", "rawlen", "rawset",
-    "setmetatable", "getmetatable", "print" } do
+    "getmetatable" } do
     env[k] = _G[k]
   end
-  for _, lib in ipairs { "string", "table", "math", "utf8", "coroutine" } do
+  env.setmetatable = file_setmetatable
+  for _, lib in ipairs { "string", "table", "math", "utf8" } do
     local copy = {}
     for k, v in pairs(_G[lib]) do copy[k] = v end
     env[lib] = copy
   end
+  env.math.randomseed = nil   -- the engine's generator (retry jitter)
+  env.coroutine = sandbox.coroutines()
   env.os = { getenv = os.getenv, time = os.time, date = os.date, clock = os.clock }
   env.print = function(...)
     local parts = {}
@@ -194,8 +225,11 @@ local function file_env(file)
     if type(t) ~= "table" then
       error("imap expects a table: return imap { host = ..., username = ..., password = ... }", 2)
     end
-    local info = debug.getinfo(2, "l")
-    return setmetatable({ fields = t, line = info and info.currentline or 1 }, IMAP_DEF)
+    -- The line of the call, if the caller is the file (not a tail call).
+    local info = debug.getinfo(2, "Sl")
+    local def = {}
+    defs[def] = { fields = t, line = info and info.source == "@" .. file and info.currentline or 0 }
+    return def
   end
   env._G = env
   return env
@@ -207,6 +241,62 @@ local function runtime_problem(file, msg)
   local line, rest = msg:match("^[^\n]-:(%d+): (.*)$")
   if line then return string.format("%s:%s: error: %s", file, line, rest) end
   return string.format("%s:1: error: %s", file, msg)
+end
+
+-- The line of PATH a message "PATH:LINE: ..." names, or 1.
+local function line_of(msg, path)
+  if msg:sub(1, #path + 1) ~= path .. ":" then return 1 end
+  return tonumber(msg:match("^(%d+):", #path + 2)) or 1
+end
+
+-- What the file returned, checked field by field; runs under the file's
+-- budget. Returns the definition and the problems.
+local function validate(path, id, lines, result, defs)
+  local problems = {}
+  local function problem(line, field, msg)
+    problems[#problems + 1] = string.format("%s:%d: %s: %s", path, line or 1, field, msg)
+  end
+  local d = defs[result]
+  if not d then
+    problem(#lines, "file", "must return imap { ... } (it returned " .. type_name(result) .. ")")
+    return nil, problems
+  end
+  local call_line = d.line
+  if call_line < 1 then
+    -- `return imap{...}` is a tail call, so the call site is not on the
+    -- stack: find it in the text instead.
+    call_line = 1
+    for i, l in ipairs(lines) do
+      if l:find("imap%s*[{(]") then call_line = i; break end
+    end
+  end
+  local def = { id = id, file = path }
+  local fields = d.fields
+  for k, v in next, fields do
+    if type(k) ~= "string" then
+      problem(call_line, "imap", "unexpected " .. (type(v) == "string" and "string" or type_name(v)) ..
+        " without a field name")
+    elseif not M.fields[k] then
+      local hint = M.suggest(k)
+      problem(field_line(lines, k, call_line) or call_line, k,
+        "unknown field" .. (hint and (" (did you mean '" .. hint .. "'?)") or
+          (" (known fields: " .. table.concat(M.field_order, ", ") .. ")")))
+    else
+      local value, verr = M.fields[k].check(v)
+      if value == nil and verr then
+        problem(field_line(lines, k, call_line) or call_line, k, verr)
+      else
+        def[k] = value
+      end
+    end
+  end
+  for _, f in ipairs(M.field_order) do
+    if M.fields[f].required and rawget(fields, f) == nil then
+      problem(call_line, f, "missing (required: host, username, password)")
+    end
+  end
+  def.call_line = call_line
+  return def, problems
 end
 
 -- Loads one file. Returns a definition or nil and a list of problems.
@@ -225,66 +315,53 @@ function M.load_file(path, id)
     problem(1, "file", err)
     return nil, problems
   end
-  local env = file_env(path)
-  local chunk, serr = load(text, "@" .. path, "t", env)
+  -- Every message about this file goes through hide first, and the log
+  -- scrubs the likely passwords even if the file never compiles.
+  local hide, passwords = redact.hider(path, text)
+  for i = 1, math.min(#passwords, 4) do core.add_secret(passwords[i]) end   -- the scrubber holds 64
+  local function failed()
+    for i, p in ipairs(problems) do problems[i] = hide(p) end
+    table.sort(problems, function(a, b)
+      local la, lb = line_of(a, path), line_of(b, path)
+      if la ~= lb then return la < lb end
+      return a < b
+    end)
+    return nil, problems
+  end
+
+  local lines = split_lines(text)
+  local defs = setmetatable({}, { __mode = "k" })
+  local chunk, serr = load(text, "@" .. path, "t", file_env(path, defs))
   if not chunk then
     -- serr is "PATH:LINE: message"
     local line, rest = serr:match(":(%d+): (.*)$")
     problem(tonumber(line), "syntax error", rest or serr)
-    return nil, problems
+    return failed()
   end
-  local ok, result = vm.budget_pcall(M.FILE_BUDGET, chunk)
+  local ok, def, found = vm.budget_pcall(M.FILE_BUDGET, M.FILE_SECONDS, function()
+    return validate(path, id, lines, (chunk()), defs)
+  end)
   if not ok then
-    local msg = tostring(result)
+    local msg = def
+    local line = line_of(msg, path)
     if msg:find("instruction budget exceeded", 1, true) then
-      problems[#problems + 1] = string.format("%s:1: file: did not finish within %d instructions (an endless loop?); a source file should only return imap{...}",
-        path, M.FILE_BUDGET)
+      problem(line, "file", string.format("did not finish within %d instructions (an endless loop?); " ..
+        "a source file should only return imap{...}", M.FILE_BUDGET))
+    elseif msg:find("time limit exceeded", 1, true) then
+      problem(line, "file", string.format("did not finish within %g seconds (an endless loop, or a " ..
+        "pattern that backtracks?); a source file should only return imap{...}", M.FILE_SECONDS))
     elseif msg:find("not enough memory", 1, true) then
-      problems[#problems + 1] = string.format("%s:1: file: ran out of memory while loading", path)
+      problem(1, "file", "ran out of memory while loading")
     else
       problems[#problems + 1] = runtime_problem(path, msg)
     end
-    return nil, problems
+    return failed()
   end
-  local lines = split_lines(text)
-  if getmetatable(result) == IMAP_DEF and (result.line or 0) < 1 then
-    -- `return imap{...}` is a tail call, so the call site is not on the
-    -- stack: find it in the text instead.
-    result.line = 1
-    for i, l in ipairs(lines) do
-      if l:find("imap%s*[{(]") then result.line = i; break end
-    end
-  end
-  if getmetatable(result) ~= IMAP_DEF then
-    problem(#lines, "file", "must return imap { ... } (it returned " .. type_name(result) .. ")")
-    return nil, problems
-  end
-
-  local def = { id = id, file = path, text = text }
-  local fields = result.fields
-  local call_line = result.line
-  for k, v in pairs(fields) do
-    if type(k) ~= "string" then
-      problem(call_line, "imap", "unexpected value " .. type_name(v) .. " without a field name")
-    elseif not M.fields[k] then
-      local hint = M.suggest(k)
-      problem(field_line(lines, k, call_line) or call_line, k,
-        "unknown field" .. (hint and (" (did you mean '" .. hint .. "'?)") or
-          (" (known fields: " .. table.concat(M.field_order, ", ") .. ")")))
-    else
-      local value, verr = M.fields[k].check(v)
-      if value == nil and verr then
-        problem(field_line(lines, k, call_line) or call_line, k, verr)
-      else
-        def[k] = value
-      end
-    end
-  end
-  for _, f in ipairs(M.field_order) do
-    if M.fields[f].required and fields[f] == nil then
-      problem(call_line, f, "missing (required: host, username, password)")
-    end
-  end
+  for _, p in ipairs(found) do problems[#problems + 1] = p end
+  if not def then return failed() end
+  local call_line = def.call_line
+  def.call_line = nil
+  def.text = text
   -- Secrets are read now, so a missing variable or file shows at load time.
   if def.password then
     local ok2, rerr = secret.resolve(def.password)
@@ -293,14 +370,7 @@ function M.load_file(path, id)
       def.password = nil
     end
   end
-  if #problems > 0 then
-    table.sort(problems, function(a, b)
-      local la, lb = tonumber(a:match(":(%d+): ")), tonumber(b:match(":(%d+): "))
-      if la ~= lb then return (la or 0) < (lb or 0) end
-      return a < b
-    end)
-    return nil, problems
-  end
+  if #problems > 0 then return failed() end
 
   if def.tls == nil then def.tls = true end
   if def.port == nil then def.port = def.tls == true and 993 or 143 end

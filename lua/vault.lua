@@ -62,6 +62,7 @@ for _, level in ipairs { "debug", "info", "warn", "error" } do
 end
 
 vault.imap = require "vault.imap"
+vault.http = require "http"
 vault.task = task
 
 function vault.sleep(seconds) return task.sleep(seconds) end

@@ -14,9 +14,10 @@
 #include "control/client.h"
 #include "control/server.h"
 #include "datalock.h"
-#include "lua/core.h"
-#include "lua/imap.h"
 #include "lua/archive.h"
+#include "lua/core.h"
+#include "lua/http.h"
+#include "lua/imap.h"
 #include "lua/store.h"
 #include "mime/headers.h"
 #include "store/store.h"
@@ -50,6 +51,7 @@ engine_preload_modules(struct vm *vm)
 	vm_preload(vm->L, "vault.imap", luaopen_vault_imap);
 	vm_preload(vm->L, "vault.store", luaopen_vault_store);
 	vm_preload(vm->L, "vault.archive", luaopen_vault_archive);
+	vm_preload(vm->L, "vault.http", luaopen_vault_http);
 }
 
 /* Calls main.FN(...) from lua/main.lua with NARGS arguments on the stack;
@@ -274,6 +276,7 @@ out:
 	/* Run what was deferred to the loop (frees), then close what is left. */
 	event_base_loop(e.base, EVLOOP_NONBLOCK);
 	imap_binding_shutdown();
+	http_binding_shutdown();
 	if (e.stop_timer)
 		event_free(e.stop_timer);
 	if (e.sighup) {

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE	/* ppoll */
 /*
  * emailvault repl: an interactive Lua prompt into the running engine, or
  * (--offline) into the archive as last recorded. Line editing, history and
@@ -9,6 +10,8 @@
 #include "control/repl.h"
 
 #include <errno.h>
+#include <locale.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -168,27 +171,144 @@ plain_input(void)
 	return !isatty(0) || term == NULL || term[0] == '\0' || strcmp(term, "dumb") == 0;
 }
 
+/*
+ * libedit reads the terminal through this. SIGINT is let in only while
+ * ppoll waits, so a Ctrl-C typed right after the prompt, before the read
+ * blocks, still ends the line (EOF here; the loop sees `interrupted`).
+ * libedit takes what it returns as one character: UTF-8 is decoded here.
+ */
+static int
+wait_byte(unsigned char *c)
+{
+	sigset_t block, orig;
+	struct pollfd pfd = { .fd = 0, .events = POLLIN };
+	int got = 0;
+
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigprocmask(SIG_BLOCK, &block, &orig);
+	while (!interrupted) {
+		if (ppoll(&pfd, 1, NULL, &orig) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		ssize_t r = read(0, c, 1);
+		if (r == 1) {
+			got = 1;
+			break;
+		}
+		if (r == 0 || errno != EINTR)
+			break;
+	}
+	sigprocmask(SIG_SETMASK, &orig, NULL);
+	return got;
+}
+
+static int
+edit_getc(FILE *f)
+{
+	unsigned char c;
+	int cp, more;
+
+	(void)f;
+	if (!wait_byte(&c))
+		return EOF;
+	if (c < 0x80)
+		return c;
+	if ((c & 0xe0) == 0xc0) {
+		cp = c & 0x1f;
+		more = 1;
+	} else if ((c & 0xf0) == 0xe0) {
+		cp = c & 0x0f;
+		more = 2;
+	} else if ((c & 0xf8) == 0xf0) {
+		cp = c & 0x07;
+		more = 3;
+	} else {
+		return 0xfffd;
+	}
+	while (more-- > 0) {
+		if (!wait_byte(&c))
+			return EOF;
+		if ((c & 0xc0) != 0x80)
+			return 0xfffd;
+		cp = cp << 6 | (c & 0x3f);
+	}
+	return cp;
+}
+
+/* Bytes read from the terminal beyond the line returned. */
+static char plain_buf[8192];
+static size_t plain_len;
+
 /* One line without its end, like readline(); NULL at the end of input or
- * when SIGINT interrupted the read (no SA_RESTART). */
+ * when Ctrl-C interrupted it. */
 static char *
 plain_readline(const char *prompt)
 {
-	char *line = NULL;
-	size_t cap = 0;
-	ssize_t n;
+	sigset_t block, orig;
+	struct pollfd pfd = { .fd = 0, .events = POLLIN };
+	char *line = NULL, *nl;
+	size_t len = 0;
 
+	/* Ctrl-C right after the prompt, before the read blocks, must not be
+	 * lost: SIGINT is let in only while ppoll waits. */
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigprocmask(SIG_BLOCK, &block, &orig);
 	if (isatty(0)) {
 		fputs(prompt, stdout);
 		fflush(stdout);
 	}
-	n = getline(&line, &cap, stdin);
-	if (n < 0) {
+	for (;;) {
+		if ((nl = memchr(plain_buf, '\n', plain_len)) != NULL || plain_len == sizeof(plain_buf)) {
+			size_t n = nl ? (size_t)(nl - plain_buf) : plain_len;
+			char *grown = realloc(line, len + n + 1);
+			if (grown == NULL)
+				break;
+			line = grown;
+			memcpy(line + len, plain_buf, n);
+			len += n;
+			line[len] = '\0';
+			n += nl != NULL;
+			memmove(plain_buf, plain_buf + n, plain_len - n);
+			plain_len -= n;
+			if (nl)
+				break;
+			continue;
+		}
+		if (interrupted)
+			break;
+		if (ppoll(&pfd, 1, NULL, &orig) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		ssize_t r = read(0, plain_buf + plain_len, sizeof(plain_buf) - plain_len);
+		if (r <= 0) {
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (plain_len > 0) {	/* a last line without its end */
+				nl = plain_buf + plain_len;
+				plain_buf[plain_len] = '\n';
+				plain_len++;
+				continue;
+			}
+			break;
+		}
+		plain_len += (size_t)r;
+	}
+	sigprocmask(SIG_SETMASK, &orig, NULL);
+	if (interrupted || nl == NULL) {
 		free(line);
-		clearerr(stdin);	/* after ^C, the next line is read again */
+		plain_len = 0;	/* ^C drops what was typed */
 		return NULL;
 	}
-	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-		line[--n] = '\0';
+	if (line == NULL)
+		line = strdup("");
+	while (len > 0 && line[len - 1] == '\r')
+		line[--len] = '\0';
 	return line;
 }
 
@@ -253,6 +373,11 @@ repl_run(const char *data_dir, int offline, lua_State *offline_state)
 	struct sigaction sa;
 	int plain = plain_input();
 
+	/* libedit edits characters, not bytes, in the locale's charset: without
+	 * a UTF-8 one, "Zürich" typed at the prompt would lose its ü. */
+	const char *loc = setlocale(LC_CTYPE, "");
+	if (loc == NULL || (strstr(loc, "UTF-8") == NULL && strstr(loc, "utf8") == NULL))
+		setlocale(LC_CTYPE, "C.UTF-8");
 	offline_L = offline_state;
 	if (!offline) {
 		repl_fd = control_connect(data_dir, err, sizeof(err));
@@ -271,6 +396,7 @@ repl_run(const char *data_dir, int offline, lua_State *offline_state)
 	stifle_history(1000);
 	read_history(hist);
 	rl_readline_name = "emailvault";
+	rl_getc_function = edit_getc;
 	/* "." and ":" stay inside a word: "vault.imap.co" completes whole. */
 	static char word_breaks[] = " \t\n\"\\'`@$><=;|&{(,+-*/%^~#";
 	rl_basic_word_break_characters = word_breaks;

@@ -13,59 +13,12 @@
 #include <lauxlib.h>
 
 #include "imap/client.h"
-#include "mime/headers.h"
-#include "store/store.h"
-#include "sync/archive.h"
 #include "imap/format.h"
 #include "imap/utf7.h"
 #include "log.h"
+#include "lua/imap_conn.h"
 #include "lua/task.h"
 #include "lua/vm.h"
-
-#define CONN_HANDLE "vault.imap.conn"
-#define LUA_LITERAL_MAX ((size_t)256 << 20)
-
-enum op { OP_NONE, OP_CONNECT, OP_SIMPLE, OP_LIST, OP_EXAMINE, OP_STATUS, OP_SEARCH,
-	OP_FETCH, OP_IDLE, OP_LOGOUT, OP_ARCHIVE };
-
-struct litbuf {
-	char *data;
-	size_t len, cap;
-};
-
-struct lconn {
-	struct vm *vm;
-	struct imap_client *client;
-	uint64_t id;
-	char *source;
-	struct lconn *next;
-
-	/* the operation in progress */
-	enum op op;
-	struct task_token tok;
-	struct task *task;
-	void *cleanup;
-	int result_ref;			/* table being filled */
-	int pending;			/* commands of this op still running */
-	int failed;			/* the op failed: error in err */
-	struct net_error err;
-	char code[40];			/* response code of a NO/BAD */
-	char what[300];			/* the command, for messages */
-	/* FETCH: streamed literals of the current response, in order */
-	struct litbuf *lits;
-	int nlits, lits_cap;
-	struct litbuf cur;
-	int streaming;
-	/* IDLE */
-	struct event *idle_timer;
-	int idle_done_sent;
-	int idle_started;
-	/* ARCHIVE */
-	struct archive_job *job;
-	int filter_ref, on_message_ref, on_progress_ref;
-	long hook_budget;
-	struct archive_progress result;
-};
 
 static struct lconn *conns;
 static uint64_t last_conn_id;
@@ -102,7 +55,6 @@ clear_lits(struct lconn *lc)
 	lc->streaming = 0;
 }
 
-static void unref_hooks(struct lconn *lc);
 
 static void
 destroy_conn(struct lconn *lc)
@@ -141,30 +93,6 @@ push_error(lua_State *L, const char *kind, const char *message, const char *code
 
 static int push_handle(lua_State *L, struct lconn *lc);
 
-/* An archive job's counters as a table (its result and its progress). */
-static void
-push_progress(lua_State *L, const struct archive_progress *p)
-{
-	static const struct { const char *name; size_t off; } fields[] = {
-		{ "messages_total", offsetof(struct archive_progress, messages_total) },
-		{ "bytes_total", offsetof(struct archive_progress, bytes_total) },
-		{ "messages_done", offsetof(struct archive_progress, messages_done) },
-		{ "bytes_done", offsetof(struct archive_progress, bytes_done) },
-		{ "archived", offsetof(struct archive_progress, archived) },
-		{ "skipped", offsetof(struct archive_progress, skipped) },
-		{ "duplicates", offsetof(struct archive_progress, duplicates) },
-		{ "pending", offsetof(struct archive_progress, pending) },
-	};
-
-	lua_createtable(L, 0, 8);
-	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
-		lua_pushinteger(L, (lua_Integer)*(const uint64_t *)((const char *)p + fields[i].off));
-		lua_setfield(L, -2, fields[i].name);
-	}
-	lua_pushinteger(L, (lua_Integer)p->last_uid);
-	lua_setfield(L, -2, "last_uid");
-}
-
 static int
 push_result(lua_State *co, void *ud)
 {
@@ -194,7 +122,7 @@ push_result(lua_State *co, void *ud)
 }
 
 /* Ends the current op: wakes the waiting task with its result. */
-static void
+void
 finish_op(struct lconn *lc)
 {
 	struct task_token tok = lc->tok;
@@ -216,7 +144,7 @@ finish_op(struct lconn *lc)
 	lc->code[0] = '\0';
 }
 
-static void
+void
 op_fail(struct lconn *lc, const char *kind, const char *code, const char *fmt, const char *arg)
 {
 	if (lc->failed)
@@ -237,7 +165,7 @@ deferred_destroy(evutil_socket_t fd, short what, void *arg)
 	destroy_conn(arg);
 }
 
-static void
+void
 free_job_later(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
@@ -287,7 +215,7 @@ cancelled_cleanup(void *ud)
 	}
 }
 
-static int
+int
 wait_op(lua_State *L, struct lconn *lc, enum op op)
 {
 	struct task *t = task_current(L);
@@ -297,344 +225,6 @@ wait_op(lua_State *L, struct lconn *lc, enum op op)
 	lc->tok = task_wait(t);
 	lc->cleanup = task_add_cleanup(t, cancelled_cleanup, lc);
 	return lua_yield(L, 0);
-}
-
-/* ---- converting responses ---------------------------------------------- */
-
-static void push_node(lua_State *L, const struct imap_node *n, struct lconn *lc, int *litidx);
-
-static void
-push_node(lua_State *L, const struct imap_node *n, struct lconn *lc, int *litidx)
-{
-	size_t len;
-	const char *b;
-	uint64_t u;
-
-	luaL_checkstack(L, 4, "imap response");
-	switch (imap_node_type(n)) {
-	case IMAP_NODE_ATOM:
-		if (imap_node_u64(n, &u) == 0 && u <= (uint64_t)LUA_MAXINTEGER) {
-			lua_pushinteger(L, (lua_Integer)u);
-			return;
-		}
-		/* fall through */
-	case IMAP_NODE_QUOTED:
-	case IMAP_NODE_LITERAL:
-		b = imap_node_bytes(n, &len);
-		lua_pushlstring(L, b ? b : "", b ? len : 0);
-		return;
-	case IMAP_NODE_STREAMED:
-		if (lc && litidx && *litidx < lc->nlits) {
-			struct litbuf *lb = &lc->lits[(*litidx)++];
-			lua_pushlstring(L, lb->data ? lb->data : "", lb->len);
-		} else {
-			lua_pushnil(L);
-		}
-		return;
-	case IMAP_NODE_NIL:
-		lua_pushboolean(L, 0);	/* NIL inside lists: a hole would end them */
-		return;
-	case IMAP_NODE_LIST: {
-		lua_Integer i = 1;
-		lua_createtable(L, (int)imap_node_count(n), 0);
-		for (const struct imap_node *ch = imap_node_child(n); ch; ch = imap_node_next(ch)) {
-			push_node(L, ch, lc, litidx);
-			lua_rawseti(L, -2, i++);
-		}
-		return;
-	}
-	}
-	lua_pushnil(L);
-}
-
-/* A FETCH response as { uid=, flags={...}, internaldate=, size=, ["BODY[]"]=... }. */
-static void
-push_fetch(lua_State *L, const struct imap_response *r, struct lconn *lc)
-{
-	int litidx = 0;
-
-	lua_createtable(L, 0, 8);
-	lua_pushinteger(L, r->number);
-	lua_setfield(L, -2, "seq");
-	if (r->data == NULL)
-		return;
-	const struct imap_node *list = imap_node_child(r->data);
-	if (list == NULL || imap_node_type(list) != IMAP_NODE_LIST)
-		return;
-	for (const struct imap_node *k = imap_node_child(list); k; ) {
-		const struct imap_node *v = imap_node_next(k);
-		size_t klen;
-		const char *kb = imap_node_bytes(k, &klen);
-		if (v == NULL || kb == NULL)
-			break;
-		if (imap_node_atom_is(k, "UID")) {
-			push_node(L, v, lc, &litidx);
-			lua_setfield(L, -2, "uid");
-		} else if (imap_node_atom_is(k, "RFC822.SIZE")) {
-			push_node(L, v, lc, &litidx);
-			lua_setfield(L, -2, "size");
-		} else if (imap_node_atom_is(k, "FLAGS")) {
-			push_node(L, v, lc, &litidx);
-			lua_setfield(L, -2, "flags");
-		} else if (imap_node_atom_is(k, "MODSEQ")) {
-			push_node(L, v, lc, &litidx);
-			if (lua_istable(L, -1))
-				lua_rawgeti(L, -1, 1), lua_remove(L, -2);
-			lua_setfield(L, -2, "modseq");
-		} else if (imap_node_atom_is(k, "INTERNALDATE")) {
-			size_t dlen;
-			const char *d = imap_node_bytes(v, &dlen);
-			lua_pushstring(L, d ? d : "");
-			lua_setfield(L, -2, "internaldate_text");
-			int64_t t;
-			if (imap_parse_internaldate(d, &t) == 0) {
-				lua_pushinteger(L, (lua_Integer)t);
-				lua_setfield(L, -2, "internaldate");
-			}
-		} else {
-			/* BODY[], BODY[HEADER], ENVELOPE, BODYSTRUCTURE...: by name */
-			char name[256];
-			size_t n = klen < sizeof(name) - 1 ? klen : sizeof(name) - 1;
-			for (size_t i = 0; i < n; i++)
-				name[i] = (char)((kb[i] >= 'a' && kb[i] <= 'z') ? kb[i] - 32 : kb[i]);
-			name[n] = '\0';
-			/* BODY.PEEK[] is answered as BODY[]; also expose it as "body" */
-			push_node(L, v, lc, &litidx);
-			if (strcmp(name, "BODY[]") == 0 || strcmp(name, "BINARY[]") == 0 ||
-			    strcmp(name, "RFC822") == 0) {
-				lua_pushvalue(L, -1);
-				lua_setfield(L, -3, "body");
-			}
-			lua_setfield(L, -2, name);
-		}
-		k = imap_node_next(v);
-	}
-}
-
-/* Runs FN(L, ctx) under pcall, so an allocation failure in a libevent
- * callback becomes an op error instead of a panic. */
-struct convert {
-	struct lconn *lc;
-	const struct imap_response *r;
-};
-
-static int
-convert_untagged(lua_State *L)
-{
-	struct convert *cv = lua_touserdata(L, 1);
-	struct lconn *lc = cv->lc;
-	const struct imap_response *r = cv->r;
-
-	lua_rawgeti(L, LUA_REGISTRYINDEX, lc->result_ref);
-	switch (lc->op) {
-	case OP_LIST: {
-		if (r->kind != IMAP_RESP_DATA || (r->kw != IMAP_KW_LIST))
-			break;
-		const struct imap_node *flags = imap_node_child(r->data);
-		const struct imap_node *delim = flags ? imap_node_next(flags) : NULL;
-		const struct imap_node *name = delim ? imap_node_next(delim) : NULL;
-		size_t nlen, dlen;
-		const char *nb = name ? imap_node_bytes(name, &nlen) : NULL;
-		const char *db = delim ? imap_node_bytes(delim, &dlen) : NULL;
-		if (nb == NULL)
-			break;
-		lua_createtable(L, 0, 6);
-		lua_pushlstring(L, nb, nlen);
-		lua_setfield(L, -2, "raw");
-		/* The name for people and for the archive: mUTF-7 decoded; a
-		 * name that is not mUTF-7 as sent if it is UTF-8, else escaped
-		 * without loss. Commands use the raw bytes. */
-		char *utf8 = malloc(IMAP_NAME_ESCAPED_MAX(nlen) + 1);
-		size_t ulen;
-		if (utf8 == NULL)
-			return luaL_error(L, "not enough memory");
-		if (imap_utf7_decode(nb, nlen, utf8, IMAP_UTF7_DECODED_MAX(nlen) + 1, &ulen) == 0) {
-			lua_pushlstring(L, utf8, ulen);
-		} else if (imap_utf8_valid(nb, nlen)) {
-			lua_pushlstring(L, nb, nlen);
-		} else {
-			imap_name_escape(nb, nlen, utf8, IMAP_NAME_ESCAPED_MAX(nlen) + 1, &ulen);
-			lua_pushlstring(L, utf8, ulen);
-			lua_pushboolean(L, 1);
-			lua_setfield(L, -3, "escaped");
-		}
-		free(utf8);
-		lua_setfield(L, -2, "name");
-		if (db)
-			lua_pushlstring(L, db, dlen);
-		else
-			lua_pushnil(L);
-		lua_setfield(L, -2, "delimiter");
-		int selectable = 1;
-		lua_newtable(L);
-		lua_Integer i = 1;
-		for (const struct imap_node *f = imap_node_child(flags); f; f = imap_node_next(f)) {
-			size_t flen;
-			const char *fb = imap_node_bytes(f, &flen);
-			if (fb == NULL)
-				continue;
-			lua_pushlstring(L, fb, flen);
-			lua_rawseti(L, -2, i++);
-			if (imap_node_atom_is(f, "\\Noselect") || imap_node_atom_is(f, "\\NonExistent"))
-				selectable = 0;
-			static const char *special[] = { "\\All", "\\Archive", "\\Drafts", "\\Flagged",
-				"\\Junk", "\\Sent", "\\Trash", "\\Important", NULL };
-			for (int s = 0; special[s]; s++) {
-				if (imap_node_atom_is(f, special[s])) {
-					lua_pushstring(L, special[s]);
-					lua_setfield(L, -3, "special_use");
-				}
-			}
-		}
-		lua_setfield(L, -2, "flags");
-		lua_pushboolean(L, selectable);
-		lua_setfield(L, -2, "selectable");
-		lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
-		break;
-	}
-	case OP_EXAMINE: {
-		if (r->kind == IMAP_RESP_STATUS) {
-			uint64_t v;
-			const char *field = NULL;
-			switch (r->code.id) {
-			case IMAP_CODE_UIDVALIDITY: field = "uidvalidity"; break;
-			case IMAP_CODE_UIDNEXT: field = "uidnext"; break;
-			case IMAP_CODE_HIGHESTMODSEQ: field = "highestmodseq"; break;
-			case IMAP_CODE_UNSEEN: field = "unseen"; break;
-			case IMAP_CODE_NOMODSEQ:
-				lua_pushboolean(L, 1);
-				lua_setfield(L, -2, "nomodseq");
-				break;
-			default: break;
-			}
-			if (field && imap_code_u64(&r->code, &v) == 0) {
-				/* RFC 3501: nz-number, 32 bits. A bigger one would be
-				 * stored cut in some places and whole in others.
-				 * UIDNEXT may be one past the last possible UID. */
-				uint64_t max = r->code.id == IMAP_CODE_UIDNEXT ? (uint64_t)UINT32_MAX + 1 :
-				    UINT32_MAX;
-				if ((r->code.id == IMAP_CODE_UIDVALIDITY || r->code.id == IMAP_CODE_UIDNEXT) &&
-				    (v == 0 || v > max)) {
-					char msg[160];
-					snprintf(msg, sizeof(msg), "%s %llu, which is not a valid 32-bit number "
-					    "(RFC 3501)", r->code.name, (unsigned long long)v);
-					op_fail(lc, "protocol", NULL, "the server sent %s", msg);
-					break;
-				}
-				lua_pushinteger(L, (lua_Integer)v);
-				lua_setfield(L, -2, field);
-			}
-			if (r->code.id == IMAP_CODE_PERMANENTFLAGS && r->code.args) {
-				const struct imap_node *l = imap_node_child(r->code.args);
-				if (l) {
-					push_node(L, l, NULL, NULL);
-					lua_setfield(L, -2, "permanentflags");
-				}
-			}
-		} else if (r->kind == IMAP_RESP_DATA) {
-			if (r->kw == IMAP_KW_EXISTS) {
-				lua_pushinteger(L, r->number);
-				lua_setfield(L, -2, "exists");
-			} else if (r->kw == IMAP_KW_RECENT) {
-				lua_pushinteger(L, r->number);
-				lua_setfield(L, -2, "recent");
-			} else if (r->kw == IMAP_KW_FLAGS && r->data) {
-				const struct imap_node *l = imap_node_child(r->data);
-				if (l) {
-					push_node(L, l, NULL, NULL);
-					lua_setfield(L, -2, "flags");
-				}
-			}
-		}
-		break;
-	}
-	case OP_STATUS: {
-		if (r->kind != IMAP_RESP_DATA || r->kw != IMAP_KW_STATUS || r->data == NULL)
-			break;
-		const struct imap_node *name = imap_node_child(r->data);
-		const struct imap_node *items = name ? imap_node_next(name) : NULL;
-		for (const struct imap_node *k = imap_node_child(items); k; ) {
-			const struct imap_node *v = imap_node_next(k);
-			size_t klen;
-			const char *kb = imap_node_bytes(k, &klen);
-			uint64_t u;
-			if (v == NULL || kb == NULL)
-				break;
-			char key[64];
-			size_t n = klen < sizeof(key) - 1 ? klen : sizeof(key) - 1;
-			for (size_t i = 0; i < n; i++)
-				key[i] = (char)((kb[i] >= 'A' && kb[i] <= 'Z') ? kb[i] + 32 : kb[i]);
-			key[n] = '\0';
-			if (imap_node_u64(v, &u) == 0)
-				lua_pushinteger(L, (lua_Integer)u);
-			else
-				push_node(L, v, NULL, NULL);
-			lua_setfield(L, -2, key);
-			k = imap_node_next(v);
-		}
-		break;
-	}
-	case OP_SEARCH: {
-		if (r->kind != IMAP_RESP_DATA)
-			break;
-		lua_Integer n = (lua_Integer)luaL_len(L, -1);
-		if (r->kw == IMAP_KW_SEARCH) {
-			for (const struct imap_node *x = imap_node_child(r->data); x; x = imap_node_next(x)) {
-				uint32_t u;
-				if (imap_node_u32(x, &u) == 0) {
-					lua_pushinteger(L, u);
-					lua_rawseti(L, -2, ++n);
-				}
-			}
-		} else if (r->kw == IMAP_KW_ESEARCH) {
-			const struct imap_node *all = imap_node_after(r->data, "ALL");
-			size_t slen;
-			const char *sb = all ? imap_node_bytes(all, &slen) : NULL;
-			if (sb) {
-				struct imap_range *ranges = malloc(sizeof(*ranges) * 65536);
-				size_t nr = 0;
-				if (ranges && imap_parse_seqset(sb, slen, 0, ranges, 65536, &nr) == 0) {
-					for (size_t i = 0; i < nr; i++) {
-						for (uint64_t u = ranges[i].lo; u <= ranges[i].hi; u++) {
-							lua_pushinteger(L, (lua_Integer)u);
-							lua_rawseti(L, -2, ++n);
-						}
-					}
-				}
-				free(ranges);
-			}
-		}
-		break;
-	}
-	case OP_FETCH:
-		if (r->kind == IMAP_RESP_DATA && r->kw == IMAP_KW_FETCH) {
-			push_fetch(L, r, lc);
-			lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
-		}
-		break;
-	case OP_IDLE:
-	case OP_SIMPLE:
-		if (r->kind == IMAP_RESP_DATA) {
-			/* events: { {type="EXISTS", n=5}, ... } */
-			lua_createtable(L, 0, 3);
-			lua_pushstring(L, r->keyword ? r->keyword : "");
-			lua_setfield(L, -2, "type");
-			if (r->has_number) {
-				lua_pushinteger(L, r->number);
-				lua_setfield(L, -2, "n");
-			}
-			if (r->data) {
-				push_node(L, r->data, lc, NULL);
-				lua_setfield(L, -2, "data");
-			}
-			lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
-		}
-		break;
-	default:
-		break;
-	}
-	lua_pop(L, 1);
-	return 0;
 }
 
 static void idle_send_done(struct lconn *lc);
@@ -779,7 +369,7 @@ push_handle(lua_State *L, struct lconn *lc)
 	return 1;
 }
 
-static struct lconn *
+struct lconn *
 check_conn(lua_State *L, int need_open)
 {
 	struct handle *h = luaL_checkudata(L, 1, CONN_HANDLE);
@@ -795,6 +385,9 @@ check_conn(lua_State *L, int need_open)
 		luaL_error(L, "this IMAP connection is busy with another call");
 	if (task_current(L) == NULL)
 		luaL_error(L, "IMAP calls must run in a task (the REPL, eval or a source)");
+	if (!lua_isyieldable(L))
+		luaL_error(L, "IMAP calls wait, and cannot be made where the task cannot yield "
+		    "(inside a table.sort comparator, a gsub callback or a metamethod)");
 	return lc;
 }
 
@@ -808,7 +401,7 @@ begin_result(lua_State *L, struct lconn *lc)
 }
 
 /* Returns nil, err right away (no wait) when a command cannot be queued. */
-static int
+int
 closed_now(lua_State *L, struct lconn *lc)
 {
 	const struct net_error *e = imap_client_error(lc->client);
@@ -844,7 +437,7 @@ ready_cb(struct imap_client *c, const struct net_error *err, void *ud)
 	finish_op(lc);
 }
 
-static const char *
+const char *
 opt_string(lua_State *L, int t, const char *k, const char *def)
 {
 	const char *v;
@@ -855,7 +448,7 @@ opt_string(lua_State *L, int t, const char *k, const char *def)
 	return v;
 }
 
-static int
+int
 opt_boolean(lua_State *L, int t, const char *k)
 {
 	int v;
@@ -866,7 +459,7 @@ opt_boolean(lua_State *L, int t, const char *k)
 	return v;
 }
 
-static double
+double
 opt_number(lua_State *L, int t, const char *k, double def)
 {
 	double v;
@@ -1367,307 +960,6 @@ l_logout(lua_State *L)
 	}
 	lc = check_conn(L, 1);
 	return send_simple(L, lc, OP_LOGOUT, "LOGOUT", "LOGOUT");
-}
-
-/* ---- conn:archive ------------------------------------------------------ */
-
-static void
-unref_hooks(struct lconn *lc)
-{
-	lua_State *L = lc->vm->L;
-
-	if (lc->filter_ref > 0)
-		luaL_unref(L, LUA_REGISTRYINDEX, lc->filter_ref);
-	if (lc->on_message_ref > 0)
-		luaL_unref(L, LUA_REGISTRYINDEX, lc->on_message_ref);
-	if (lc->on_progress_ref > 0)
-		luaL_unref(L, LUA_REGISTRYINDEX, lc->on_progress_ref);
-	lc->filter_ref = lc->on_message_ref = lc->on_progress_ref = 0;
-}
-
-/* msg:header(name): only while the filter runs (the headers go after). */
-struct headers_box {
-	struct mime_headers *h;
-};
-
-static int
-l_msg_header(lua_State *L)
-{
-	struct headers_box *box = lua_touserdata(L, lua_upvalueindex(1));
-	const char *name = luaL_checkstring(L, 2);
-	const char *v;
-
-	if (box == NULL || box->h == NULL)
-		return luaL_error(L, "msg:header is only valid while the filter runs");
-	v = mime_headers_get(box->h, name);
-	if (v == NULL)
-		return 0;
-	lua_pushstring(L, v);
-	return 1;
-}
-
-static void
-set_str(lua_State *L, const char *k, const char *v)
-{
-	lua_pushstring(L, v ? v : "");
-	lua_setfield(L, -2, k);
-}
-
-/* The table a filter sees; leaves it and the headers box on the stack. */
-static struct headers_box *
-push_msg(lua_State *L, const struct archive_msg *m)
-{
-	struct headers_box *box;
-
-	lua_createtable(L, 0, 14);
-	set_str(L, "folder", m->folder);
-	lua_pushinteger(L, m->uid);
-	lua_setfield(L, -2, "uid");
-	lua_pushinteger(L, (lua_Integer)m->size);
-	lua_setfield(L, -2, "size");
-	if (m->internaldate >= 0) {
-		lua_pushinteger(L, m->internaldate);
-		lua_setfield(L, -2, "internaldate");
-	}
-	lua_newtable(L);
-	{
-		lua_Integer i = 1;
-		const char *f = m->flags;
-		while (f && *f) {
-			const char *sp = strchr(f, ' ');
-			size_t n = sp ? (size_t)(sp - f) : strlen(f);
-			lua_pushlstring(L, f, n);
-			lua_rawseti(L, -2, i++);
-			f += n;
-			while (*f == ' ')
-				f++;
-		}
-	}
-	lua_setfield(L, -2, "flags");
-	if (m->hash)
-		set_str(L, "hash", m->hash);
-	if (m->headers) {
-		set_str(L, "subject", mime_headers_subject(m->headers));
-		set_str(L, "from", mime_headers_from(m->headers));
-		set_str(L, "to", mime_headers_to(m->headers));
-		set_str(L, "cc", mime_headers_cc(m->headers));
-		set_str(L, "date", mime_headers_date(m->headers));
-		set_str(L, "message_id", mime_headers_message_id(m->headers));
-	}
-	box = lua_newuserdatauv(L, sizeof(*box), 0);
-	box->h = m->headers;
-	lua_pushvalue(L, -1);
-	lua_pushcclosure(L, l_msg_header, 1);
-	lua_setfield(L, -3, "header");
-	return box;
-}
-
-/* The hooks' arguments are built inside the protected call: near the
- * memory cap an allocation then fails as an error, not a panic. */
-struct hook_call {
-	struct lconn *lc;
-	const struct archive_msg *m;
-	const struct archive_progress *p;
-	int kept;
-	struct headers_box *box;
-};
-
-static int
-filter_trampoline(lua_State *L)
-{
-	struct hook_call *hc = lua_touserdata(L, 1);
-
-	lua_settop(L, 0);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, hc->lc->filter_ref);
-	hc->box = push_msg(L, hc->m);	/* fn, msg, box */
-	lua_pop(L, 1);			/* the closure keeps the box */
-	lua_call(L, 1, 2);
-	return 2;
-}
-
-static int
-archive_filter(void *ud, const struct archive_msg *m, char *reason, size_t rlen)
-{
-	struct lconn *lc = ud;
-	lua_State *L = lc->vm->L;
-	struct hook_call hc = { lc, m, NULL, 0, NULL };
-	int keep = 1, top = lua_gettop(L);
-
-	lua_pushcfunction(L, filter_trampoline);
-	lua_pushlightuserdata(L, &hc);
-	if (vm_pcall_budget(L, 1, 2, lc->hook_budget) != LUA_OK) {
-		const char *e = lua_tostring(L, -1);
-		char *nl;
-		snprintf(reason, rlen, "filter failed on %s UID %u: %s", m->folder, m->uid,
-		    e ? e : "error");
-		if ((nl = strstr(reason, "\nstack traceback")) != NULL)
-			*nl = '\0';
-		keep = -1;
-	} else if (lua_type(L, -2) == LUA_TBOOLEAN && !lua_toboolean(L, -2)) {
-		keep = 0;
-		snprintf(reason, rlen, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "filter");
-	}
-	if (hc.box)
-		hc.box->h = NULL;	/* msg:header is over */
-	lua_settop(L, top);
-	return keep;
-}
-
-static int
-message_trampoline(lua_State *L)
-{
-	struct hook_call *hc = lua_touserdata(L, 1);
-	const struct archive_msg *m = hc->m;
-
-	lua_settop(L, 0);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, hc->lc->on_message_ref);
-	lua_createtable(L, 0, 8);
-	set_str(L, "folder", m->folder);
-	lua_pushinteger(L, m->uid);
-	lua_setfield(L, -2, "uid");
-	lua_pushinteger(L, (lua_Integer)m->size);
-	lua_setfield(L, -2, "size");
-	if (m->hash)
-		set_str(L, "hash", m->hash);
-	if (m->headers) {
-		set_str(L, "subject", mime_headers_subject(m->headers));
-		set_str(L, "from", mime_headers_from(m->headers));
-	}
-	lua_pushboolean(L, hc->kept);
-	lua_setfield(L, -2, "kept");
-	lua_call(L, 1, 0);
-	return 0;
-}
-
-static void
-archive_message(void *ud, const struct archive_msg *m, int kept)
-{
-	struct lconn *lc = ud;
-	lua_State *L = lc->vm->L;
-	struct hook_call hc = { lc, m, NULL, kept, NULL };
-	int top = lua_gettop(L);
-
-	if (lc->on_message_ref <= 0)
-		return;
-	lua_pushcfunction(L, message_trampoline);
-	lua_pushlightuserdata(L, &hc);
-	if (vm_pcall(L, 1, 0) != LUA_OK)
-		log_warn(lc->source, "message handler failed: %s", lua_tostring(L, -1));
-	lua_settop(L, top);
-}
-
-static int
-progress_trampoline(lua_State *L)
-{
-	struct hook_call *hc = lua_touserdata(L, 1);
-	const struct archive_progress *p = hc->p;
-
-	lua_settop(L, 0);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, hc->lc->on_progress_ref);
-	push_progress(L, p);
-	lua_call(L, 1, 0);
-	return 0;
-}
-
-static void
-archive_progress(void *ud, const struct archive_progress *p)
-{
-	struct lconn *lc = ud;
-	lua_State *L = lc->vm->L;
-	struct hook_call hc = { lc, NULL, p, 0, NULL };
-	int top = lua_gettop(L);
-
-	lc->result = *p;
-	if (lc->on_progress_ref <= 0)
-		return;
-	lua_pushcfunction(L, progress_trampoline);
-	lua_pushlightuserdata(L, &hc);
-	if (vm_pcall(L, 1, 0) != LUA_OK)
-		log_warn(lc->source, "progress handler failed: %s", lua_tostring(L, -1));
-	lua_settop(L, top);
-}
-
-static void
-archive_done(void *ud, const struct archive_progress *p, const struct net_error *err)
-{
-	struct lconn *lc = ud;
-	struct timeval now = { 0, 0 };
-
-	lc->result = *p;
-	if (err && !lc->failed) {
-		lc->failed = 1;
-		lc->err = *err;
-	}
-	/* The job is still on the stack of its own callback: free it later. */
-	event_base_once(lc->vm->base, -1, EV_TIMEOUT, free_job_later, lc->job, &now);
-	lc->job = NULL;
-	unref_hooks(lc);
-	finish_op(lc);
-}
-
-static int
-opt_ref(lua_State *L, int t, const char *k)
-{
-	lua_getfield(L, t, k);
-	if (lua_isnil(L, -1)) {
-		lua_pop(L, 1);
-		return 0;
-	}
-	luaL_checktype(L, -1, LUA_TFUNCTION);
-	return luaL_ref(L, LUA_REGISTRYINDEX);
-}
-
-/*
- * conn:archive{ folder=, uidvalidity=, last_uid=, batch=, source=, filter=fn,
- *   on_message=fn, on_progress=fn, hook_budget= } -> progress | nil, err
- * Archives the examined folder's messages above last_uid into the store.
- */
-static int
-l_archive(lua_State *L)
-{
-	struct lconn *lc = check_conn(L, 1);
-	struct store *st = store_current();
-	struct archive_params p;
-
-	luaL_checktype(L, 2, LUA_TTABLE);
-	if (st == NULL || st->blobs == NULL || st->readonly)
-		return luaL_error(L, "conn:archive needs the engine's archive (open read-write)");
-	memset(&p, 0, sizeof(p));
-	p.folder = opt_string(L, 2, "folder", NULL);
-	if (p.folder == NULL)
-		return luaL_error(L, "conn:archive: folder is required");
-	p.source = opt_string(L, 2, "source", lc->source ? lc->source : "");
-	double uidv = opt_number(L, 2, "uidvalidity", 0), last = opt_number(L, 2, "last_uid", 0);
-	if (!(uidv >= 0 && uidv <= UINT32_MAX) || !(last >= 0 && last <= UINT32_MAX))
-		return luaL_error(L, "conn:archive: uidvalidity and last_uid are 32-bit numbers");
-	p.uidvalidity = (uint32_t)uidv;
-	p.last_uid = (uint32_t)last;
-	p.batch = (int)opt_number(L, 2, "batch", 200);
-	p.retry_pending = opt_boolean(L, 2, "retry_pending");
-	p.max_attempts = (int)opt_number(L, 2, "max_attempts", 3);
-	double exists = opt_number(L, 2, "exists", 0);
-	p.exists = exists > 0 && exists < 1e15 ? (uint64_t)exists : 0;
-	p.blobs = st->blobs;
-	p.db = st->db;
-	lc->hook_budget = (long)opt_number(L, 2, "hook_budget", 1000000);
-	lc->filter_ref = opt_ref(L, 2, "filter");
-	lc->on_message_ref = opt_ref(L, 2, "on_message");
-	lc->on_progress_ref = opt_ref(L, 2, "on_progress");
-	p.ud = lc;
-	p.filter = lc->filter_ref ? archive_filter : NULL;
-	p.on_message = archive_message;
-	p.on_progress = archive_progress;
-	p.on_done = archive_done;
-	memset(&lc->result, 0, sizeof(lc->result));
-	lc->failed = 0;
-	lc->code[0] = '\0';
-	lc->result_ref = LUA_NOREF;
-	lc->job = archive_start(lc->client, &p);
-	if (lc->job == NULL) {
-		unref_hooks(lc);
-		return closed_now(L, lc);
-	}
-	return wait_op(L, lc, OP_ARCHIVE);
 }
 
 /* conn:wakeup(): ends a running IDLE early (from another task). */

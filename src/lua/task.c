@@ -12,7 +12,7 @@
 #include "lua/vm.h"
 
 #define TASK_HANDLE "vault.task"
-#define WATCHDOG_STEP 10000
+#define WATCHDOG_EVERY 10	/* hook calls (of 1000 instructions) between looks */
 
 enum task_state { TASK_READY, TASK_RUNNING, TASK_WAITING, TASK_DONE };
 
@@ -38,6 +38,7 @@ struct task {
 	void *done_ud;
 	int (*watchdog)(void *ud);
 	void *watchdog_ud;
+	unsigned watch_calls;
 	struct task *next;
 	char name[64];
 };
@@ -87,14 +88,19 @@ schedule(struct task *t)
 	event_active(t->resume_ev, EV_TIMEOUT, 0);
 }
 
-static void
-watchdog_hook(lua_State *L, lua_Debug *ar)
+/*
+ * The VM's hook asks this now and then (lua/vm.c): the task being resumed
+ * has a watchdog (a REPL chunk), and the watchdog says stop. The running
+ * task, not the thread's: coroutines a chunk made are its code too.
+ */
+static int
+watch(lua_State *L)
 {
-	struct task *t = task_current(L);
+	struct task *t = vm_of(L)->running;
 
-	(void)ar;
-	if (t && t->watchdog && t->watchdog(t->watchdog_ud))
-		luaL_error(L, "interrupted");
+	if (t == NULL || t->watchdog == NULL || ++t->watch_calls % WATCHDOG_EVERY != 0)
+		return 0;
+	return t->watchdog(t->watchdog_ud);
 }
 
 struct task *
@@ -255,10 +261,13 @@ task_set_watchdog(struct task *t, int (*check)(void *ud), void *ud)
 {
 	t->watchdog = check;
 	t->watchdog_ud = ud;
-	if (check)
-		lua_sethook(t->co, watchdog_hook, LUA_MASKCOUNT, WATCHDOG_STEP);
-	else
+	t->watch_calls = 0;
+	if (check) {
+		t->vm->watch = watch;
+		vm_hook_thread(t->co);
+	} else if (!vm_budget_active(t->vm)) {
 		lua_sethook(t->co, NULL, 0, 0);
+	}
 }
 
 static void
@@ -292,7 +301,9 @@ task_resume_cb(evutil_socket_t fd, short what, void *arg)
 	if (t->state != TASK_READY)
 		return;
 	t->state = TASK_RUNNING;
+	t->vm->running = t;	/* resumes never nest: they come from events */
 	status = lua_resume(t->co, t->vm->L, t->nargs, &nres);
+	t->vm->running = NULL;
 	t->nargs = 0;
 	if (status == LUA_YIELD) {
 		lua_pop(t->co, nres);

@@ -1,13 +1,16 @@
 #include "lua/vm.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <lauxlib.h>
 #include <lualib.h>
 
 #include "lua/embedded.h"
+#include "lua/sandbox.h"
 
 /* How often the count hook runs: cheap enough, fine enough. */
 #define BUDGET_STEP 1000
@@ -68,59 +71,195 @@ vm_pcall(lua_State *L, int nargs, int nresults)
 	return status;
 }
 
+static int64_t
+now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void vm_hook(lua_State *L, lua_Debug *ar);
+
+/* The spent budget's error; its text names where it ran out. */
+static int
+raise_exhausted(lua_State *L)
+{
+	lua_pushstring(L, vm_of(L)->why);
+	return lua_error(L);
+}
+
+/*
+ * The innermost budget is spent: so is every outer one with the same end
+ * (a nested budget never outlasts its caller). The outermost of them stays
+ * spent until its call returns, and the thread runs no instruction more
+ * without the hook raising again. LEVEL is where the code stands for the
+ * message: 0 in the hook, 1 in a C function.
+ */
+static int
+spend(lua_State *L, struct vm *vm, int level)
+{
+	struct vm_budget *b, *outermost = vm->budget;
+	int64_t now = now_ns();
+	const char *where;
+
+	for (b = vm->budget; b != NULL; b = b->outer) {
+		if (vm->steps < b->end && now < b->deadline)
+			break;
+		outermost = b;
+	}
+	vm->exhausted = outermost->depth;
+	luaL_where(L, level);
+	where = lua_tostring(L, -1);
+	if (vm->steps >= outermost->end)
+		snprintf(vm->why, sizeof(vm->why), "%sinstruction budget exceeded "
+		    "(%ld instructions: an endless loop?)", where ? where : "",
+		    outermost->instructions);
+	else
+		snprintf(vm->why, sizeof(vm->why), "%stime limit exceeded (%g s: an "
+		    "endless loop, or a pattern that backtracks?)", where ? where : "",
+		    outermost->seconds);
+	lua_pop(L, 1);
+	lua_sethook(L, vm_hook, LUA_MASKCOUNT, 1);
+	return raise_exhausted(L);
+}
+
+/*
+ * The one count hook of the VM: the running budget, and the interrupt
+ * watch of lua/task.c (Ctrl-C in the REPL). Hooks belong to threads, so
+ * every thread that runs budgeted code gets this one (vm_hook_thread).
+ */
 static void
-budget_hook(lua_State *L, lua_Debug *ar)
+vm_hook(lua_State *L, lua_Debug *ar)
 {
 	struct vm *vm = vm_of(L);
 
 	(void)ar;
-	if (vm->interrupted) {
-		vm->interrupted = 0;
+	if (vm->budget != NULL) {
+		if (vm->exhausted) {
+			lua_sethook(L, vm_hook, LUA_MASKCOUNT, 1);
+			raise_exhausted(L);
+		}
+		vm->steps += lua_gethookcount(L);
+		if (vm->steps >= vm->budget->end || now_ns() >= vm->budget->deadline)
+			spend(L, vm, 0);
+	}
+	if (vm->watch != NULL && vm->watch(L))
 		luaL_error(L, "interrupted");
-	}
-	if (vm->budget_depth == 0)
+}
+
+void
+vm_charge(lua_State *L, long steps)
+{
+	struct vm *vm = vm_of(L);
+
+	if (vm->budget == NULL)
 		return;
-	vm->budget_left -= BUDGET_STEP;
-	if (vm->budget_left <= 0) {
-		vm->budget_left = BUDGET_STEP;	/* room for the error handler */
-		luaL_error(L, "instruction budget exceeded (an endless loop?)");
+	if (vm->exhausted)
+		raise_exhausted(L);
+	vm->steps += steps;
+	if (vm->steps >= vm->budget->end || now_ns() >= vm->budget->deadline)
+		spend(L, vm, 1);
+}
+
+void
+vm_check_exhausted(lua_State *L)
+{
+	if (vm_of(L)->exhausted)
+		raise_exhausted(L);
+}
+
+void
+vm_hook_thread(lua_State *co)
+{
+	lua_sethook(co, vm_hook, LUA_MASKCOUNT, vm_of(co)->exhausted ? 1 : BUDGET_STEP);
+}
+
+/* The message handler of budgeted calls: the message is a string, made
+ * inside the budget (a __tostring of the error object is user code). */
+static int
+budget_handler(lua_State *L)
+{
+	if (lua_type(L, 1) != LUA_TSTRING && lua_type(L, 1) != LUA_TNUMBER) {
+		if (vm_of(L)->exhausted || !luaL_callmeta(L, 1, "__tostring") ||
+		    lua_type(L, -1) != LUA_TSTRING)
+			lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+		lua_replace(L, 1);
+		lua_settop(L, 1);
 	}
+	luaL_traceback(L, L, lua_tostring(L, 1), 1);
+	return 1;
 }
 
 int
-vm_pcall_budget(lua_State *L, int nargs, int nresults, long budget)
+vm_pcall_budget(lua_State *L, int nargs, int nresults, long instructions, double seconds)
 {
 	struct vm *vm = vm_of(L);
+	struct vm_budget b, *outer = vm->budget;
 	lua_Hook old_hook = lua_gethook(L);
 	int old_mask = lua_gethookmask(L), old_count = lua_gethookcount(L);
-	long old_left = vm->budget_left;
-	int status;
+	int base = lua_gettop(L) - nargs, status;
+	int64_t now = now_ns();
 
+	if (vm->exhausted) {	/* only from C code while the error unwinds */
+		lua_settop(L, base - 1);
+		lua_pushstring(L, vm->why);
+		return LUA_ERRRUN;
+	}
+	b.instructions = instructions;
+	b.seconds = seconds;
+	b.end = vm->steps + (instructions > 0 ? instructions : 0);
+	if (!(seconds > 0))
+		b.deadline = now;
+	else if (seconds >= 1e9)
+		b.deadline = INT64_MAX;
+	else
+		b.deadline = now + (int64_t)(seconds * 1e9);
 	/* A nested budget may not grant more than its caller has left. */
-	if (vm->budget_depth > 0 && budget > vm->budget_left)
-		budget = vm->budget_left;
-	vm->budget_left = budget;
-	vm->budget_depth++;
-	lua_sethook(L, budget_hook, LUA_MASKCOUNT, BUDGET_STEP);
-	status = vm_pcall(L, nargs, nresults);
+	if (outer != NULL) {
+		if (b.end > outer->end)
+			b.end = outer->end;
+		if (b.deadline > outer->deadline)
+			b.deadline = outer->deadline;
+	}
+	b.depth = outer ? outer->depth + 1 : 1;
+	b.outer = outer;
+	vm->budget = &b;
+	lua_sethook(L, vm_hook, LUA_MASKCOUNT, BUDGET_STEP);
+	lua_pushcfunction(L, budget_handler);
+	lua_insert(L, base);
+	status = lua_pcall(L, nargs, nresults, base);
+	lua_remove(L, base);
+	vm->budget = outer;
 	lua_sethook(L, old_hook, old_mask, old_count);
-	vm->budget_depth--;
-	if (vm->budget_depth > 0)
-		vm->budget_left = old_left - (budget - vm->budget_left);
+	if (vm->exhausted == b.depth)
+		vm->exhausted = 0;
 	return status;
 }
 
-/* budget_pcall(n, f, ...) -> true, results... | false, message */
+/*
+ * budget_pcall(instructions, [seconds,] f, ...) -> true, results... | false, message
+ * Without SECONDS there is no limit in time.
+ */
 static int
 l_budget_pcall(lua_State *L)
 {
-	lua_Integer budget = luaL_checkinteger(L, 1);
-	int nargs, status;
+	lua_Integer instructions = luaL_checkinteger(L, 1);
+	lua_Number seconds = 1e9;
+	int status, skip = 1;
 
-	luaL_checktype(L, 2, LUA_TFUNCTION);
-	lua_remove(L, 1);
-	nargs = lua_gettop(L) - 1;
-	status = vm_pcall_budget(L, nargs, LUA_MULTRET, (long)budget);
+	if (lua_type(L, 2) != LUA_TFUNCTION) {
+		seconds = luaL_checknumber(L, 2);
+		skip = 2;
+	}
+	luaL_checktype(L, skip + 1, LUA_TFUNCTION);
+	vm_check_exhausted(L);
+	lua_rotate(L, 1, -skip);
+	lua_pop(L, skip);
+	status = vm_pcall_budget(L, lua_gettop(L) - 1, LUA_MULTRET,
+	    instructions > LONG_MAX ? LONG_MAX : (long)instructions, (double)seconds);
+	vm_check_exhausted(L);	/* the caller's budget is spent too */
 	lua_pushboolean(L, status == LUA_OK);
 	lua_insert(L, 1);
 	return lua_gettop(L);
@@ -204,6 +343,10 @@ vm_new(struct event_base *base, size_t mem_limit)
 	memset(lua_getextraspace(vm->L), 0, LUA_EXTRASPACE);
 	luaL_openlibs(vm->L);
 	lua_gc(vm->L, LUA_GCGEN, 0, 0);
+	/* Library functions that loop in C count against budgets, catching
+	 * functions pass a spent budget on, and the string metatable is the
+	 * engine's own (lua/sandbox.c). */
+	sandbox_install(vm->L);
 
 	/* Embedded modules come right after package.preload. */
 	lua_getglobal(vm->L, "package");
@@ -217,6 +360,7 @@ vm_new(struct event_base *base, size_t mem_limit)
 	lua_pop(vm->L, 2);
 
 	vm_preload(vm->L, "vault.vm", luaopen_vm_internal);
+	vm_preload(vm->L, "vault.sandbox", luaopen_vault_sandbox);
 	return vm;
 }
 

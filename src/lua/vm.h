@@ -1,9 +1,10 @@
 #ifndef EMAILVAULT_LUA_VM_H
 #define EMAILVAULT_LUA_VM_H
 /*
- * The engine's one Lua state: a memory cap enforced by its allocator, an
- * instruction budget for untrusted code (source files, hooks), and the
- * embedded lua/ modules reachable through require.
+ * The engine's one Lua state: a memory cap enforced by its allocator, a
+ * budget for untrusted code (source files, hooks) in instructions and in
+ * wall time that the code cannot catch, and the embedded lua/ modules
+ * reachable through require.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -13,15 +14,28 @@
 struct event_base;
 struct task;
 
+/* One budgeted call, kept on the C stack of vm_pcall_budget. */
+struct vm_budget {
+	long long end;			/* vm->steps at which it is spent */
+	int64_t deadline;		/* CLOCK_MONOTONIC, nanoseconds */
+	long instructions;		/* what was asked, for the message */
+	double seconds;
+	int depth;			/* 1 for the outermost */
+	struct vm_budget *outer;
+};
+
 struct vm {
 	lua_State *L;
 	size_t mem_used;
 	size_t mem_limit;
 	struct event_base *base;	/* NULL when no event loop runs (check) */
-	long budget_left;		/* instructions left in the current budget */
-	int budget_depth;		/* nested budget_pcall calls */
-	int interrupted;		/* set from outside: abort running code */
+	long long steps;		/* instructions and C steps counted under budgets */
+	struct vm_budget *budget;	/* the innermost running budget, or NULL */
+	int exhausted;			/* depth of the outermost spent budget, or 0 */
+	char why[160];			/* its error message */
+	int (*watch)(lua_State *L);	/* nonzero: interrupt (lua/task.c) */
 	struct task *tasks;		/* live tasks (lua/task.c) */
+	struct task *running;		/* the task being resumed, or NULL */
 	uint64_t last_task_id;
 };
 
@@ -33,8 +47,31 @@ struct vm *vm_of(lua_State *L);
 
 /* lua_pcall with a traceback on error; the message is left on the stack. */
 int vm_pcall(lua_State *L, int nargs, int nresults);
-/* Like vm_pcall, but the call may run at most BUDGET instructions. */
-int vm_pcall_budget(lua_State *L, int nargs, int nresults, long budget);
+/*
+ * Like vm_pcall, but the call may run at most INSTRUCTIONS instructions and
+ * SECONDS of wall time (a nested budget gets no more than its caller has
+ * left). Once spent, the budget's error passes through every pcall, xpcall
+ * and coroutine.resume of the code until this call returns. On error the
+ * message left on the stack is always a string.
+ */
+int vm_pcall_budget(lua_State *L, int nargs, int nresults, long instructions,
+    double seconds);
+
+/*
+ * For C functions that loop on behalf of Lua code (pattern matching, table
+ * moves): counts STEPS against the running budget, if any, and raises its
+ * error once it is spent.
+ */
+void vm_charge(lua_State *L, long steps);
+static inline int
+vm_budget_active(const struct vm *vm)
+{
+	return vm->budget != NULL;
+}
+/* Raises the spent budget's error again if there is one. */
+void vm_check_exhausted(lua_State *L);
+/* Puts thread CO under the running budget (and the interrupt watch). */
+void vm_hook_thread(lua_State *CO);
 
 /* require(NAME) leaving the module on the stack; -1 with the error there. */
 int vm_require(lua_State *L, const char *name);

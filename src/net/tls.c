@@ -10,8 +10,8 @@
 static SSL_CTX *ctx_verify, *ctx_insecure;
 static int fp_index = -1;	/* SSL ex_data: where the leaf's fingerprint goes */
 
-static void
-fingerprint_of(X509 *cert, char *buf, size_t len)
+void
+tls_cert_fingerprint(X509 *cert, char *buf, size_t len)
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
@@ -34,7 +34,7 @@ verify_cb(int ok, X509_STORE_CTX *store)
 	char *fp = ssl && fp_index >= 0 ? SSL_get_ex_data(ssl, fp_index) : NULL;
 
 	if (fp && X509_STORE_CTX_get_error_depth(store) == 0)
-		fingerprint_of(X509_STORE_CTX_get_current_cert(store), fp, TLS_FINGERPRINT_MAX);
+		tls_cert_fingerprint(X509_STORE_CTX_get_current_cert(store), fp, TLS_FINGERPRINT_MAX);
 	return ok;
 }
 
@@ -156,7 +156,7 @@ tls_peer_fingerprint(SSL *ssl, char *buf, size_t len)
 		snprintf(buf, len, "%s", seen);	/* the handshake was aborted */
 		return;
 	}
-	fingerprint_of(cert, buf, len);
+	tls_cert_fingerprint(cert, buf, len);
 	X509_free(cert);
 }
 

@@ -23,6 +23,9 @@ SSL *tls_new_client(const char *host, int allow_insecure, const char *ca_file,
 /* "self-signed certificate", "certificate has expired", ... for a verify result. */
 const char *tls_verify_reason(long result);
 
+/* SHA-256 of CERT as AB:CD:..., or "(no certificate)" for NULL. */
+void tls_cert_fingerprint(X509 *cert, char *buf, size_t len);
+
 /* SHA-256 of the peer certificate as AB:CD:..., or "(no certificate)". */
 void tls_peer_fingerprint(SSL *ssl, char *buf, size_t len);
 

@@ -251,6 +251,8 @@ compact_todo(struct archive_job *j)
 {
 	size_t o = 0;
 
+	if (j->ntodo == 0)
+		return;		/* todo may still be NULL */
 	qsort(j->todo, j->ntodo, sizeof(*j->todo), cmp_uid);
 	for (size_t i = 0; i < j->ntodo; i++) {
 		if (o > 0 && j->todo[o - 1].uid == j->todo[i].uid) {

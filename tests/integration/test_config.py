@@ -4,6 +4,7 @@ import re
 import stat
 import tempfile
 import shutil
+import time
 import unittest
 
 import vault
@@ -153,8 +154,9 @@ class CheckTest(unittest.TestCase):
         self.assertEqual(self.check(env={"EV_TEST_PW": "from-env"}).returncode, 0)
         env = dict(os.environ)
         env.pop("EV_TEST_PW", None)
-        self.assertProblem(source_file(password='secret.env "EV_TEST_PW_UNSET"'), "password",
-                           "environment variable EV_TEST_PW_UNSET is not set", line=5)
+        hit = self.assertProblem(source_file(password='secret.env "EV_TEST_PW_UNSET"'), "password",
+                                 "the environment variable named in secret.env is not set", line=5)
+        self.assertNotIn("EV_TEST_PW_UNSET", hit)   # it might be a password typed there
         self.assertProblem(source_file(password='secret.env "EV_TEST_PW_EMPTY"'), "password",
                            "is empty", env={"EV_TEST_PW_EMPTY": ""})
 
@@ -182,8 +184,9 @@ class CheckTest(unittest.TestCase):
         self.assertEqual(self.check().returncode, 0, self.check().stderr)
         self.assertProblem(source_file(password='secret.command { "sh", "-c", "echo nope >&2; exit 3" }'),
                            "password", "exited with status 3: nope")
-        self.assertProblem(source_file(password='secret.command { "/nonexistent/pass" }'),
-                           "password", "cannot run /nonexistent/pass")
+        hit = self.assertProblem(source_file(password='secret.command { "/nonexistent/pass" }'),
+                                 "password", "cannot run the program: No such file")
+        self.assertNotIn("/nonexistent/pass", hit)
         self.assertProblem(source_file(password='secret.command { "true" }'), "password", "printed nothing")
 
     def test_secret_misuse(self):
@@ -195,6 +198,146 @@ class CheckTest(unittest.TestCase):
         r = self.check()
         self.assertEqual(r.returncode, 1)
         self.assertNotIn("hunter2-very-secret", r.stdout + r.stderr)
+
+    # -- a file cannot freeze the engine (issue 8, item 2) -------------------
+    def check_quickly(self, seconds=20):
+        t0 = time.time()
+        r = vault.run("check", "--sources", self.dir, timeout=seconds + 10)
+        self.assertLess(time.time() - t0, seconds, r.stderr)
+        return r
+
+    def test_runaway_files_are_stopped_however_they_loop(self):
+        bodies = {
+            "pcall": "while true do pcall(function() while true do end end) end",
+            "xpcall": "while true do xpcall(function() while true do end end, "
+                      "function() while true do end end) end",
+            "wrap": "while true do pcall(coroutine.wrap(function() while true do end end)) end",
+            "resume": "while true do coroutine.resume(coroutine.create(function() "
+                      "while true do pcall(error) end end)) end",
+            "error_object": "local e = setmetatable({}, { __tostring = function() while true do end end })\n"
+                            "while true do pcall(error, e) end",
+            "find": "string.find(('a'):rep(3000), ('a-'):rep(8) .. 'b')",
+            "match": "local s = ('a'):rep(3000) return s:match(('a*'):rep(8) .. 'b')",
+            "gsub": "return (('a'):rep(3000)):gsub(('a-'):rep(8) .. 'b', '')",
+            "rep": "while true do pcall(string.rep, '', 1e15) local t = {} table.move(t, 1, 1e12, 1) end",
+        }
+        for name, body in bodies.items():
+            self.write(name + ".lua", body + "\n")
+        r = self.check_quickly()
+        self.assertEqual(r.returncode, 1)
+        for name in bodies:
+            self.assertRegex(r.stderr, re.escape(os.path.join(self.dir, name + ".lua")) +
+                             r":\d+: file: did not finish within", name)
+
+    def test_values_a_file_returns_run_no_code_outside_its_budget(self):
+        loop = "function() while true do end end"
+        # Metamethods the validation would call: it reads raw, under the budget.
+        self.write("pairs.lua", "return imap(setmetatable({ host = 'h', username = 'u', password = 'p' },\n"
+                   "  { __pairs = %s, __index = %s }))\n" % (loop, loop))
+        self.write("index.lua", "return imap(setmetatable({ host = 'h', username = 'u' }, { __index = %s }))\n" % loop)
+        self.write("tostr.lua", source_file(name="setmetatable({}, { __tostring = %s, __name = 'x' })" % loop))
+        self.write("folders.lua", source_file(folders="{ include = setmetatable({}, { __pairs = %s }), "
+                                              "[setmetatable({}, { __tostring = %s })] = 1 }" % (loop, loop)))
+        # A finalizer runs with no hook at all, whenever the collector gets to it.
+        self.write("gc.lua", "local keep = setmetatable({}, { __gc = %s })\n" % loop + source_file())
+        r = self.check_quickly()
+        self.assertEqual(r.returncode, 1)
+        err = r.stderr
+        self.assertNotIn("pairs.lua", err)               # read raw: a good file
+        self.assertRegex(err, r"index\.lua:1: password: missing")
+        self.assertRegex(err, r"tostr\.lua:\d+: name: expected a display label \(string\), got table")
+        self.assertRegex(err, r"folders\.lua:\d+: folders: unknown key a table")
+        self.assertRegex(err, r"gc\.lua:1: error: setmetatable: a __gc metamethod is not allowed")
+
+    # -- sources are isolated from each other (issue 8, item 5) --------------
+    def test_a_file_reaches_no_table_of_the_engine(self):
+        self.write("probe.lua", """
+local function refused(what, v) if type(v) == "table" then error("reached " .. what, 0) end end
+refused("the string metatable", getmetatable(""))
+refused("the string library", rawget(getmetatable("") or {}, "__index"))
+refused("string.dump", ("").dump)
+local s = secret.env "X"
+refused("the secret metatable", getmetatable(s))
+refused("the secret metatable", s.__index)
+refused("a secret's fields", s.kind)
+refused("the metatable of imap{}", getmetatable(imap { host = "h" }))
+-- the thread the file runs on is not the file's to resume or close
+local main = coroutine.running()
+assert(not pcall(coroutine.resume, main) and not pcall(coroutine.close, main))
+local ok, err = pcall(coroutine.close, main)
+assert(err:find("not a coroutine of this source file"), err)
+-- its own coroutines are
+local co = coroutine.create(function(a) return a + 1 end)
+assert(select(2, coroutine.resume(co, 1)) == 2 and coroutine.close(co))
+assert(coroutine.wrap(function() return 3 end)() == 3)
+assert(math.randomseed == nil and string.dump == nil)
+""" + source_file())
+        r = self.check()
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_a_file_cannot_read_another_files_password(self):
+        # a.lua is loaded first and tries to plant code in what the engine
+        # uses to read b.lua; its error message would then carry b's text.
+        self.write("a.lua", """
+local mt = getmetatable("")
+if type(mt) == "table" then
+  local lib = mt.__index
+  local find, wanted = lib.find, "Sup" .. "3rS3cret"
+  for _, f in ipairs { "gmatch", "match", "gsub", "sub", "lower" } do
+    local orig = lib[f]
+    lib[f] = function(s, ...)
+      if type(s) == "string" and find(s, wanted, 1, true) then error("STOLEN " .. s, 0) end
+      return orig(s, ...)
+    end
+  end
+end
+string.gmatch = function() error("STOLEN") end   -- its own copy: harmless
+local s = secret.env "X"
+if type(s.__index) == "table" then s.__index.__tostring = function() error("STOLEN secret", 0) end end
+""" + source_file())
+        self.write("b.lua", source_file(password="Sup3rS3cretWorkPw"))
+        r = self.check()
+        self.assertNotIn("Sup3rS3cretWorkPw", r.stdout + r.stderr)
+        self.assertNotIn("STOLEN", r.stdout + r.stderr)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("2 sources OK: a, b", r.stdout)
+
+    # -- a typo does not print the password (issue 8, item 6) ----------------
+    def test_password_never_in_a_syntax_or_runtime_error(self):
+        pw = "Hunter2-Very-Secret"
+        head = 'return imap {\n  host = "h",\n  username = "u",\n'
+        shapes = {
+            "unclosed quote": (head + '  password = "%s,\n}\n' % pw, "syntax error", 4),
+            "unclosed single quote": (head + "  password = '%s\n}\n" % pw, "syntax error", 4),
+            "unclosed long string": (head + '  password = [[%s,\n}\n' % pw, "syntax error", None),
+            "long string then junk": (head + '  password = [==[%s]==] x,\n}\n' % pw, "syntax error", 4),
+            "bad escape": (head + '  password = "Hunter2\\q-Very-Secret",\n}\n', "syntax error", 4),
+            "bad decimal escape": (head + '  password = "Hunter2\\400Very",\n}\n', "syntax error", 4),
+            "token after": (head + '  password = "%s" "x",\n}\n' % pw, "syntax error", 4),
+            "no comma": (head + '  password = "%s"\n  tls = "%s"\n}\n' % (pw, pw), "syntax error", 5),
+            "secret.env unclosed": (head + '  password = secret.env "%s,\n}\n' % pw, "syntax error", 4),
+            "secret.env then junk": (head + '  password = secret.env("%s") +,\n}\n' % pw, "syntax error", 4),
+            "arithmetic": (head + '  password = "%s" + 1,\n}\n' % pw, "error", 4),
+            "call": (head + '  password = ("%s")(),\n}\n' % pw, "error", 4),
+            "bare words": (head + '  password = %s,\n}\n' % pw, "error", 4),
+            "a number": (head + '  password = 4815162342,\n}\n', "password", 4),
+            "secret.env": (head + '  password = secret.env "%s",\n}\n' % pw, "password", 4),
+            "secret.file": (head + '  password = secret.file "%s",\n}\n' % pw, "password", 4),
+            "secret.command": (head + '  password = secret.command { "%s" },\n}\n' % pw, "password", 4),
+            "secret.command exit": (head + '  password = secret.command { "sh", "-c", "exit 4", "%s" },\n}\n' % pw,
+                                    "password", 4),
+        }
+        for name, (text, field, line) in shapes.items():
+            path = self.write("s.lua", text)
+            r = self.check(env={pw: ""})
+            out = r.stdout + r.stderr
+            self.assertEqual(r.returncode, 1, name)
+            for piece in (pw, "Hunter2", "Very-Secret", "4815162342"):
+                self.assertNotIn(piece, out, "%s: %s" % (name, out))
+            m = re.search(re.escape(path) + r":(\d+): " + re.escape(field) + ": ", out)
+            self.assertTrue(m, "%s: %s" % (name, out))
+            if line is not None:
+                self.assertEqual(int(m.group(1)), line, "%s: %s" % (name, out))
 
 
 if __name__ == "__main__":

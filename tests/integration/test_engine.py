@@ -3,6 +3,7 @@ socket and eval, driven through the real binary."""
 import os
 import shutil
 import signal
+import sqlite3
 import stat
 import subprocess
 import time
@@ -370,6 +371,127 @@ class RobustnessTest(unittest.TestCase):
         self.e.eval("local h h = vault.task.spawn('x', function() end, function() "
                     "vault.task.cancel(h) end) vault.sleep(0.1) return 1")
         self.assertAlive()
+
+
+class SandboxTest(unittest.TestCase):
+    """Hooks and source files against the running engine (issue 8)."""
+
+    def setUp(self):
+        self.e = Engine()
+
+    def tearDown(self):
+        self.e.cleanup()
+
+    def assertResponsive(self):
+        t0 = time.time()
+        self.assertEqual(self.e.eval("return 'alive'", timeout=20), "alive")
+        self.assertLess(time.time() - t0, 5)
+
+    def wait_for_error(self, sid, timeout=20):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            rec = self.e.sources_by_id().get(sid) or {}
+            if rec.get("status") == "error" and rec.get("error"):
+                return rec
+            time.sleep(0.2)
+        raise AssertionError("%s is not in error:\n%s" % (sid, self.e.log()[-3000:]))
+
+    def outputs(self):
+        """Everything a person can read about the sources."""
+        e = self.e
+        text = e.log() + e.eval("return vault.sources()", json_out=False).stdout
+        for args in (("status", "--data", e.data), ("status", "--data", e.data, "--json")):
+            r = vault.run(*args)
+            text += r.stdout + r.stderr
+        db = sqlite3.connect("file:%s?mode=ro" % os.path.join(e.data, "archive.db"), uri=True)
+        try:
+            for row in db.execute("SELECT * FROM sources"):
+                text += repr(row)
+        finally:
+            db.close()
+        return text
+
+    def assertStopsOnTerm(self):
+        t0 = time.time()
+        self.e.signal(signal.SIGTERM)
+        self.assertEqual(self.e.wait(timeout=15), 0)
+        self.assertLess(time.time() - t0, 10)
+
+    def test_runaway_on_error_fails_only_its_own_source(self):
+        e = self.e
+        # Port 1 refuses at once, so each source's on_error runs.
+        e.write_source("bad", source_file(
+            on_error="function() while true do pcall(function() while true do end end) end end"))
+        e.write_source("tostr", source_file(
+            on_error="function() return setmetatable({}, { __tostring = function() while true do end end }) end"))
+        e.write_source("good", source_file())
+        e.start()
+        bad = self.wait_for_error("bad")
+        self.assertEqual(bad["error"]["kind"], "hook")
+        self.assertIn("instruction budget exceeded", bad["error"]["message"])
+        tostr = self.wait_for_error("tostr")
+        self.assertEqual(tostr["error"]["kind"], "hook")
+        self.assertIn("on_error must return seconds (a number >= 0) or nil, got a table", tostr["error"]["message"])
+        good = self.wait_for_error("good")
+        self.assertNotEqual(good["error"]["kind"], "hook")
+        self.assertIsNotNone(good["error"].get("next_retry"))    # its own retry goes on
+        self.assertResponsive()
+        self.assertStopsOnTerm()
+
+    def test_event_handler_cannot_freeze_the_engine(self):
+        e = self.e
+        e.write_source("a", source_file())
+        e.start()
+        e.eval('vault.on("status", function() while true do pcall(function() while true do end end) end end) '
+               'return 1')
+        t0 = time.time()
+        e.eval('vault.pause("a") return 1', timeout=20)
+        self.assertLess(time.time() - t0, 5)
+        e.wait_for_log(r"event handler failed .*instruction budget exceeded")
+        self.assertResponsive()
+        self.assertStopsOnTerm()
+
+    def test_a_source_cannot_read_another_sources_password(self):
+        e = self.e
+        # Loaded first, the thief plants a gmatch that keeps what the engine
+        # reads with it (the next file's text), and reports it as an error.
+        e.write_source("a_thief", """
+local seen
+local mt = getmetatable("")
+if type(mt) == "table" then
+  local orig = mt.__index.gmatch
+  mt.__index.gmatch = function(s, ...)
+    if s:find("Sup" .. "3rS3cret", 1, true) then seen = s end
+    return orig(s, ...)
+  end
+end
+""" + source_file(on_error='function() error("seen: " .. tostring(seen), 0) end'))
+        e.write_source("b_work", source_file(password="Sup3rS3cretWorkPw"))
+        e.start()
+        thief = self.wait_for_error("a_thief")
+        self.assertIn("seen: nil", thief["error"]["message"])
+        self.wait_for_error("b_work")
+        self.assertNotIn("Sup3rS3cretWorkPw", self.outputs())
+        self.assertStopsOnTerm()
+
+    def test_a_typo_never_shows_the_password(self):
+        e = self.e
+        head = 'return imap {\n  host = "h",\n  username = "u",\n'
+        e.write_source("quote", head + '  password = "Hunter2-Very-Secret,\n}\n')
+        e.write_source("escape", head + '  password = "Hunter2\\q-Very-Secret",\n}\n')
+        e.write_source("const", head + '  password = "Hunter2-Very-Secret" + 1,\n}\n')
+        e.write_source("envtypo", head + '  password = secret.env "Hunter2-Very-Secret",\n}\n')
+        e.start()
+        for sid in ("quote", "escape", "const", "envtypo"):
+            rec = self.wait_for_error(sid)
+            self.assertEqual(rec["error"]["kind"], "config")
+            self.assertRegex(rec["error"]["message"], r"%s\.lua:4: " % sid)
+        e.write_source("quote", head + '  password = "Hunter2-Very-Secret",\n  port = "x\n}\n')
+        e.reload()
+        text = self.outputs()
+        for piece in ("Hunter2", "Very-Secret"):
+            self.assertNotIn(piece, text)
+        self.assertStopsOnTerm()
 
 
 class CommandLineTest(unittest.TestCase):

@@ -294,6 +294,17 @@ class FolderNamesTest(ScriptedServerCase):
         self.assertEqual(st["folders"][shown]["archived"], 2)
 
 
+    def test_hostile_folder_name_against_a_pattern_does_not_backtrack(self):
+        long_name = "a" * 3000 + "c"
+        srv = self.server({"INBOX": [message(1)], long_name: [message(2)], "xab": [message(3)]})
+        self.source(srv, folders='{ include = { "INBOX", "*a*a*a*a*a*a*a*a*a*b" } }')
+        start = time.time()
+        self.once(expect=0)
+        # Lua patterns from the glob took hours on this; a linear matcher takes no time.
+        self.assertLess(time.time() - start, 60)
+        self.assertEqual(sorted(f for f, _ in self.locations()), ["INBOX"])
+
+
 class LockedArchiveTest(ScriptedServerCase):
     def test_locked_archive_db_is_a_storage_error_then_recovers(self):
         srv = self.server({"INBOX": [message(1), message(2)]})

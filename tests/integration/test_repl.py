@@ -24,6 +24,8 @@ class Repl:
         if self.pid == 0:
             os.environ["EMAILVAULT_HISTORY"] = self.history
             os.environ.pop("TERM", None)
+            for var in ("LANG", "LC_ALL", "LC_CTYPE"):   # like cron: no locale
+                os.environ.pop(var, None)
             if term is not None:
                 os.environ["TERM"] = term
             os.execv(vault.BIN, ["emailvault", "repl", "--data", data, *extra])
@@ -141,6 +143,10 @@ class ReplTest(unittest.TestCase):
         r.send("\x03")
         r.read_until("vault> ")
         self.assertIn("5", r.line("2 + 3"))
+
+    def test_non_ascii_input(self):
+        # libedit drops what it cannot decode in a non-UTF-8 locale (LANG unset here)
+        self.assertIn('"Zürich日本"', self.r.line("return 'Zürich' .. '日本'"))
 
     def test_errors_show_a_traceback(self):
         out = self.r.line("error('broken here')")

@@ -4,6 +4,7 @@ filters and retry, through the real binary."""
 import hashlib
 import json
 import os
+import signal
 import sqlite3
 import stat
 import subprocess
@@ -196,6 +197,41 @@ class SyncTest(unittest.TestCase):
         self.assertEqual(recs["bad"]["error"]["kind"], "hook")
         self.assertIn("filter broke", recs["bad"]["error"]["message"])
         self.assertEqual(recs["good"]["archived"], 5)
+
+    def test_runaway_filters_fail_their_sources_others_carry_on(self):
+        # Issue 8: a filter that catches its budget's error, and one stuck in
+        # a pattern that backtracks (time inside C), froze the whole engine.
+        self.d.fill({"INBOX": 40})
+        self.e.write_source("loop", self.src(
+            filter="function(msg) while true do pcall(function() while true do end end) end end"))
+        self.e.write_source("regex", self.src(
+            filter="function(msg) return not string.find(('a'):rep(3000), ('a-'):rep(8) .. 'b') end"))
+        self.e.write_source("good", self.src())
+        self.e.start()
+        slowest = 0
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            t0 = time.time()
+            recs = {r["id"]: r for r in self.e.eval("return vault.sources()", timeout=30)}
+            slowest = max(slowest, time.time() - t0)
+            done = (recs["good"].get("archived") == 40 and
+                    all(recs[s]["status"] == "error" for s in ("loop", "regex")))
+            if done:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("timed out:\n" + self.e.log()[-3000:])
+        self.assertLess(slowest, 5, "eval was slow while the hooks ran")
+        for sid in ("loop", "regex"):
+            err = recs[sid]["error"]
+            self.assertEqual(err["kind"], "hook", err)
+            self.assertRegex(err["message"], r"filter failed on INBOX UID 1: .*"
+                             r"(instruction budget exceeded|time limit exceeded)")
+        self.assertFalse([l for l in archive_state(self.e.data)[0] if l[0] != "good"])
+        t0 = time.time()
+        self.e.signal(signal.SIGTERM)
+        self.assertEqual(self.e.wait(15), 0)
+        self.assertLess(time.time() - t0, 10)
 
     def test_hook_pausing_its_own_source_mid_import(self):
         self.d.fill({"INBOX": 60})
