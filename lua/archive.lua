@@ -13,7 +13,7 @@ local function check_query(q, what)
   return q or ""
 end
 
--- vault.search(query [, { limit = 20, offset = 0, order = "rank"|"date" }])
+-- vault.search(query [, { limit = 20, offset = 0 }]): best match first, then newest
 -- -> hits | nil, err, column
 function A.search(query, opts)
   query = check_query(query, "vault.search")

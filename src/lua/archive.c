@@ -266,7 +266,7 @@ l_search(lua_State *L)
 {
 	sqlite3 *db = check_db(L);
 	const char *q = luaL_optstring(L, 1, "");
-	struct search_opts o = { .limit = 20, .offset = 0, .order = SEARCH_ORDER_RANK };
+	struct search_run_opts o = { .limit = 20, .offset = 0 };
 	struct hit_ctx c = { L, db, 0 };
 	char err[512];
 	int col = 0;
@@ -278,10 +278,7 @@ l_search(lua_State *L)
 		lua_getfield(L, 2, "offset");
 		if (!lua_isnil(L, -1))
 			o.offset = (long)luaL_checkinteger(L, -1);
-		lua_getfield(L, 2, "order");
-		if (lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "date") == 0)
-			o.order = SEARCH_ORDER_DATE;
-		lua_pop(L, 3);
+		lua_pop(L, 2);
 	}
 	lua_newtable(L);
 	int rc = search_run(db, q, &o, push_hit, &c, err, sizeof(err), &col);

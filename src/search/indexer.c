@@ -16,7 +16,6 @@
 
 #define BATCH_TEXT_MAX ((size_t)32 << 20)	/* extracted text held for one transaction */
 #define MESSAGE_MAX ((size_t)512 << 20)		/* bigger blobs: headers only */
-#define SANE_DATE_MIN 315532800			/* 1980-01-01: older Date headers are junk */
 #define IDLE_WAIT_MS 500
 
 struct index_run {
@@ -113,9 +112,9 @@ static int64_t
 sort_date_of(struct index_run *r, int64_t rowid, sqlite3_int64 date_unix, int has_date,
     double first_seen)
 {
-	int64_t now = (int64_t)time(NULL), d = -1;
+	int64_t d = -1;
 
-	if (has_date && date_unix >= SANE_DATE_MIN && date_unix <= now + 2 * 86400)
+	if (has_date && db_date_sane(date_unix))
 		return date_unix;
 	sqlite3_bind_int64(r->first_date, 1, rowid);
 	if (sqlite3_step(r->first_date) == SQLITE_ROW &&

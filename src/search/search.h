@@ -18,11 +18,8 @@ enum { SEARCH_ERR_DB = -1, SEARCH_ERR_QUERY = -2 };
  * SEARCH_ID_*. */
 int search_resolve_id(sqlite3 *db, const char *id, char *hash, size_t cap);
 
-enum search_order { SEARCH_ORDER_RANK, SEARCH_ORDER_DATE };
-
-struct search_opts {
+struct search_run_opts {
 	long limit, offset;		/* limit 0: no limit */
-	enum search_order order;	/* best match first, or newest first */
 };
 
 struct search_hit {
@@ -34,11 +31,12 @@ struct search_hit {
 };
 
 /*
- * Runs QUERY, calling CB for each hit (a non-zero return stops). 0, or
+ * Runs QUERY, calling CB for each hit, best match first (bm25), then
+ * newest (a non-zero return stops). 0, or
  * SEARCH_ERR_QUERY (a malformed query: ERR says what, *COL the 1-based
  * column) or SEARCH_ERR_DB.
  */
-int search_run(sqlite3 *db, const char *query, const struct search_opts *o,
+int search_run(sqlite3 *db, const char *query, const struct search_run_opts *o,
     int (*cb)(void *ud, const struct search_hit *h), void *ud, char *err, size_t errlen, int *col);
 
 /*

@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "search/tokenize.h"
+
 enum stmt {
 	ST_FOLDER_GET, ST_FOLDER_UPSERT_UIDV, ST_FOLDER_PROGRESS, ST_FOLDER_ON_SERVER,
 	ST_MESSAGE_ADD, ST_LOCATION_ADD, ST_SKIP_ADD, ST_EVENT_ADD,
@@ -27,8 +29,8 @@ static const char *const stmt_sql[ST_COUNT] = {
 	    "UPDATE folders SET on_server = ?3 WHERE source = ?1 AND name = ?2",
 	[ST_MESSAGE_ADD] =
 	    "INSERT INTO messages(hash, size, subject, from_text, to_text, cc_text, date_text, "
-	    "date_unix, message_id, from_addrs, to_addrs, first_seen) "
-	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT(hash) DO NOTHING",
+	    "date_unix, message_id, from_addrs, to_addrs, first_seen, sort_date) "
+	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT(hash) DO NOTHING",
 	[ST_LOCATION_ADD] =
 	    "INSERT INTO locations(source, folder, uidvalidity, uid, hash, flags, internaldate, "
 	    "archived_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
@@ -182,6 +184,13 @@ db_open(const char *data_dir, int readonly, char *err, size_t errlen)
 	if (!readonly)
 		chmod(path, 0600);
 	sqlite3_busy_timeout(db->db, 5000);
+	/* The index's tokenizer, before the migration that creates the index. */
+	if (search_tokenizer_register(db->db) != SQLITE_OK) {
+		snprintf(err, errlen, "%s: cannot register the search tokenizer: %s", path,
+		    sqlite3_errmsg(db->db));
+		db_close(db);
+		return NULL;
+	}
 	if (!readonly) {
 		/* WAL: readers (emailvault status) never block the engine.
 		 * synchronous=FULL: a commit is durable when it returns. */
@@ -356,6 +365,8 @@ db_message_add(struct archive_db *db, const struct db_message *m, int *is_new)
 	bind_text(st, 10, m->from_addrs);
 	bind_text(st, 11, m->to_addrs);
 	sqlite3_bind_double(st, 12, now());
+	if (m->sort_date >= 0)
+		sqlite3_bind_int64(st, 13, m->sort_date);
 	if (done(st) < 0)
 		return -1;
 	if (is_new)
@@ -492,4 +503,11 @@ db_pending_delete(struct archive_db *db, const char *source, const char *folder,
 	sqlite3_bind_int64(st, 3, uidvalidity);
 	sqlite3_bind_int64(st, 4, uid);
 	return done(st);
+}
+
+int
+db_date_sane(int64_t t)
+{
+	/* after 1980-01-01, at most two days ahead */
+	return t >= 315532800 && t <= (int64_t)time(NULL) + 2 * 86400;
 }

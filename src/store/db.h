@@ -47,7 +47,11 @@ struct db_message {
 	const char *subject, *from, *to, *cc, *date, *message_id;
 	const char *from_addrs, *to_addrs;
 	int64_t date_unix;
+	int64_t sort_date;	/* what search sorts and filters by; -1 unknown */
 };
+
+/* 1 if T (a Date header's time) is worth sorting by. */
+int db_date_sane(int64_t t);
 
 /* Inserts the message unless its hash is known; *NEW tells which. */
 int db_message_add(struct archive_db *db, const struct db_message *m, int *is_new);

@@ -620,6 +620,7 @@ commit_batch(struct archive_job *j, struct batch *b, struct missing *missing, si
 		m.hash = blob_writer_hash(e->w);
 		m.size = e->size;
 		m.date_unix = -1;
+		m.sort_date = -1;
 		if (e->headers) {
 			m.subject = mime_headers_subject(e->headers);
 			m.from = mime_headers_from(e->headers);
@@ -631,6 +632,9 @@ commit_batch(struct archive_job *j, struct batch *b, struct missing *missing, si
 			m.from_addrs = mime_headers_from_addrs(e->headers);
 			m.to_addrs = mime_headers_to_addrs(e->headers);
 		}
+		/* Search by date works before the indexer has seen it: the
+		 * Date header when sane, else when the server got it. */
+		m.sort_date = db_date_sane(m.date_unix) ? m.date_unix : e->internaldate;
 		if (db_message_add(db, &m, NULL) < 0 ||
 		    db_location_add(db, j->source, j->folder, j->p.uidvalidity, e->uid, m.hash,
 		    e->flags, e->internaldate) < 0)
