@@ -2,13 +2,14 @@
  * The text of a message for the search index.
  *
  * The MIME structure is walked here, over the message bytes in place,
- * rather than by GMime's parser: that parser builds an object per part,
- * recurses without a depth limit (a message/rfc822 nested a hundred
- * thousand times in a few megabytes overflows the stack) and keeps every
- * header. Here a multipart is split at its boundary lines top down (an
- * outer boundary always ends an inner part, as RFC 2046 wants), depth and
- * part count are capped, and a part's body is only ever looked at through
- * fixed-size chunks. GMime still does the decoding: header blocks go to
+ * rather than by GMime's parser: that parser builds the whole tree first
+ * (an object and every header of every part, however many), knows nothing
+ * of bare-CR line ends, and its own depth limits (512 attached messages,
+ * about 1,000 multiparts in GMime 3.2) are silent. Walking here, the
+ * limits stop the work where they are hit and say so. A multipart is
+ * split at its boundary lines top down (an outer boundary always ends an
+ * inner part, as RFC 2046 wants), and a part's body is only ever looked at
+ * through fixed-size chunks. GMime still does the decoding: header blocks go to
  * mime/headers.c, transfer encodings to GMime's incremental decoders
  * (search/decode.c).
  *
@@ -26,12 +27,11 @@
 #include <glib.h>
 
 #include "mime/headers.h"
+#include "search/body.h"
 #include "search/charset.h"
 #include "search/decode.h"
 #include "search/extract.h"
-#include "search/html.h"
 #include "search/params.h"
-#include "search/pdf.h"
 
 #define MAX_BOUNDARY	256	/* RFC 2046 allows 70 */
 #define DEPTH_CEILING	200	/* whatever the caller asks: the stack */
@@ -193,161 +193,11 @@ split_entity(const char *p, size_t n, int msg, const char **hdr, size_t *hlen,
 	*blen = (size_t)(end - *body);
 }
 
-/* ---- text parts ---------------------------------------------------------- */
-
 static int
 gstring_emit(void *ud, const char *s, size_t n)
 {
 	g_string_append_len(ud, s, (gssize)n);
 	return 0;
-}
-
-
-struct pipeline {
-	struct ctx *c;
-	struct tbuf *dest;
-	const char *charset;	/* declared, may be NULL */
-	int html;
-	int opened;
-	struct conv conv;
-	struct html h;
-};
-
-/* A charset= in the first bytes of an HTML part that declares none. */
-static void
-sniff_meta(const char *s, size_t n, char *cs, size_t csn)
-{
-	size_t i, k;
-
-	if (n > 4096)
-		n = 4096;
-	for (i = 0; i + 8 < n; i++) {
-		if (g_ascii_strncasecmp(s + i, "charset=", 8) != 0)
-			continue;
-		i += 8;
-		while (i < n && (s[i] == '"' || s[i] == '\'' || s[i] == ' '))
-			i++;
-		for (k = 0; i + k < n && k < csn - 1 &&
-		    (g_ascii_isalnum(s[i + k]) || strchr("-_.:", s[i + k])); k++)
-			cs[k] = s[i + k];
-		cs[k] = '\0';
-		return;
-	}
-}
-
-static int
-has_8bit(const char *s, size_t n)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		if ((unsigned char)s[i] >= 0x80)
-			return 1;
-	return 0;
-}
-
-static int
-pipeline_bytes(void *ud, const char *s, size_t n)
-{
-	struct pipeline *pl = ud;
-	char meta[48] = "";
-	const char *cs = pl->charset;
-
-	if (!pl->opened) {
-		/* a byte order mark says more than a missing or odd label */
-		if (n >= 2 && ((unsigned char)s[0] == 0xff &&
-		    (unsigned char)s[1] == 0xfe) && (cs == NULL ||
-		    g_ascii_strncasecmp(cs, "utf-16", 6) == 0 || *cs == '\0'))
-			cs = "UTF-16";
-		else if (n >= 2 && ((unsigned char)s[0] == 0xfe &&
-		    (unsigned char)s[1] == 0xff) && (cs == NULL ||
-		    g_ascii_strncasecmp(cs, "utf-16", 6) == 0 || *cs == '\0'))
-			cs = "UTF-16";
-		else if (pl->html && (cs == NULL || *cs == '\0')) {
-			sniff_meta(s, n, meta, sizeof meta);
-			cs = meta;
-		} else if (cs != NULL && g_ascii_strncasecmp(cs, "iso-2022-jp",
-		    11) == 0 && has_8bit(s, n)) {
-			/* 8-bit "ISO-2022-JP" (Outlook): Shift_JIS, or what
-			 * the HTML says it is */
-			if (pl->html)
-				sniff_meta(s, n, meta, sizeof meta);
-			cs = *meta != '\0' ? meta : "shift_jis";
-		}
-		if (pl->html)
-			html_init(&pl->h, tbuf_put, pl->dest);
-		if (conv_open(&pl->conv, cs, pl->html ? html_feed : tbuf_put,
-		    pl->html ? (void *)&pl->h : (void *)pl->dest) == -1)
-			return -1;
-		pl->opened = 1;
-	}
-	return conv_feed(&pl->conv, s, n);
-}
-
-/* A text part into DEST: transfer decoding, charset, HTML to text. */
-static int
-text_part(struct ctx *c, const char *body, size_t n, int enc,
-    const char *charset, int html, struct tbuf *dest)
-{
-	struct pipeline pl;
-	int rc;
-
-	memset(&pl, 0, sizeof pl);
-	pl.c = c;
-	pl.dest = dest;
-	pl.charset = charset;
-	pl.html = html;
-	tbuf_break(dest, 2);
-	rc = decode_body(body, n, enc, pipeline_bytes, &pl, &c->budget.cut);
-	if (pl.opened) {
-		if (rc == 0)
-			rc = conv_finish(&pl.conv);
-		if (rc == 0 && html)
-			rc = html_finish(&pl.h);
-		conv_close(&pl.conv);
-	}
-	return rc;
-}
-
-/* ---- PDF ------------------------------------------------------------------ */
-
-static int
-pdf_bytes(void *ud, const char *s, size_t n)
-{
-	struct pdf_job *j = ud;
-
-	(void)pdf_write(j, s, n);	/* a job over early just drops them */
-	return 0;
-}
-
-static int
-pdf_part(struct ctx *c, const char *body, size_t n, int enc)
-{
-	struct pdf_job j;
-	char *text;
-	size_t len;
-	int r, rc, stop = 0;
-
-	if (!c->lim->pdf || pdf_tool() == NULL || c->budget.cut)
-		return 0;
-	if (decode_bound(n, enc) > c->lim->pdf_max) {
-		c->pdf_big = 1;
-		return 0;
-	}
-	if (pdf_start(&j, c->lim->pdf_seconds, c->budget.left) == -1)
-		return 0;	/* cannot fork now: the name is still there */
-	rc = decode_body(body, n, enc, pdf_bytes, &j, &stop);
-	r = pdf_finish(&j, &text, &len);
-	if (r == PDF_TIMEOUT)
-		c->pdf_time = 1;
-	else if (r == PDF_CUT)
-		c->budget.cut = 1;
-	if (rc == 0 && len > 0) {
-		tbuf_break(&c->att, 2);
-		rc = tbuf_put(&c->att, text, len);
-	}
-	free(text);
-	return rc;
 }
 
 /* ---- leaves ----------------------------------------------------------------- */
@@ -446,7 +296,7 @@ leaf(struct ctx *c, struct mime_headers *h, const char *type,
 {
 	const char *ct = mime_headers_raw(h, "Content-Type");
 	char disp[32], *name, *charset;
-	int enc, text, rc = 0, is_att;
+	int enc, text, rc = 0, is_att, why = 0;
 
 	param_token(mime_headers_raw(h, "Content-Disposition"), disp,
 	    sizeof disp);
@@ -461,15 +311,19 @@ leaf(struct ctx *c, struct mime_headers *h, const char *type,
 	}
 	if (text) {
 		charset = param_get_raw(ct, "charset");
-		rc = text_part(c, body, n, enc, charset,
+		tbuf_break(is_att ? &c->att : &c->body, 2);
+		rc = body_text(body, n, enc, charset,
 		    strcmp(type, "text/html") == 0 ||
 		    strcmp(type, "application/xhtml+xml") == 0 ||
 		    strcmp(type, "text/enriched") == 0,
 		    is_att ? &c->att : &c->body);
 		g_free(charset);
-	} else if (type_is(type, pdf_types) || (name != NULL &&
-	    ends_with(name, ".pdf")))
-		rc = pdf_part(c, body, n, enc);
+	} else if (c->lim->pdf && (type_is(type, pdf_types) || (name != NULL &&
+	    ends_with(name, ".pdf")))) {
+		rc = body_pdf(body, n, enc, c->lim, &c->att, &why);
+		c->pdf_big |= why == BODY_PDF_BIG;
+		c->pdf_time |= why == BODY_PDF_TIME;
+	}
 	g_free(name);
 	return rc;
 }

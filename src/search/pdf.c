@@ -292,6 +292,10 @@ pdf_finish(struct pdf_job *j, char **text, size_t *len)
 	close(j->in);
 	j->in = -1;
 	while (!j->eof && !j->cut && !j->timeout) {
+		if (left_ms(j) == 0) {	/* what comes late is not read */
+			j->timeout = 1;
+			break;
+		}
 		drain(j);
 		if (!j->eof && !j->cut && wait_io(j, 0) == -1)
 			break;

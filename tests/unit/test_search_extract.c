@@ -499,11 +499,19 @@ test_pdf(void)
 	extract_text_free(&t);
 	CHECK(no_children());
 
-	lim.pdf_seconds = 10;		/* the output cap is the text budget */
-	lim.max_text = 60;
+	/* the output read is capped at the budget left */
+	lim.pdf_seconds = 10;
+	lim.pdf = 0;
 	extract_file("pdf-attachment.eml", &lim, &t);
-	CHECK(total(&t) <= 60);
+	lim.max_text = total(&t) + 12;
+	extract_text_free(&t);
+	lim.pdf = 1;
+	extract_file("pdf-attachment.eml", &lim, &t);
+	CHECK(strncmp(t.attachments, "Quarterly ", 9) == 0);
+	CHECK(strlen(t.attachments) < strlen("Quarterly pdfonlyword figures"));
+	CHECK(total(&t) <= lim.max_text);
 	CHECK_INT(t.truncated, 1);
+	CHECK(strncmp(t.note, "text cut at ", 12) == 0);
 	extract_text_free(&t);
 	CHECK(no_children());
 }
