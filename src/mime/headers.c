@@ -14,6 +14,7 @@
  * MIME_HEADER_MAX.
  */
 #include <iconv.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,7 +48,12 @@ struct mime_headers {
 	int64_t date_unix;
 };
 
-static GMimeParserOptions *opts;	/* non-NULL while initialised */
+/*
+ * Set once by mime_init (pthread_once: the search indexer parses on a
+ * worker thread while the main thread does too), then only read.
+ */
+static GMimeParserOptions *opts;
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static int shut;			/* GMime cannot start again */
 
 /*
@@ -70,16 +76,13 @@ static struct charset {
 	iconv_t cd;		/* (iconv_t)-1 when iconv does not know it */
 } charsets[MAX_CHARSETS];
 static size_t ncharsets;
+static pthread_mutex_t charsets_lock = PTHREAD_MUTEX_INITIALIZER;
 
-void
-mime_init(void)
+static void
+init_gmime(void)
 {
 	static const char *fallback[] = { "UTF-8", "windows-1252", NULL };
 
-	if (opts != NULL)
-		return;
-	if (shut)
-		g_error("mime_init after mime_shutdown");
 	g_mime_init();
 	opts = g_mime_parser_options_new();
 	g_mime_parser_options_set_rfc2047_compliance_mode(opts,
@@ -88,6 +91,14 @@ mime_init(void)
 	    GMIME_RFC_COMPLIANCE_LOOSE);
 	/* for encoded-words in a charset iconv does not know */
 	g_mime_parser_options_set_fallback_charsets(opts, fallback);
+}
+
+void
+mime_init(void)
+{
+	if (shut)
+		g_error("mime_init after mime_shutdown");
+	pthread_once(&init_once, init_gmime);
 }
 
 void
@@ -283,27 +294,59 @@ charset_ok(const char *name, size_t len)
 	struct charset *c;
 	char low[MAX_CHARSET_NAME + 1];
 	size_t i;
+	int ok = 1;
 
 	if (len == 0 || len > MAX_CHARSET_NAME)
 		return 0;
 	for (i = 0; i < len; i++)
 		low[i] = g_ascii_tolower(name[i]);
 	low[len] = '\0';
+	pthread_mutex_lock(&charsets_lock);
 	for (i = 0; i < ncharsets; i++)
 		if (strcmp(charsets[i].name, low) == 0)
-			return 1;
-	if (ncharsets == MAX_CHARSETS)
-		return 0;
+			goto out;
+	if (ncharsets == MAX_CHARSETS) {
+		ok = 0;
+		goto out;
+	}
 	c = &charsets[ncharsets++];
 	memcpy(c->name, low, len + 1);
 	/* the descriptor GMime would open */
 	c->cd = iconv_open("UTF-8", g_mime_charset_iconv_name(low));
-	return 1;
+out:
+	pthread_mutex_unlock(&charsets_lock);
+	return ok;
+}
+
+/*
+ * The charset mailers mean when they write NAME (LEN bytes) in an
+ * encoded-word, where it is a superset of the one named, or NULL: Windows-1252
+ * (bytes 0x80-0x9F) sent as ISO-8859-1 or US-ASCII, CP949 as EUC-KR,
+ * CP932 as Shift_JIS, GBK as GB2312, CP950 as Big5.
+ */
+static const char *
+superset(const char *name, size_t len)
+{
+	static const char *const map[][2] = {
+		{ "iso-8859-1", "windows-1252" }, { "iso8859-1", "windows-1252" },
+		{ "latin1", "windows-1252" }, { "us-ascii", "windows-1252" },
+		{ "euc-kr", "cp949" }, { "ks_c_5601-1987", "cp949" },
+		{ "shift_jis", "cp932" }, { "sjis", "cp932" },
+		{ "gb2312", "gb18030" }, { "gbk", "gb18030" },
+		{ "big5", "cp950" },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof map / sizeof map[0]; i++)
+		if (strlen(map[i][0]) == len &&
+		    g_ascii_strncasecmp(name, map[i][0], len) == 0)
+			return map[i][1];
+	return NULL;
 }
 
 /*
  * S with the charset of each encoded-word ("=?charset?B|Q?") GMime may
- * not see replaced by NO_CHARSET; an RFC 2231 "*lang" suffix counts as
+ * not see replaced by NO_CHARSET, and a mislabel by its superset; an RFC 2231 "*lang" suffix counts as
  * part of the name, as a name with spaces or 8-bit bytes never passes.
  * Returns S itself, or a g_malloc'd copy also put in *TOFREE. Linear: the
  * scans for names never overlap, as a name never spans a '?'.
@@ -311,7 +354,7 @@ charset_ok(const char *name, size_t len)
 static const char *
 vet_charsets(const char *s, char **tofree)
 {
-	const char *p, *done = s, *cs, *q;
+	const char *p, *done = s, *cs, *q, *to;
 	GString *out = NULL;
 	int atext;
 
@@ -330,12 +373,15 @@ vet_charsets(const char *s, char **tofree)
 		if ((q[1] != 'B' && q[1] != 'b' && q[1] != 'Q' && q[1] != 'q') ||
 		    q[2] != '?')
 			continue;	/* not an encoded-word */
-		if (atext && charset_ok(cs, (size_t)(q - cs)))
+		to = atext ? superset(cs, (size_t)(q - cs)) : NULL;
+		if (to == NULL && atext && charset_ok(cs, (size_t)(q - cs)))
 			continue;
+		if (to == NULL || !charset_ok(to, strlen(to)))
+			to = NO_CHARSET;
 		if (out == NULL)
 			out = g_string_new("");
 		g_string_append_len(out, done, cs - done);
-		g_string_append(out, NO_CHARSET);
+		g_string_append(out, to);
 		done = q;
 	}
 	if (out == NULL)
@@ -765,6 +811,35 @@ mime_headers_get(struct mime_headers *h, const char *name)
 		if (g_ascii_strcasecmp(h->f[i].name, name) == 0)
 			return decoded(&h->f[i]);
 	return NULL;
+}
+
+const char *
+mime_headers_raw(const struct mime_headers *h, const char *name)
+{
+	const struct field *f;
+
+	if (name == NULL || (f = first(h, name)) == NULL)
+		return NULL;
+	return f->raw;
+}
+
+char *
+mime_decode_text(const char *s, size_t len)
+{
+	struct field f = { "", NULL, len, NULL };
+	char *copy, *out, *z;
+
+	/* decode_text wants a NUL-terminated value without NULs */
+	mime_init();
+	copy = g_malloc(len + 1);
+	memcpy(copy, s, len);
+	copy[len] = '\0';
+	for (z = copy; (z = memchr(z, '\0', (size_t)(copy + len - z))) != NULL; )
+		*z++ = ' ';
+	f.raw = copy;
+	out = decode_text(&f);
+	g_free(copy);
+	return out;
 }
 
 size_t

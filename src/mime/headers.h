@@ -14,7 +14,10 @@
 
 struct mime_headers;
 
-/* Idempotent: initialises GMime once. mime_headers_parse calls it too. */
+/*
+ * Idempotent and thread-safe: initialises GMime once. mime_headers_parse
+ * calls it too. Parsing may then run on several threads at once.
+ */
 void mime_init(void);
 /*
  * Frees GMime's global state, for leak checkers at exit. Final: GMime
@@ -52,6 +55,21 @@ const char *mime_headers_to_addrs(const struct mime_headers *h);	/* To+Cc+Bcc */
  * unfolded; NULL when absent. Decoded on first use and kept in h.
  */
 const char *mime_headers_get(struct mime_headers *h, const char *name);
+/*
+ * First header called NAME as written: unfolded, trimmed, NUL bytes made
+ * spaces, not decoded (for structured fields such as Content-Type whose
+ * parameters the caller parses); NULL when absent.
+ */
+const char *mime_headers_raw(const struct mime_headers *h, const char *name);
+
+/*
+ * LEN bytes of S (an unstructured header value, or a parameter value)
+ * decoded as mime_headers_get decodes a value: raw 8-bit bytes (UTF-8, else
+ * Windows-1252), RFC 2047 encoded-words, controls made spaces. Returns a
+ * g_malloc'd string (free with g_free).
+ */
+char *mime_decode_text(const char *s, size_t len);
+
 /*
  * All headers called NAME in message order: returns how many there are and
  * stores the first MAX of them in OUT.

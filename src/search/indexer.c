@@ -299,7 +299,7 @@ indexer_main(void *arg)
 				if (!failing)
 					log_error(NULL, "indexer: %s (trying again)", err);
 				failing = 1;
-				snprintf(ix->stats.last_error, sizeof(ix->stats.last_error), "%s", err);
+				snprintf(ix->stats.last_error, sizeof(ix->stats.last_error), "%.250s", err);
 			}
 		}
 		if (n <= 0 && !ix->stop && !ix->poked) {

@@ -152,6 +152,14 @@ test_encoded_words(void)
 		/* control characters from a word cannot forge lines */
 		{ "=?utf-8?Q?a=0D=0Ab?=", "a  b" },
 		{ "=?x-unknown-charset?Q?abc?=", "abc" },
+		/* mislabels read as the superset mailers mean */
+		{ "=?iso-8859-1?q?=93q=94_=80?=",		/* Windows-1252 */
+		    "\xe2\x80\x9cq\xe2\x80\x9d \xe2\x82\xac" },
+		{ "=?us-ascii?q?=80?=", "\xe2\x82\xac" },
+		{ "=?euc-kr?B?jGM=?=", "\xeb\x98\xa0" },	/* CP949 똠 */
+		{ "=?shift_jis?B?h0A=?=", "\xe2\x91\xa0" },	/* CP932 ① */
+		{ "=?big5?B?o+E=?=", "\xe2\x82\xac" },	/* CP950 € */
+		{ "=?GB2312?B?6UY=?=", "\xe9\x95\x95" },	/* GBK 镕 */
 	};
 	struct mime_headers *h;
 	char buf[512];
