@@ -365,12 +365,10 @@ l_reindex(lua_State *L)
 
 	if (s->readonly)
 		return luaL_error(L, "the archive is open read-only");
-	if (sqlite3_exec(db, "BEGIN IMMEDIATE; INSERT INTO fts(fts) VALUES ('delete-all'); "
-	    "UPDATE messages SET indexed = 0; COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-		const char *e = sqlite3_errmsg(db);
-		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-		return luaL_error(L, "archive.db: %s", e);
-	}
+	char err[512];
+
+	if (index_reset(db, err, sizeof(err)) < 0)
+		return luaL_error(L, "%s", err);
 	indexer_poke(indexer_current());
 	lua_pushboolean(L, 1);
 	return 1;

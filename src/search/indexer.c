@@ -17,6 +17,9 @@
 #define BATCH_TEXT_MAX ((size_t)32 << 20)	/* extracted text held for one transaction */
 #define MESSAGE_MAX ((size_t)512 << 20)		/* bigger blobs: headers only */
 #define IDLE_WAIT_MS 500
+#define INSERT_SQL "INSERT INTO fts(rowid, subject, sender, recipient, cc, body, filename, " \
+	"attachment) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+#define REMOVE_SQL "DELETE FROM fts WHERE rowid = ?1"
 
 struct index_run {
 	struct archive_db *adb;
@@ -78,9 +81,7 @@ index_run_open(const char *data_dir, char *err, size_t errlen)
 	}
 	if (prepare(r, &r->pick, "SELECT rowid, hash, date_unix, first_seen FROM messages "
 	    "WHERE indexed = 0 ORDER BY rowid LIMIT ?1") < 0 ||
-	    prepare(r, &r->insert, "INSERT INTO fts(rowid, subject, sender, recipient, cc, body, "
-	    "filename, attachment) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)") < 0 ||
-	    prepare(r, &r->remove, "DELETE FROM fts WHERE rowid = ?1") < 0 ||
+	    prepare(r, &r->insert, INSERT_SQL) < 0 || prepare(r, &r->remove, REMOVE_SQL) < 0 ||
 	    prepare(r, &r->mark, "UPDATE messages SET indexed = ?2, attachments = ?3, "
 	    "sort_date = ?4, index_note = ?5 WHERE rowid = ?1") < 0 ||
 	    prepare(r, &r->first_date, "SELECT min(l.internaldate) FROM locations l "
@@ -252,12 +253,29 @@ out:
 }
 
 int
+index_reset(sqlite3 *db, char *err, size_t errlen)
+{
+	/* Dropping and creating it again is much faster than deleting every row. */
+	if (sqlite3_exec(db, "BEGIN IMMEDIATE; DROP TABLE fts; " DB_FTS_CREATE "; "
+	    "UPDATE messages SET indexed = 0; COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "archive.db: %s", sqlite3_errmsg(db));
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+		return -1;
+	}
+	return 0;
+}
+
+int
 index_run_reset(struct index_run *r, char *err, size_t errlen)
 {
-	if (sqlite3_exec(r->db, "BEGIN IMMEDIATE; INSERT INTO fts(fts) VALUES ('delete-all'); "
-	    "UPDATE messages SET indexed = 0; COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+	/* the prepared statements name the old table */
+	sqlite3_finalize(r->insert);
+	sqlite3_finalize(r->remove);
+	r->insert = r->remove = NULL;
+	if (index_reset(r->db, err, errlen) < 0)
+		return -1;
+	if (prepare(r, &r->insert, INSERT_SQL) < 0 || prepare(r, &r->remove, REMOVE_SQL) < 0) {
 		snprintf(err, errlen, "archive.db: %s", sqlite3_errmsg(r->db));
-		sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
 		return -1;
 	}
 	return 0;

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sqlite3.h>
+
 /* ---- one indexing session: a connection, a store reader, limits -------- */
 
 struct index_run;
@@ -28,6 +30,8 @@ int index_run_step(struct index_run *r, int max, char *err, size_t errlen);
 int64_t index_run_lag(struct index_run *r);
 /* Marks every message to be indexed again and empties the index. */
 int index_run_reset(struct index_run *r, char *err, size_t errlen);
+/* The same on any connection to archive.db (the engine's own). */
+int index_reset(sqlite3 *db, char *err, size_t errlen);
 
 /* ---- the engine's worker thread ---------------------------------------- */
 

@@ -102,8 +102,7 @@ static const char *const migrations[] = {
 	"CREATE INDEX messages_unindexed ON messages(indexed) WHERE indexed = 0;"
 	"CREATE INDEX messages_sort_date ON messages(sort_date);"
 	"CREATE INDEX locations_source_folder ON locations(source, folder);"
-	"CREATE VIRTUAL TABLE fts USING fts5(subject, sender, recipient, cc, body, filename, "
-	"  attachment, tokenize = 'emailvault');",
+	DB_FTS_CREATE ";",
 };
 
 struct archive_db {

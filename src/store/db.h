@@ -14,6 +14,12 @@
 
 struct archive_db;
 
+/* The full-text index (docs/search.md): one row per message, rowid =
+ * messages.rowid; filled by search/indexer.c. */
+#define DB_FTS_CREATE \
+	"CREATE VIRTUAL TABLE fts USING fts5(subject, sender, recipient, cc, body, filename, " \
+	"attachment, tokenize = 'emailvault')"
+
 /* Opens DATA/archive.db (creating and migrating unless READONLY). */
 struct archive_db *db_open(const char *data_dir, int readonly, char *err, size_t errlen);
 void db_close(struct archive_db *db);
