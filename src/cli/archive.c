@@ -56,6 +56,30 @@ open_archive_vm(const char *data, struct store **st, struct vm **vm)
 	return 0;
 }
 
+/*
+ * Where the query starts for getopt's sake: a word like "-draft" is a
+ * negated query term, not an option (these commands have no short
+ * options). Long options and their values before it are left to getopt.
+ */
+static int
+options_end(int argc, char **argv)
+{
+	static const char *const with_value[] = { "--data", "--limit", "--offset", "--format",
+		"--out", NULL };
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (a[0] != '-' || strcmp(a, "--") == 0)
+			return argc;
+		if (a[1] != '-' && strcmp(a, "-h") != 0)
+			return i;
+		for (int k = 0; with_value[k]; k++)
+			if (strcmp(a, with_value[k]) == 0)
+				i++;
+	}
+	return argc;
+}
+
 /* The operands from FIRST on, joined by spaces: the query. */
 static char *
 join_query(int argc, char **argv, int first)
@@ -140,7 +164,8 @@ cmd_search(int argc, char **argv)
 	int first, rc;
 
 	cli_init(&cli);
-	if ((first = parse_options(argc, argv, "search", allowed, &cli)) < 0)
+	int end = options_end(argc, argv);
+	if ((first = parse_options(end, argv, "search", allowed, &cli)) < 0)
 		return EXIT_USAGE;
 	if (first >= argc)
 		return usage_error("%s", "search wants a query (emailvault search 'from:alice invoice')");
@@ -223,7 +248,8 @@ cmd_export(int argc, char **argv)
 	int first, col = 0, rc, status = 1;
 
 	cli_init(&cli);
-	if ((first = parse_options(argc, argv, "export", allowed, &cli)) < 0)
+	int end = options_end(argc, argv);
+	if ((first = parse_options(end, argv, "export", allowed, &cli)) < 0)
 		return EXIT_USAGE;
 	memset(&o, 0, sizeof(o));
 	if (cli.format == NULL || export_format_parse(cli.format, &o.format) < 0)

@@ -607,7 +607,7 @@ search_sql_bind(sqlite3_stmt *st, const struct search_sql *s)
 		const struct search_param *p = &s->params[i];
 
 		if (p->type == SEARCH_PARAM_TEXT)
-			rc = sqlite3_bind_text(st, i + 1, p->text, -1, SQLITE_STATIC);
+			rc = sqlite3_bind_text(st, i + 1, p->text, -1, SQLITE_TRANSIENT);
 		else
 			rc = sqlite3_bind_int64(st, i + 1, p->num);
 	}
