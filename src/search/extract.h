@@ -21,10 +21,11 @@ void extract_limits_default(struct extract_limits *l);
 struct extract_text {
 	char *subject;		/* the message's Subject, decoded, unfolded */
 	char *from;		/* From as "Name <addr>" text (Sender when there is no From) */
-	char *to, *cc;		/* To (and Bcc when present) / Cc */
-	char *body;		/* text of the body parts: text/plain, text/html as text, other
-				 * inline text parts (text/calendar, ...); an attached message/rfc822 adds its subject,
-				 * from, to, cc and body text here */
+	char *to, *cc;		/* To, then Bcc lines when present / Cc */
+	char *body;		/* text of the body parts: text/plain, text/html as text,
+				 * other inline text parts (text/calendar, ...); an
+				 * attached message/rfc822 adds its subject, from, to,
+				 * cc and body text here */
 	char *filenames;	/* attachment names (Content-Disposition filename / Content-Type
 				 * name, RFC 2231 and RFC 2047 decoded), one per line */
 	char *attachments;	/* text of text attachments (text/plain, text/html, ...) and of PDFs */
