@@ -970,6 +970,21 @@ read_cb(struct bufferevent *bev, void *arg)
 	rearm_timer(c);
 }
 
+/* OpenSSL 3 reports a TCP close without close_notify as an error, which
+ * libevent's dirty-shutdown allowance does not recognise: after the
+ * handshake it is the same lost connection as a plain EOF, not a TLS fault. */
+static int
+tls_cut_short(unsigned long ossl)
+{
+#ifdef SSL_R_UNEXPECTED_EOF_WHILE_READING
+	return ossl != 0 && ERR_GET_LIB(ossl) == ERR_LIB_SSL &&
+	    ERR_GET_REASON(ossl) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
+#else
+	(void)ossl;
+	return 0;
+#endif
+}
+
 static void
 event_cb(struct bufferevent *bev, short what, void *arg)
 {
@@ -998,7 +1013,7 @@ event_cb(struct bufferevent *bev, short what, void *arg)
 		} else if (c->bye[0]) {
 			client_fail(c, "protocol", "%s closed the connection: BYE %s%s%s%s", c->hostport,
 			    c->bye_code[0] ? "[" : "", c->bye_code, c->bye_code[0] ? "] " : "", c->bye);
-		} else if (what & BEV_EVENT_EOF) {
+		} else if ((what & BEV_EVENT_EOF) || tls_cut_short(ossl)) {
 			client_fail(c, "protocol", "%s closed the connection unexpectedly%s",
 			    c->hostport, c->state == ST_GREETING ? " before greeting" : "");
 		} else if (ossl) {
