@@ -378,8 +378,14 @@ check_conn(lua_State *L, int need_open)
 	if (lc == NULL || lc->client == NULL)
 		luaL_error(L, "this IMAP connection is closed");
 	if (need_open && !imap_client_is_open(lc->client)) {
+		/* Lost to the server or the network: an error of its kind
+		 * (timeout, protocol...) for the caller, as any failed call. */
 		const struct net_error *e = imap_client_error(lc->client);
-		luaL_error(L, "this IMAP connection is closed%s%s", e ? ": " : "", e ? e->message : "");
+		if (e == NULL)
+			luaL_error(L, "this IMAP connection is closed");
+		lua_pushnil(L);
+		push_error(L, e->kind, e->message, NULL);
+		return NULL;
 	}
 	if (lc->op != OP_NONE)
 		luaL_error(L, "this IMAP connection is busy with another call");
@@ -578,6 +584,8 @@ static int
 l_capabilities(lua_State *L)
 {
 	struct lconn *lc = check_conn(L, 1);
+	if (lc == NULL)
+		return 2;	/* nil, err: the connection was lost */
 	const char *caps = imap_client_caps(lc->client);
 	lua_Integer i = 1;
 
@@ -606,6 +614,8 @@ static int
 l_has(lua_State *L)
 {
 	struct lconn *lc = check_conn(L, 1);
+	if (lc == NULL)
+		return 2;	/* nil, err: the connection was lost */
 
 	lua_pushboolean(L, imap_client_has_cap(lc->client, luaL_checkstring(L, 2)));
 	return 1;
@@ -616,6 +626,8 @@ static int
 l_list(lua_State *L)
 {
 	struct lconn *lc = check_conn(L, 1);
+	if (lc == NULL)
+		return 2;	/* nil, err: the connection was lost */
 	const char *pattern = luaL_optstring(L, 2, "*");
 	char cmd[1024], pat[600];
 	size_t plen;
@@ -722,6 +734,8 @@ static int
 l_examine(lua_State *L)
 {
 	struct lconn *lc = check_conn(L, 1);
+	if (lc == NULL)
+		return 2;	/* nil, err: the connection was lost */
 
 	return send_folder_cmd(L, lc, OP_EXAMINE, "EXAMINE", 2,
 	    imap_client_has_cap(lc->client, "CONDSTORE") ? " (CONDSTORE)" : "");
@@ -732,6 +746,8 @@ static int
 l_status(lua_State *L)
 {
 	struct lconn *lc = check_conn(L, 1);
+	if (lc == NULL)
+		return 2;	/* nil, err: the connection was lost */
 	const char *items = luaL_optstring(L, 3, "MESSAGES UIDNEXT UIDVALIDITY UNSEEN");
 	char suffix[300];
 
@@ -749,6 +765,8 @@ static int
 l_search(lua_State *L)
 {
 	struct lconn *lc = check_conn(L, 1);
+	if (lc == NULL)
+		return 2;	/* nil, err: the connection was lost */
 	const char *criteria = luaL_optstring(L, 2, "ALL");
 	char cmd[2048];
 
@@ -780,6 +798,8 @@ static int
 l_fetch(lua_State *L)
 {
 	struct lconn *lc = check_conn(L, 1);
+	if (lc == NULL)
+		return 2;	/* nil, err: the connection was lost */
 	const char *items = luaL_optstring(L, 3, "UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[]");
 	struct imap_handler h = handler_for(lc);
 	lua_Integer batch = 200;
@@ -893,6 +913,8 @@ static int
 l_idle(lua_State *L)
 {
 	struct lconn *lc = check_conn(L, 1);
+	if (lc == NULL)
+		return 2;	/* nil, err: the connection was lost */
 	double seconds = luaL_optnumber(L, 2, 29 * 60);
 	struct imap_handler h = handler_for(lc);
 	struct timeval tv;
@@ -923,6 +945,8 @@ static int
 l_noop(lua_State *L)
 {
 	struct lconn *lc = check_conn(L, 1);
+	if (lc == NULL)
+		return 2;	/* nil, err: the connection was lost */
 
 	return send_simple(L, lc, OP_SIMPLE, "NOOP", "NOOP");
 }
@@ -932,6 +956,8 @@ static int
 l_id(lua_State *L)
 {
 	struct lconn *lc = check_conn(L, 1);
+	if (lc == NULL)
+		return 2;	/* nil, err: the connection was lost */
 	char cmd[1024];
 
 	if (!imap_client_has_cap(lc->client, "ID")) {
@@ -955,7 +981,8 @@ l_logout(lua_State *L)
 		lua_pushboolean(L, 1);
 		return 1;
 	}
-	lc = check_conn(L, 1);
+	if ((lc = check_conn(L, 1)) == NULL)
+		return 2;
 	return send_simple(L, lc, OP_LOGOUT, "LOGOUT", "LOGOUT");
 }
 
