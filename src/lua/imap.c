@@ -583,9 +583,9 @@ send_simple(lua_State *L, struct lconn *lc, enum op op, const char *what, const 
 static int
 l_capabilities(lua_State *L)
 {
-	struct lconn *lc = check_conn(L, 1);
-	if (lc == NULL)
-		return 2;	/* nil, err: the connection was lost */
+	/* what the server offered: known even once the connection is lost
+	 * (the next call that talks to it gives the error) */
+	struct lconn *lc = check_conn(L, 0);
 	const char *caps = imap_client_caps(lc->client);
 	lua_Integer i = 1;
 
@@ -613,9 +613,9 @@ l_capabilities(lua_State *L)
 static int
 l_has(lua_State *L)
 {
-	struct lconn *lc = check_conn(L, 1);
-	if (lc == NULL)
-		return 2;	/* nil, err: the connection was lost */
+	/* what the server offered: known even once the connection is lost
+	 * (the next call that talks to it gives the error) */
+	struct lconn *lc = check_conn(L, 0);
 
 	lua_pushboolean(L, imap_client_has_cap(lc->client, luaL_checkstring(L, 2)));
 	return 1;
