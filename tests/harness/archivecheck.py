@@ -83,3 +83,13 @@ def peak_rss_kib(pid):
     except OSError:
         return None
     return None
+
+
+def sanitized(pid):
+    """True when the process runs under AddressSanitizer, whose quarantine
+    and redzones make its peak memory say nothing about the engine's."""
+    try:
+        with open("/proc/%d/maps" % pid) as f:
+            return "libasan" in f.read()
+    except OSError:
+        return False
