@@ -114,8 +114,8 @@ class FaultCase(unittest.TestCase):
         self.run_until_complete("protocol", "closed the connection unexpectedly")
         self.assertTrue(p.events("cut"))
 
-    def test_close_in_a_later_batch_keeps_earlier_ones(self):
-        # far into the import: several batches have committed by then
+    def test_close_far_into_the_import(self):
+        # 40 kB in: several batches have committed by then
         p = self.start()
         p.script(Fault("close", after=40000))
         self.run_until_complete("protocol", "closed the connection unexpectedly")
