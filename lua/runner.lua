@@ -118,6 +118,7 @@ function M.connect(rec)
     allow_insecure_cert = def.allow_insecure_cert, ca_file = def.ca_file,
     username = def.username, password = password,
     pipeline = def.pipeline, source = rec.id,
+    connect_timeout = def.connect_timeout, timeout = def.command_timeout,
   }
 end
 

@@ -136,10 +136,22 @@ M.fields = {
     end
     return math.tointeger(v)
   end },
+  connect_timeout = { check = function(v)
+    if type(v) ~= "number" or v ~= v or v < 1 or v > 600 then
+      return nil, "expected seconds from 1 to 600, got " .. type_name(v)
+    end
+    return v
+  end },
+  command_timeout = { check = function(v)
+    if type(v) ~= "number" or v ~= v or v < 1 or v > 3600 then
+      return nil, "expected seconds from 1 to 3600, got " .. type_name(v)
+    end
+    return v
+  end },
 }
 
 M.field_order = { "name", "host", "port", "username", "password", "tls", "allow_insecure_cert", "ca_file",
-  "folders", "filter", "on_error", "poll", "fetch_batch", "pipeline" }
+  "folders", "filter", "on_error", "poll", "fetch_batch", "pipeline", "connect_timeout", "command_timeout" }
 
 local function distance(a, b)
   local la, lb = #a, #b
@@ -379,6 +391,8 @@ function M.load_file(path, id)
   if def.poll == nil then def.poll = 300 end
   if def.fetch_batch == nil then def.fetch_batch = 200 end
   if def.pipeline == nil then def.pipeline = 4 end
+  if def.connect_timeout == nil then def.connect_timeout = 30 end
+  if def.command_timeout == nil then def.command_timeout = 120 end
   def.folders = def.folders or {}
   return def
 end

@@ -719,6 +719,70 @@ become_ready(struct imap_client *c)
 	flush(c);
 }
 
+/* base64("\0user\0password"), the AUTHENTICATE PLAIN response; NULL when
+ * out of memory. The caller wipes and frees it. */
+static char *
+plain_b64(const struct imap_client *c, size_t *outlen)
+{
+	size_t ulen = strlen(c->username), plen = strlen(c->password);
+	size_t raw_len = ulen + plen + 2;
+	unsigned char *raw = malloc(raw_len);
+	char *b64 = malloc(4 * ((raw_len + 2) / 3) + 1);
+
+	if (raw == NULL || b64 == NULL) {
+		free(raw);
+		free(b64);
+		return NULL;
+	}
+	raw[0] = '\0';
+	memcpy(raw + 1, c->username, ulen);
+	raw[ulen + 1] = '\0';
+	memcpy(raw + ulen + 2, c->password, plen);
+	*outlen = (size_t)EVP_EncodeBlock((unsigned char *)b64, raw, (int)raw_len);
+	explicit_bzero(raw, raw_len);
+	free(raw);
+	return b64;
+}
+
+/* Replaces each NEEDLE in the string BUF with "***". */
+static void
+hide(char *buf, const char *needle)
+{
+	size_t len = strlen(needle);
+	char *p;
+
+	if (len < 3)
+		return;		/* as the log's scrubber: would blank ordinary words */
+	while ((p = strstr(buf, needle)) != NULL) {
+		memcpy(p, "***", 3);
+		memmove(p + 3, p + len, strlen(p + len) + 1);
+	}
+}
+
+/* A server may quote the failed command back ("NO bad AUTHENTICATE PLAIN
+ * AGFsaWNl..."): its words go into errors, the status and the log, so the
+ * credentials in any form we sent them are taken out first. */
+static void
+hide_credentials(const struct imap_client *c, char *said)
+{
+	size_t plen = strlen(c->password), len;
+	char quoted[2100];
+	char *b64 = plain_b64(c, &len);
+
+	if (b64) {
+		hide(said, b64);
+		explicit_bzero(b64, len);
+		free(b64);
+	}
+	if (imap_format_astring(quoted, sizeof(quoted) - 1, c->password, plen, IMAP_FMT_STRING,
+	    &len) == 0) {
+		quoted[len] = '\0';
+		hide(said, quoted);
+		explicit_bzero(quoted, sizeof(quoted));
+	}
+	hide(said, c->password);
+}
+
 static void
 auth_done(void *ud, const struct imap_response *r, const struct net_error *err)
 {
@@ -729,6 +793,7 @@ auth_done(void *ud, const struct imap_response *r, const struct net_error *err)
 		return;
 	if (r->status != IMAP_STATUS_OK) {
 		imap_response_describe(r, said, sizeof(said));
+		hide_credentials(c, said);
 		if (r->code.id == IMAP_CODE_UNAVAILABLE || r->code.id == IMAP_CODE_THROTTLED ||
 		    r->code.id == IMAP_CODE_LIMIT || r->code.id == IMAP_CODE_INUSE)
 			client_fail(c, "protocol", "%s cannot log in %s right now: the server said "
@@ -765,23 +830,13 @@ do_login(struct imap_client *c)
 		return;
 	}
 	if (c->auth != 'L' && imap_client_has_cap(c, "AUTH=PLAIN")) {
-		/* base64("\0user\0password") */
-		size_t raw_len = ulen + plen + 2;
-		unsigned char *raw = malloc(raw_len);
-		char *b64 = malloc(4 * ((raw_len + 2) / 3) + 1);
-		if (raw == NULL || b64 == NULL) {
-			free(raw);
-			free(b64);
+		size_t b64len;
+		char *b64 = plain_b64(c, &b64len);
+		if (b64 == NULL) {
 			client_fail(c, "protocol", "out of memory");
 			return;
 		}
-		raw[0] = '\0';
-		memcpy(raw + 1, c->username, ulen);
-		raw[ulen + 1] = '\0';
-		memcpy(raw + ulen + 2, c->password, plen);
-		int n = EVP_EncodeBlock((unsigned char *)b64, raw, (int)raw_len);
-		explicit_bzero(raw, raw_len);
-		free(raw);
+		int n = (int)b64len;
 		if (imap_client_has_cap(c, "SASL-IR")) {
 			static const char pre[] = "AUTHENTICATE PLAIN ";
 			char *line = malloc(sizeof(pre) + (size_t)n);
@@ -970,6 +1025,21 @@ read_cb(struct bufferevent *bev, void *arg)
 	rearm_timer(c);
 }
 
+/* OpenSSL 3 reports a TCP close without close_notify as an error, which
+ * libevent's dirty-shutdown allowance does not recognise: after the
+ * handshake it is the same lost connection as a plain EOF, not a TLS fault. */
+static int
+tls_cut_short(unsigned long ossl)
+{
+#ifdef SSL_R_UNEXPECTED_EOF_WHILE_READING
+	return ossl != 0 && ERR_GET_LIB(ossl) == ERR_LIB_SSL &&
+	    ERR_GET_REASON(ossl) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
+#else
+	(void)ossl;
+	return 0;
+#endif
+}
+
 static void
 event_cb(struct bufferevent *bev, short what, void *arg)
 {
@@ -998,7 +1068,7 @@ event_cb(struct bufferevent *bev, short what, void *arg)
 		} else if (c->bye[0]) {
 			client_fail(c, "protocol", "%s closed the connection: BYE %s%s%s%s", c->hostport,
 			    c->bye_code[0] ? "[" : "", c->bye_code, c->bye_code[0] ? "] " : "", c->bye);
-		} else if (what & BEV_EVENT_EOF) {
+		} else if ((what & BEV_EVENT_EOF) || tls_cut_short(ossl)) {
 			client_fail(c, "protocol", "%s closed the connection unexpectedly%s",
 			    c->hostport, c->state == ST_GREETING ? " before greeting" : "");
 		} else if (ossl) {

@@ -378,8 +378,14 @@ check_conn(lua_State *L, int need_open)
 	if (lc == NULL || lc->client == NULL)
 		luaL_error(L, "this IMAP connection is closed");
 	if (need_open && !imap_client_is_open(lc->client)) {
+		/* Lost to the server or the network: an error of its kind
+		 * (timeout, protocol...) for the caller, as any failed call. */
 		const struct net_error *e = imap_client_error(lc->client);
-		luaL_error(L, "this IMAP connection is closed%s%s", e ? ": " : "", e ? e->message : "");
+		if (e == NULL)
+			luaL_error(L, "this IMAP connection is closed");
+		lua_pushnil(L);
+		push_error(L, e->kind, e->message, NULL);
+		return NULL;
 	}
 	if (lc->op != OP_NONE)
 		luaL_error(L, "this IMAP connection is busy with another call");
@@ -580,7 +586,9 @@ send_simple(lua_State *L, struct lconn *lc, enum op op, const char *what, const 
 static int
 l_capabilities(lua_State *L)
 {
-	struct lconn *lc = check_conn(L, 1);
+	/* what the server offered: known even once the connection is lost
+	 * (the next call that talks to it gives the error) */
+	struct lconn *lc = check_conn(L, 0);
 	const char *caps = imap_client_caps(lc->client);
 	lua_Integer i = 1;
 
@@ -608,7 +616,9 @@ l_capabilities(lua_State *L)
 static int
 l_has(lua_State *L)
 {
-	struct lconn *lc = check_conn(L, 1);
+	/* what the server offered: known even once the connection is lost
+	 * (the next call that talks to it gives the error) */
+	struct lconn *lc = check_conn(L, 0);
 
 	lua_pushboolean(L, imap_client_has_cap(lc->client, luaL_checkstring(L, 2)));
 	return 1;
@@ -619,6 +629,8 @@ static int
 l_list(lua_State *L)
 {
 	struct lconn *lc = check_conn(L, 1);
+	if (lc == NULL)
+		return 2;	/* nil, err: the connection was lost */
 	const char *pattern = luaL_optstring(L, 2, "*");
 	char cmd[1024], pat[600];
 	size_t plen;
@@ -725,6 +737,8 @@ static int
 l_examine(lua_State *L)
 {
 	struct lconn *lc = check_conn(L, 1);
+	if (lc == NULL)
+		return 2;	/* nil, err: the connection was lost */
 
 	return send_folder_cmd(L, lc, OP_EXAMINE, "EXAMINE", 2,
 	    imap_client_has_cap(lc->client, "CONDSTORE") ? " (CONDSTORE)" : "");
@@ -735,6 +749,8 @@ static int
 l_status(lua_State *L)
 {
 	struct lconn *lc = check_conn(L, 1);
+	if (lc == NULL)
+		return 2;	/* nil, err: the connection was lost */
 	const char *items = luaL_optstring(L, 3, "MESSAGES UIDNEXT UIDVALIDITY UNSEEN");
 	char suffix[300];
 
@@ -752,6 +768,8 @@ static int
 l_search(lua_State *L)
 {
 	struct lconn *lc = check_conn(L, 1);
+	if (lc == NULL)
+		return 2;	/* nil, err: the connection was lost */
 	const char *criteria = luaL_optstring(L, 2, "ALL");
 	char cmd[2048];
 
@@ -783,6 +801,8 @@ static int
 l_fetch(lua_State *L)
 {
 	struct lconn *lc = check_conn(L, 1);
+	if (lc == NULL)
+		return 2;	/* nil, err: the connection was lost */
 	const char *items = luaL_optstring(L, 3, "UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[]");
 	struct imap_handler h = handler_for(lc);
 	lua_Integer batch = 200;
@@ -896,6 +916,8 @@ static int
 l_idle(lua_State *L)
 {
 	struct lconn *lc = check_conn(L, 1);
+	if (lc == NULL)
+		return 2;	/* nil, err: the connection was lost */
 	double seconds = luaL_optnumber(L, 2, 29 * 60);
 	struct imap_handler h = handler_for(lc);
 	struct timeval tv;
@@ -926,6 +948,8 @@ static int
 l_noop(lua_State *L)
 {
 	struct lconn *lc = check_conn(L, 1);
+	if (lc == NULL)
+		return 2;	/* nil, err: the connection was lost */
 
 	return send_simple(L, lc, OP_SIMPLE, "NOOP", "NOOP");
 }
@@ -935,6 +959,8 @@ static int
 l_id(lua_State *L)
 {
 	struct lconn *lc = check_conn(L, 1);
+	if (lc == NULL)
+		return 2;	/* nil, err: the connection was lost */
 	char cmd[1024];
 
 	if (!imap_client_has_cap(lc->client, "ID")) {
@@ -958,7 +984,8 @@ l_logout(lua_State *L)
 		lua_pushboolean(L, 1);
 		return 1;
 	}
-	lc = check_conn(L, 1);
+	if ((lc = check_conn(L, 1)) == NULL)
+		return 2;
 	return send_simple(L, lc, OP_LOGOUT, "LOGOUT", "LOGOUT");
 }
 

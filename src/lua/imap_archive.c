@@ -296,6 +296,8 @@ int
 l_archive(lua_State *L)
 {
 	struct lconn *lc = check_conn(L, 1);
+	if (lc == NULL)
+		return 2;	/* nil, err: the connection was lost */
 	struct store *st = store_current();
 	struct archive_params p;
 

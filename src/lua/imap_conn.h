@@ -69,7 +69,9 @@ void finish_op(struct lconn *lc);
 void op_fail(struct lconn *lc, const char *kind, const char *code, const char *fmt, const char *arg);
 /* Marks LC busy with OP and yields the calling task until finish_op. */
 int wait_op(lua_State *L, struct lconn *lc, enum op op);
-/* The connection of the handle at index 1, open, idle, in a task (or raises). */
+/* The connection of the handle at index 1, idle, in a task (or raises).
+ * With NEED_OPEN, a connection the server or the network ended gives NULL
+ * with nil and its error pushed: the method returns those 2 values. */
 struct lconn *check_conn(lua_State *L, int need_open);
 /* nil, err right away when a command cannot be queued. */
 int closed_now(lua_State *L, struct lconn *lc);

@@ -297,6 +297,24 @@ todo_add(struct archive_job *j, uint32_t uid, uint64_t size)
 	return 0;
 }
 
+/* An untagged OK [UIDVALIDITY n] with another value while the folder is
+ * being read: the UIDs asked for may now name other messages, so nothing
+ * more of this job may be recorded under the UIDVALIDITY it started with.
+ * Returns 1 when the job failed for it. */
+static int
+uidvalidity_changed(struct archive_job *j, const struct imap_response *r)
+{
+	uint64_t v;
+
+	if (r->kind != IMAP_RESP_STATUS || r->code.id != IMAP_CODE_UIDVALIDITY ||
+	    imap_code_u64(&r->code, &v) < 0 || v == j->p.uidvalidity)
+		return 0;
+	job_fail(j, "protocol", "the UIDVALIDITY of %s changed from %u to %llu while it was "
+	    "read; what was fetched since is dropped and the folder is examined again", j->folder,
+	    (unsigned)j->p.uidvalidity, (unsigned long long)v);
+	return 1;
+}
+
 static void
 sizes_untagged(void *ud, const struct imap_response *r)
 {
@@ -305,6 +323,8 @@ sizes_untagged(void *ud, const struct imap_response *r)
 	uint32_t uid;
 	uint64_t size = 0;
 
+	if (uidvalidity_changed(j, r))
+		return;
 	if (r->kind != IMAP_RESP_DATA || r->kw != IMAP_KW_FETCH || j->failed)
 		return;
 	uid = fetch_uid(r);
@@ -485,6 +505,8 @@ body_untagged(void *ud, const struct imap_response *r)
 	struct blob_writer *w;
 	uint32_t uid;
 
+	if (uidvalidity_changed(j, r))
+		return;
 	if (r->kind != IMAP_RESP_DATA || r->kw != IMAP_KW_FETCH || j->failed)
 		return;
 	uid = fetch_uid(r);

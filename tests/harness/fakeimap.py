@@ -24,7 +24,12 @@ Hooks (all optional; FOLDER is the name as bytes, as LIST shows it):
 - send_uidnext: False leaves UIDNEXT out of EXAMINE (it is optional).
 - late_completion: True sends the tagged OK of a body FETCH only after the
   data of the next pipelined command (RFC 3501 5.5 allows it; Dovecot does).
-Every command line received is kept in `commands` (bytes, tag stripped).
+- auth_no(line): the text of the tagged NO to a failed login, given the
+  command line (a server that quotes it back, credentials and all).
+- handler(session, tag, cmd, args): called first for every command after
+  login; returns True when it answered (tests/harness/hostile.py uses it).
+Every command line received is kept in `commands` (bytes, tag stripped);
+`sessions` counts connections.
 """
 import base64
 import re
@@ -94,6 +99,9 @@ class FakeImap:
         self.examine_no = lambda folder: None
         self.send_uidnext = True
         self.late_completion = False
+        self.handler = None
+        self.auth_no = lambda line: b"[AUTHENTICATIONFAILED] wrong"
+        self.sessions = 0
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -142,6 +150,8 @@ class FakeImap:
             except OSError:
                 return
             self.conns.append(conn)
+            with self.lock:
+                self.sessions += 1
             threading.Thread(target=self._session, args=(conn,), daemon=True).start()
 
     def _session(self, conn):
@@ -221,6 +231,7 @@ class _Reader:
 class _Session:
     def __init__(self, srv, conn):
         self.srv, self.conn = srv, conn
+        self.number = srv.sessions        # 1 for the first connection
         self.f = _Reader(conn)
         self.selected = None
         self.deferred = b""       # a tagged completion held back (late_completion)
@@ -283,13 +294,15 @@ class _Session:
                     _, user, pw = base64.b64decode(ir).split(b"\0")
                 except ValueError:
                     user = pw = b""
-                authed = self.login(tag, user, pw)
+                authed = self.login(tag, user, pw, rest + b" " + ir)
             elif cmd == b"LOGIN":
                 toks = re.findall(rb'"((?:[^"\\]|\\.)*)"|(\S+)', args)
                 vals = [(q.replace(b'\\"', b'"').replace(b"\\\\", b"\\") if q else a) for q, a in toks]
-                authed = self.login(tag, *(vals + [b"", b""])[:2])
+                authed = self.login(tag, *(vals + [b"", b""])[:2], rest)
             elif not authed:
                 self.send(tag + b" NO log in first\r\n")
+            elif self.srv.handler and self.srv.handler(self, tag, cmd, args):
+                pass
             elif cmd == b"LIST":
                 self.list(tag)
             elif cmd == b"STATUS":
@@ -308,11 +321,11 @@ class _Session:
             else:
                 self.send(tag + b" BAD unknown command\r\n")
 
-    def login(self, tag, user, pw):
+    def login(self, tag, user, pw, line=b""):
         if user == self.srv.user.encode() and pw == self.srv.password.encode():
             self.send(tag + b" OK [CAPABILITY " + self.srv.caps + b"] logged in\r\n")
             return True
-        self.send(tag + b" NO [AUTHENTICATIONFAILED] wrong\r\n")
+        self.send(tag + b" NO " + self.srv.auth_no(line) + b"\r\n")
         return False
 
     def mailbox_arg(self, args):
