@@ -391,12 +391,14 @@ repl_run(const char *data_dir, int offline, lua_State *offline_state)
 	if (checker == NULL)
 		return 1;
 
+	/* Before any other libedit call: the first one initialises it, and the
+	 * reader is taken then. */
+	rl_getc_function = edit_getc;
+	rl_readline_name = "emailvault";
 	history_path(hist, sizeof(hist));
 	using_history();
 	stifle_history(1000);
 	read_history(hist);
-	rl_readline_name = "emailvault";
-	rl_getc_function = edit_getc;
 	/* "." and ":" stay inside a word: "vault.imap.co" completes whole. */
 	static char word_breaks[] = " \t\n\"\\'`@$><=;|&{(,+-*/%^~#";
 	rl_basic_word_break_characters = word_breaks;
