@@ -5,7 +5,8 @@
 -- archive.db, status, eval), three things are hidden:
 --
 --   * a string literal quoted as the token near a syntax error;
---   * every string the text gives to `password =` or to secret.*, and for a
+--   * every string the text gives to `password =` (`client_secret =` and
+--     `refresh_token =` of oauth2{...} too) or to secret.*, and for a
 --     bare `password = Hunter2-Very-Secret` its words (found by a lexer of
 --     its own, which also works on text that does not compile);
 --   * on the lines of those values, every quoted name or token.
@@ -133,6 +134,10 @@ end
 
 local function is(t, kind, text) return t and t.kind == kind and (text == nil or t.text == text) end
 
+-- The fields whose values are secrets: the password, and oauth2{...}'s.
+local SECRET_NAMES = { password = true, client_secret = true, refresh_token = true }
+local function secret_name(t, kind) return t and t.kind == kind and SECRET_NAMES[t.text] end
+
 -- The strings (and lines) of the value that starts at token I: up to a ',',
 -- ';' or '}' outside brackets, or the end of a secret.*'s argument.
 local function value_at(toks, i, found, lines, is_call, literals)
@@ -176,9 +181,9 @@ function M.find(text)
   local found, lines, literals = {}, {}, {}
   for i, t in ipairs(toks) do
     local nxt = toks[i + 1]
-    if is(t, "name", "password") and is(nxt, "other", "=") then
+    if secret_name(t, "name") and is(nxt, "other", "=") then
       value_at(toks, i + 2, found, lines, false, literals)
-    elseif is(t, "string", "password") and is(toks[i - 1], "other", "[") and is(nxt, "other", "]")
+    elseif secret_name(t, "string") and is(toks[i - 1], "other", "[") and is(nxt, "other", "]")
         and is(toks[i + 2], "other", "=") then
       value_at(toks, i + 3, found, lines, false, literals)
     elseif is(t, "name", "secret") and is(nxt, "other", ".") and is(toks[i + 2], "name") then

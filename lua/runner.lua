@@ -9,6 +9,7 @@ local vm = require "vault.vm"
 local core = require "vault.core"
 local imap = require "vault.imap"
 local secret = require "secret"
+local oauth2 = require "oauth2"
 local log = require "log"
 local E = require "engine"
 
@@ -109,17 +110,46 @@ function M.select_folders(folders, spec)
   return out
 end
 
-function M.connect(rec)
+local function open(rec, password, token)
   local def = rec.def
-  local password, perr = secret.reveal(def.password)
-  if not password then return nil, { kind = "config", message = "password: " .. tostring(perr) } end
   return imap.connect {
     host = def.host, port = def.port, tls = def.tls,
     allow_insecure_cert = def.allow_insecure_cert, ca_file = def.ca_file,
-    username = def.username, password = password,
+    username = def.username, password = password, oauth2_token = token,
     pipeline = def.pipeline, source = rec.id,
     connect_timeout = def.connect_timeout, timeout = def.command_timeout,
   }
+end
+
+-- With oauth2{...}: an access token first (kept, or refreshed when it is
+-- about to expire). A kept token the server refuses may have been revoked
+-- or cut short: one new token, one more try, before the failure is the
+-- user's (kind auth).
+local function connect_oauth2(rec)
+  local spec = rec.def.password
+  local token, fresh = oauth2.access_token(spec, rec.id, E.opts.data_dir)
+  if not token then return nil, fresh end
+  local conn, err = open(rec, nil, token)
+  if not conn and err.kind == "auth" and not fresh then
+    log.info(rec.id, "the server refused the kept OAuth2 access token; getting a new one", { error = err.message })
+    token, fresh = oauth2.access_token(spec, rec.id, E.opts.data_dir, true)
+    if not token then return nil, fresh end
+    conn, err = open(rec, nil, token)
+  end
+  if not conn and err.kind == "auth" then
+    err.message = err.message .. ". The token endpoint issued this token just now: check that username is " ..
+      "the address of the account that signed in, that the scope allows IMAP and that IMAP is enabled " ..
+      "for the mailbox (docs/oauth2.md)"
+  end
+  return conn, err
+end
+
+function M.connect(rec)
+  local def = rec.def
+  if oauth2.is(def.password) then return connect_oauth2(rec) end
+  local password, perr = secret.reveal(def.password)
+  if not password then return nil, { kind = "config", message = "password: " .. tostring(perr) } end
+  return open(rec, password)
 end
 
 function M.fail(rec, err, attempt)

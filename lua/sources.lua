@@ -12,6 +12,7 @@ local vm = require "vault.vm"
 local sandbox = require "vault.sandbox"
 local secret = require "secret"
 local redact = require "redact"
+local oauth2 = require "oauth2"
 
 local M = {}
 
@@ -83,9 +84,10 @@ M.fields = {
       if v == "" then return nil, "must not be empty" end
       return secret.literal(v)
     end
-    if secret.is(v) then return v end
+    if secret.is(v) or oauth2.is(v) then return v end
     -- Not even the wrong value is shown: it may be the password.
-    return nil, 'expected a string, secret.env "VAR", secret.file "path" or secret.command{...}, got a ' .. type(v)
+    return nil, 'expected a string, secret.env "VAR", secret.file "path", secret.command{...} or ' ..
+      "oauth2{...}, got a " .. type(v)
   end },
   tls = { check = function(v)
     if v == true or v == false or v == "starttls" then return v end
@@ -233,6 +235,7 @@ local function file_env(file, defs)
     core.log("info", nil, file .. ": " .. table.concat(parts, "\t"))
   end
   env.secret = secret.constructors(file)
+  env.oauth2 = oauth2.constructors()
   env.imap = function(t)
     if type(t) ~= "table" then
       error("imap expects a table: return imap { host = ..., username = ..., password = ... }", 2)
@@ -376,7 +379,7 @@ function M.load_file(path, id)
   def.text = text
   -- Secrets are read now, so a missing variable or file shows at load time.
   if def.password then
-    local ok2, rerr = secret.resolve(def.password)
+    local ok2, rerr = (oauth2.is(def.password) and oauth2.resolve or secret.resolve)(def.password)
     if not ok2 then
       problem(field_line(lines, "password", call_line) or call_line, "password", rerr)
       def.password = nil
@@ -425,7 +428,7 @@ function M.public(def)
   local out = {}
   for _, f in ipairs(M.field_order) do
     local v = def[f]
-    if f == "password" then v = v and "***"
+    if f == "password" then v = v and (oauth2.is(v) and tostring(v) or "***")
     elseif type(v) == "function" then v = "function" end
     out[f] = v
   end

@@ -20,6 +20,7 @@
 #include <sqlite3.h>
 
 #include "cli/archive.h"
+#include "cli/oauth2.h"
 #include "cli/options.h"
 #include "control/client.h"
 #include "control/repl.h"
@@ -62,6 +63,9 @@ usage(FILE *f)
 	    "  pause    [--data DIR] ID    stop archiving a source until resumed (kept across restarts)\n"
 	    "  resume   [--data DIR] ID    resume a paused source, or retry one in error now\n"
 	    "  sync     [--data DIR] ID    look for new mail in every folder of a source now\n"
+	    "  oauth2 login [--sources DIR] [--data DIR] ID\n"
+	    "           sign a source with password = oauth2{...} in: prints a URL and a code to\n"
+	    "           enter in any browser, then stores the refresh token (docs/oauth2.md)\n"
 	    "  search   [--data DIR] [--limit N] [--offset N] [--json] QUERY\n"
 	    "           find messages: words, \"phrases\", prefix*, -word, OR, from: to: cc:\n"
 	    "           subject: folder: source: filename: has:attachment larger: smaller:\n"
@@ -522,6 +526,8 @@ main(int argc, char **argv)
 		return cmd_export(argc - 1, argv + 1);
 	if (strcmp(cmd, "reindex") == 0)
 		return cmd_reindex(argc - 1, argv + 1);
+	if (strcmp(cmd, "oauth2") == 0)
+		return cmd_oauth2(argc - 1, argv + 1);
 	if (strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0 || strcmp(cmd, "sync") == 0)
 		return cmd_source_action(argc - 1, argv + 1, cmd);
 	if (cmd[0] == '-')

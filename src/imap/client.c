@@ -50,7 +50,12 @@ struct imap_client {
 	int allow_insecure;
 	double connect_timeout, command_timeout;
 	int pipeline;
-	int auth;			/* 0 auto, 'L' LOGIN only, 'P' PLAIN only */
+	int auth;			/* 0 auto, 'L' LOGIN only, 'P' PLAIN only,
+					 * 'O' OAUTHBEARER only, 'X' XOAUTH2 only */
+	int bearer;			/* PASSWORD is an OAuth2 access token */
+	int mech;			/* the bearer mechanism sent: 'O' or 'X' */
+	int challenges;			/* error challenges answered (at most one) */
+	char challenge[256];		/* the server's decoded error challenge, printable */
 
 	struct net_connect *nc;
 	struct bufferevent *bev;
@@ -719,6 +724,22 @@ become_ready(struct imap_client *c)
 	flush(c);
 }
 
+/* base64 of RAW, which is wiped and freed (it holds credentials); NULL
+ * when out of memory. The caller wipes and frees the result. */
+static char *
+b64_consume(unsigned char *raw, size_t raw_len, size_t *outlen)
+{
+	char *b64 = raw ? malloc(4 * ((raw_len + 2) / 3) + 1) : NULL;
+
+	if (b64)
+		*outlen = (size_t)EVP_EncodeBlock((unsigned char *)b64, raw, (int)raw_len);
+	if (raw) {
+		explicit_bzero(raw, raw_len);
+		free(raw);
+	}
+	return b64;
+}
+
 /* base64("\0user\0password"), the AUTHENTICATE PLAIN response; NULL when
  * out of memory. The caller wipes and frees it. */
 static char *
@@ -727,21 +748,53 @@ plain_b64(const struct imap_client *c, size_t *outlen)
 	size_t ulen = strlen(c->username), plen = strlen(c->password);
 	size_t raw_len = ulen + plen + 2;
 	unsigned char *raw = malloc(raw_len);
-	char *b64 = malloc(4 * ((raw_len + 2) / 3) + 1);
 
-	if (raw == NULL || b64 == NULL) {
-		free(raw);
-		free(b64);
-		return NULL;
+	if (raw) {
+		raw[0] = '\0';
+		memcpy(raw + 1, c->username, ulen);
+		raw[ulen + 1] = '\0';
+		memcpy(raw + ulen + 2, c->password, plen);
 	}
-	raw[0] = '\0';
-	memcpy(raw + 1, c->username, ulen);
-	raw[ulen + 1] = '\0';
-	memcpy(raw + ulen + 2, c->password, plen);
-	*outlen = (size_t)EVP_EncodeBlock((unsigned char *)b64, raw, (int)raw_len);
-	explicit_bzero(raw, raw_len);
-	free(raw);
-	return b64;
+	return b64_consume(raw, raw_len, outlen);
+}
+
+/* base64 of the initial response of MECH ('O' OAUTHBEARER, RFC 7628:
+ * "n,a=USER,^Ahost=HOST^Aport=PORT^Aauth=Bearer TOKEN^A^A", with ',' and
+ * '=' in the user name escaped as RFC 5801 says; 'X' XOAUTH2:
+ * "user=USER^Aauth=Bearer TOKEN^A^A"). NULL when out of memory. */
+static char *
+bearer_b64(const struct imap_client *c, int mech, size_t *outlen)
+{
+	size_t ulen = strlen(c->username), tlen = strlen(c->password);
+	size_t cap = 3 * ulen + strlen(c->host) + tlen + 64, o = 0;
+	unsigned char *raw = malloc(cap);
+	int n;
+
+	if (raw == NULL)
+		return NULL;
+	if (mech == 'O') {
+		memcpy(raw, "n,a=", 4);
+		o = 4;
+		for (size_t i = 0; i < ulen; i++) {
+			if (c->username[i] == ',' || c->username[i] == '=') {
+				memcpy(raw + o, c->username[i] == ',' ? "=2C" : "=3D", 3);
+				o += 3;
+			} else {
+				raw[o++] = (unsigned char)c->username[i];
+			}
+		}
+		n = snprintf((char *)raw + o, cap - o, ",\001host=%s\001port=%d\001auth=Bearer ",
+		    c->host, c->port);
+	} else {
+		n = snprintf((char *)raw, cap, "user=%s\001auth=Bearer ", c->username);
+		o = 0;
+	}
+	o += (size_t)n;
+	memcpy(raw + o, c->password, tlen);
+	o += tlen;
+	raw[o++] = 1;
+	raw[o++] = 1;
+	return b64_consume(raw, o, outlen);
 }
 
 /* Replaces each NEEDLE in the string BUF with "***". */
@@ -767,7 +820,7 @@ hide_credentials(const struct imap_client *c, char *said)
 {
 	size_t plen = strlen(c->password), len;
 	char quoted[2100];
-	char *b64 = plain_b64(c, &len);
+	char *b64 = c->bearer ? bearer_b64(c, c->mech, &len) : plain_b64(c, &len);
 
 	if (b64) {
 		hide(said, b64);
@@ -798,7 +851,13 @@ auth_done(void *ud, const struct imap_response *r, const struct net_error *err)
 		    r->code.id == IMAP_CODE_LIMIT || r->code.id == IMAP_CODE_INUSE)
 			client_fail(c, "protocol", "%s cannot log in %s right now: the server said "
 			    "\"%s\"; it will be retried later", c->hostport, c->username, said);
-		else
+		else if (c->bearer) {
+			hide_credentials(c, c->challenge);
+			client_fail(c, "auth", "%s refused the OAuth2 access token for %s "
+			    "(AUTHENTICATE %s): the server said \"%s\"%s%s", c->hostport,
+			    c->username, c->mech == 'O' ? "OAUTHBEARER" : "XOAUTH2", said,
+			    c->challenge[0] ? "; its details: " : "", c->challenge);
+		} else
 			client_fail(c, "auth", "authentication failed for %s at %s: the server said "
 			    "\"%s\". Double-check the username and password; if your provider "
 			    "requires it (Gmail, iCloud, Yahoo, Outlook with two-factor sign-in), "
@@ -807,11 +866,96 @@ auth_done(void *ud, const struct imap_response *r, const struct net_error *err)
 	}
 	wipe_free(c->password);
 	c->password = NULL;
-	log_debug(c->log_source, "logged in server=%s user=%s", c->hostport, c->username);
+	log_debug(c->log_source, "logged in server=%s user=%s auth=%s", c->hostport, c->username,
+	    !c->bearer ? "password" : c->mech == 'O' ? "OAUTHBEARER" : "XOAUTH2");
 	if (c->caps_from_code)
 		become_ready(c);
 	else
 		request_caps(c);
+}
+
+/* A "+" after the bearer response is the server's error (a base64 JSON
+ * such as {"status":"invalid_token"}): kept for the message, and answered
+ * as the mechanism wants (XOAUTH2: an empty line; OAUTHBEARER, RFC 7628:
+ * %x01) so that the server sends its tagged NO. */
+static void
+bearer_challenge(void *ud, const struct imap_response *r)
+{
+	struct imap_client *c = ud;
+	unsigned char raw[sizeof(c->challenge) * 2];
+	size_t n = r->text_len, o = 0;
+	int len = 0;
+
+	if (c->challenges++ > 0) {
+		client_fail(c, "protocol", "%s sent a second challenge after the OAuth2 "
+		    "access token; giving up on this login", c->hostport);
+		return;
+	}
+	if (n > 0 && n < sizeof(raw) / 3 * 4 && n % 4 == 0)
+		len = EVP_DecodeBlock(raw, (const unsigned char *)r->text, (int)n);
+	if (len > 0) {
+		while (len > 0 && raw[len - 1] == '\0')
+			len--;	/* EVP_DecodeBlock counts the padding */
+		for (int i = 0; i < len && o < sizeof(c->challenge) - 1; i++)
+			c->challenge[o++] = raw[i] >= 0x20 && raw[i] < 0x7f ? (char)raw[i] : '?';
+	}
+	c->challenge[o] = '\0';
+	if (c->mech == 'O')
+		imap_client_write(c, "AQ==\r\n", 6);
+	else
+		imap_client_write(c, "\r\n", 2);
+}
+
+/* AUTHENTICATE OAUTHBEARER (preferred) or XOAUTH2, with SASL-IR when
+ * offered. */
+static void
+do_bearer(struct imap_client *c, struct imap_handler *h)
+{
+	const char *name;
+	size_t b64len;
+	char *b64;
+
+	if (c->auth != 'X' && imap_client_has_cap(c, "AUTH=OAUTHBEARER"))
+		c->mech = 'O';
+	else if (c->auth != 'O' && imap_client_has_cap(c, "AUTH=XOAUTH2"))
+		c->mech = 'X';
+	else {
+		client_fail(c, "config", "%s offers %s for OAuth2 (its capabilities: %s); this "
+		    "server wants a password (password = \"...\" or secret.*), not oauth2{...}",
+		    c->hostport, c->auth == 'O' ? "no AUTHENTICATE OAUTHBEARER" : c->auth == 'X' ?
+		    "no AUTHENTICATE XOAUTH2" : "neither AUTHENTICATE OAUTHBEARER nor XOAUTH2",
+		    c->caps ? c->caps + 1 : "");
+		return;
+	}
+	name = c->mech == 'O' ? "AUTHENTICATE OAUTHBEARER" : "AUTHENTICATE XOAUTH2";
+	if ((b64 = bearer_b64(c, c->mech, &b64len)) == NULL) {
+		client_fail(c, "protocol", "out of memory");
+		return;
+	}
+	h->on_continue = bearer_challenge;
+	c->challenges = 0;
+	c->challenge[0] = '\0';
+	if (imap_client_has_cap(c, "SASL-IR")) {
+		size_t nlen = strlen(name), len = nlen + 1 + b64len;
+		char *line = malloc(len);
+		if (line) {
+			const char *part = line;
+			memcpy(line, name, nlen);
+			line[nlen] = ' ';
+			memcpy(line + nlen + 1, b64, b64len);
+			queue_cmd(c, &part, &len, 1, h, 1);
+			explicit_bzero(line, len);
+			free(line);
+		} else {
+			client_fail(c, "protocol", "out of memory");
+		}
+	} else {
+		const char *parts[2] = { name, b64 };
+		size_t lens[2] = { strlen(name), b64len };
+		queue_cmd(c, parts, lens, 2, h, 1);
+	}
+	explicit_bzero(b64, b64len);
+	free(b64);
 }
 
 static void
@@ -824,6 +968,10 @@ do_login(struct imap_client *c)
 	h.ud = c;
 	h.on_done = auth_done;
 	c->caps_from_code = 0;
+	if (c->bearer) {
+		do_bearer(c, &h);
+		return;
+	}
 	if (c->auth == 'P' && !imap_client_has_cap(c, "AUTH=PLAIN")) {
 		client_fail(c, "auth", "%s does not offer AUTHENTICATE PLAIN (auth = \"plain\")",
 		    c->hostport);
@@ -1153,7 +1301,8 @@ imap_client_connect(struct event_base *base, const struct imap_client_opts *o,
 	c->base = base;
 	c->host = strdup(o->host);
 	c->username = strdup(o->username ? o->username : "");
-	c->password = strdup(o->password ? o->password : "");
+	c->bearer = o->bearer != NULL;
+	c->password = strdup(o->bearer ? o->bearer : o->password ? o->password : "");
 	c->ca_file = dup_or_null(o->ca_file);
 	c->log_source = dup_or_null(o->log_source);
 	c->port = o->port;
@@ -1162,7 +1311,8 @@ imap_client_connect(struct event_base *base, const struct imap_client_opts *o,
 	c->connect_timeout = o->connect_timeout > 0 ? o->connect_timeout : 30;
 	c->command_timeout = o->command_timeout > 0 ? o->command_timeout : 120;
 	c->pipeline = o->pipeline > 0 ? o->pipeline : 1;
-	c->auth = o->auth == NULL ? 0 : strcmp(o->auth, "login") == 0 ? 'L' : 'P';
+	c->auth = o->auth == NULL ? 0 : strcmp(o->auth, "login") == 0 ? 'L' :
+	    strcmp(o->auth, "oauthbearer") == 0 ? 'O' : strcmp(o->auth, "xoauth2") == 0 ? 'X' : 'P';
 	c->ready = ready;
 	c->ready_ud = ud;
 	snprintf(c->hostport, sizeof(c->hostport), strchr(o->host, ':') ? "[%s]:%d" : "%s:%d",

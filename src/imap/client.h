@@ -31,10 +31,14 @@ struct imap_client_opts {
 	const char *ca_file;		/* NULL: the system store */
 	const char *username;
 	const char *password;		/* copied, wiped after login */
+	const char *bearer;		/* an OAuth2 access token instead of the password
+					 * (AUTHENTICATE OAUTHBEARER or XOAUTH2); copied, wiped */
 	double connect_timeout;		/* seconds; 0: 30 */
 	double command_timeout;		/* seconds without a byte while waiting; 0: 120 */
 	int pipeline;			/* commands in flight; 0: 1 */
-	const char *auth;		/* "login", "plain" or NULL: PLAIN if offered */
+	const char *auth;		/* "login", "plain" or NULL: PLAIN if offered; with
+					 * BEARER "oauthbearer", "xoauth2" or NULL: OAUTHBEARER
+					 * if offered, else XOAUTH2 */
 	const char *log_source;		/* source id for log lines, or NULL */
 };
 

@@ -15,9 +15,11 @@
 
 #include <event2/event.h>
 #include <lauxlib.h>
+#include <openssl/evp.h>
 
 #include "log.h"
 #include "lua/vm.h"
+#include "paths.h"
 
 extern char **environ;
 
@@ -340,6 +342,108 @@ l_pid(lua_State *L)
 	return 1;
 }
 
+/* ---- small private files (lua/oauth2.lua's token store) -------------------- */
+
+/* core.writefile(path, data [, mode]) -> true | nil, err. Atomic: a temporary
+ * file beside PATH (MODE, default 0600, never following a link), synced,
+ * renamed over PATH, and the folder synced; readers see the old or the new
+ * file whole. */
+static int
+l_writefile(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	size_t len, off = 0;
+	const char *data = luaL_checklstring(L, 2, &len);
+	mode_t mode = (mode_t)luaL_optinteger(L, 3, 0600);
+	char tmp[4096], dir[4096], *slash;
+	int fd, saved;
+
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp%ld", path, (long)getpid()) >= sizeof(tmp))
+		return luaL_error(L, "core.writefile: path too long");
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode);
+	if (fd < 0)
+		return push_errno(L, path);
+	while (off < len) {
+		ssize_t w = write(fd, data + off, len - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			goto fail;
+		off += (size_t)w;
+	}
+	if (fchmod(fd, mode) < 0 || fsync(fd) < 0)
+		goto fail;
+	if (close(fd) < 0) {
+		fd = -1;
+		goto fail;
+	}
+	fd = -1;
+	if (rename(tmp, path) < 0)
+		goto fail;
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (slash)
+		*(slash == dir ? slash + 1 : slash) = '\0';
+	else
+		snprintf(dir, sizeof(dir), ".");
+	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+		(void)fsync(fd);
+		close(fd);
+	}
+	lua_pushboolean(L, 1);
+	return 1;
+fail:
+	saved = errno;
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+	errno = saved;
+	return push_errno(L, path);
+}
+
+/* core.mkdir(path [, mode]) -> true | nil, err: mkdir -p, MODE (default
+ * 0700) for each folder it creates. */
+static int
+l_mkdir(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+
+	if (paths_mkdir_p(path, (unsigned)luaL_optinteger(L, 2, 0700)) < 0)
+		return push_errno(L, path);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* core.remove(path) -> true | nil, err; a file that is not there is removed. */
+static int
+l_remove(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+
+	if (unlink(path) < 0 && errno != ENOENT)
+		return push_errno(L, path);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* core.sha256(s) -> 64 hex digits */
+static int
+l_sha256(lua_State *L)
+{
+	size_t len;
+	const char *s = luaL_checklstring(L, 1, &len);
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int n = 0;
+	char hex[2 * EVP_MAX_MD_SIZE + 1];
+
+	if (EVP_Digest(s, len, md, &n, EVP_sha256(), NULL) != 1)
+		return luaL_error(L, "core.sha256: digest failed");
+	for (unsigned int i = 0; i < n; i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	lua_pushlstring(L, hex, 2 * (size_t)n);
+	return 1;
+}
+
 int
 luaopen_vault_core(lua_State *L)
 {
@@ -356,6 +460,10 @@ luaopen_vault_core(lua_State *L)
 		{ "run", l_run },
 		{ "exit", l_exit },
 		{ "pid", l_pid },
+		{ "writefile", l_writefile },
+		{ "mkdir", l_mkdir },
+		{ "remove", l_remove },
+		{ "sha256", l_sha256 },
 		{ NULL, NULL }
 	};
 	luaL_newlib(L, funcs);

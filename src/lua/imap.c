@@ -527,7 +527,12 @@ l_connect(lua_State *L)
 		lua_pop(L, 1);
 	}
 	password = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
-	if ((o.username == NULL) != (password == NULL))
+	/* An OAuth2 access token instead of the password (lua/oauth2.lua). */
+	o.bearer = opt_string(L, 1, "oauth2_token", NULL);
+	if (o.bearer && (password || o.username == NULL))
+		return luaL_error(L, "vault.imap.connect: oauth2_token goes with a username and "
+		    "no password");
+	if (o.bearer == NULL && (o.username == NULL) != (password == NULL))
 		return luaL_error(L, "vault.imap.connect: give both username and password");
 	o.password = password;
 	o.connect_timeout = opt_number(L, 1, "connect_timeout", 30);
@@ -536,8 +541,10 @@ l_connect(lua_State *L)
 	if (o.pipeline < 1 || o.pipeline > 64)
 		return luaL_error(L, "vault.imap.connect: pipeline must be 1 to 64");
 	o.auth = opt_string(L, 1, "auth", NULL);
-	if (o.auth && strcmp(o.auth, "login") != 0 && strcmp(o.auth, "plain") != 0)
-		return luaL_error(L, "vault.imap.connect: auth must be \"login\" or \"plain\"");
+	if (o.auth && (o.bearer ? strcmp(o.auth, "oauthbearer") != 0 && strcmp(o.auth, "xoauth2") != 0 :
+	    strcmp(o.auth, "login") != 0 && strcmp(o.auth, "plain") != 0))
+		return luaL_error(L, "vault.imap.connect: auth must be %s", o.bearer ?
+		    "\"oauthbearer\" or \"xoauth2\" with oauth2_token" : "\"login\" or \"plain\"");
 	o.log_source = opt_string(L, 1, "source", NULL);
 	if (o.log_source == NULL) {
 		/* a source's task logs under the source's id */

@@ -298,10 +298,13 @@ class Dovecot:
 
     def __init__(self, user=DEFAULT_USER, password=DEFAULT_PASSWORD, users=None,
                  host="127.0.0.1", autocreate_special=True, extra_conf="",
-                 start_timeout=10.0, auth_failure_delay=0):
+                 start_timeout=10.0, auth_failure_delay=0, auth_mechanisms="plain login",
+                 passdb_first=""):
         """users: optional dict or list of (user, password); the first one becomes
         self.user/self.password (otherwise user/password are the single account).
         extra_conf: text appended to dovecot.conf (e.g. 'imap_capability = ...').
+        auth_mechanisms: what the server offers (e.g. 'plain login xoauth2 oauthbearer').
+        passdb_first: passdb blocks placed before the passwd-file one (an oauth2 passdb).
         autocreate_special: create+subscribe Sent/Trash/Drafts/Junk automatically."""
         if users is None:
             users = [(user, password)]
@@ -323,6 +326,8 @@ class Dovecot:
         self.extra_conf = extra_conf
         self.start_timeout = start_timeout
         self.auth_failure_delay = auth_failure_delay
+        self.auth_mechanisms = auth_mechanisms
+        self.passdb_first = passdb_first
         self.tls_port = self.plain_port = None
         self.tmpdir = self.conf = self.log_path = self.cert_path = self.key_path = None
         self.cert_sha256 = None
@@ -476,10 +481,10 @@ ssl_key = <{self.key_path}
 ssl_min_protocol = TLSv1.2
 {dh}
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {self.auth_mechanisms}
 auth_failure_delay = {self.auth_failure_delay} secs
 auth_verbose = yes
-
+{self.passdb_first}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {self.passwd_path}
