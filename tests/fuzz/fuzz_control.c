@@ -59,17 +59,27 @@ static const char stub[] =
 
 static struct event_base *base;
 static struct vm *vm;
+static char dir[] = "/tmp/fuzz-control-XXXXXX";
 static char sock_path[108];
 static char file_path[4096];
 
 static void
+cleanup(void)
+{
+	unlink(sock_path);
+	unlink(file_path);
+	rmdir(dir);
+}
+
+static void
 setup(void)
 {
-	char dir[] = "/tmp/fuzz-control-XXXXXX", err[512];
+	char err[512];
 	lua_State *L;
 
 	if (mkdtemp(dir) == NULL)
 		abort();
+	atexit(cleanup);
 	snprintf(sock_path, sizeof sock_path, "%s/control.sock", dir);
 	snprintf(file_path, sizeof file_path, "%s/frames", dir);
 	log_set_level(LOG_ERROR);	/* "malformed frame" warnings by the thousand */

@@ -101,17 +101,25 @@ static const char harness[] =
     "end\n";
 
 static struct vm *vm;
+static char dir[] = "/tmp/fuzz-sources-XXXXXX";
 static char path[4096];
+
+static void
+cleanup(void)
+{
+	unlink(path);
+	rmdir(dir);
+}
 
 static void
 setup(void)
 {
-	char dir[] = "/tmp/fuzz-sources-XXXXXX";
 	lua_State *L;
 
 	if (mkdtemp(dir) == NULL)
 		abort();
 	snprintf(path, sizeof path, "%s/fuzz.lua", dir);
+	atexit(cleanup);
 	/* The loader logs what a file prints; nobody reads it here. */
 	log_set_level(LOG_ERROR);
 	if (log_open_file("/dev/null") < 0)
