@@ -251,10 +251,15 @@ local function file_env(file, defs)
 end
 
 -- Turns an error raised while running FILE into "FILE:LINE: what: message".
+-- Only a position in FILE itself names a line: a message that merely looks
+-- like one ("other.lua:7: ...", made by the file or by engine code) is
+-- reported at line 1 as it is.
 local function runtime_problem(file, msg)
   msg = tostring(msg):gsub("\nstack traceback:.*", "")
-  local line, rest = msg:match("^[^\n]-:(%d+): (.*)$")
-  if line then return string.format("%s:%s: error: %s", file, line, rest) end
+  if msg:sub(1, #file + 1) == file .. ":" then
+    local line, rest = msg:match("^(%d+): (.*)$", #file + 2)
+    if line then return string.format("%s:%s: error: %s", file, line, rest) end
+  end
   return string.format("%s:1: error: %s", file, msg)
 end
 

@@ -24,6 +24,7 @@
 #include "lua/task.h"
 #include "lua/vm.h"
 #include "net/connect.h"
+#include "notify.h"
 #include "paths.h"
 #include "search/indexer.h"
 
@@ -36,10 +37,11 @@ struct engine {
 	struct control_server *control;
 	struct store *store;
 	struct indexer *indexer;
-	struct event *sighup, *sigterm, *sigint, *stop_timer;
+	struct event *sighup, *sigterm, *sigint, *sigusr1, *stop_timer;
 	int stopping;
 	int stop_ticks;
 	int lock_fd;
+	const char *log_file;		/* --log, or NULL */
 };
 
 void
@@ -110,6 +112,7 @@ begin_stop(struct engine *e, const char *why)
 		return;
 	e->stopping = 1;
 	log_info(NULL, "stopping (%s)", why);
+	notify_send("STOPPING=1");
 	if (call_main(e->vm, "stop", 0) == 0)
 		lua_pop(e->vm->L, 1);
 	control_server_free(e->control);
@@ -127,14 +130,25 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	struct engine *e = arg;
 
 	(void)what;
-	if (sig == SIGHUP) {
+	if (sig == SIGHUP || sig == SIGUSR1) {
+		/* logrotate's postrotate sends either: the file was moved away */
 		if (log_reopen() < 0)
 			log_error(NULL, "cannot reopen the log file: %s", strerror(errno));
-		log_info(NULL, "SIGHUP: reloading sources");
-		if (!e->stopping && call_main(e->vm, "reload", 0) == 0)
-			lua_pop(e->vm->L, 1);
-		return;
+		else if (sig == SIGUSR1 && e->log_file) {
+			char q[1024];
+			log_info(NULL, "SIGUSR1: log file reopened path=%s",
+			    log_quote(q, sizeof(q), e->log_file));
+		}
 	}
+	if (sig == SIGHUP && !e->stopping) {
+		log_info(NULL, "SIGHUP: reloading sources");
+		notify_reloading();
+		if (call_main(e->vm, "reload", 0) == 0)
+			lua_pop(e->vm->L, 1);
+		notify_send("READY=1");
+	}
+	if (sig == SIGHUP || sig == SIGUSR1)
+		return;
 	begin_stop(e, sig == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
@@ -186,7 +200,10 @@ engine_run(const struct engine_options *opt)
 
 	memset(&e, 0, sizeof(e));
 	e.lock_fd = -1;
+	e.log_file = opt->log_file;
 	umask(077);
+	if (opt->log_file == NULL)
+		log_detect_journal();
 	if (paths_mkdir_p(opt->data_dir, 0700) < 0) {
 		fprintf(stderr, "emailvault: cannot create data folder %s: %s\n",
 		    opt->data_dir, strerror(errno));
@@ -261,10 +278,18 @@ engine_run(const struct engine_options *opt)
 	e.sighup = evsignal_new(e.base, SIGHUP, signal_cb, &e);
 	e.sigterm = evsignal_new(e.base, SIGTERM, signal_cb, &e);
 	e.sigint = evsignal_new(e.base, SIGINT, signal_cb, &e);
+	e.sigusr1 = evsignal_new(e.base, SIGUSR1, signal_cb, &e);
 	evsignal_add(e.sighup, NULL);
 	evsignal_add(e.sigterm, NULL);
 	evsignal_add(e.sigint, NULL);
+	evsignal_add(e.sigusr1, NULL);
 
+	/* Started: the control socket answers and every source is loaded.
+	 * (Type=notify units wait for this; the pid is in engine.lock.) */
+	if (notify_send("READY=1") < 0)
+		log_warn(NULL, "cannot notify the service manager at $NOTIFY_SOCKET: %s",
+		    strerror(errno));
+	log_info(NULL, "ready pid=%ld", (long)getpid());
 	event_base_dispatch(e.base);
 	if (!e.stopping)
 		begin_stop(&e, core_exit_request.requested ? "done" : "loop ended");
@@ -283,6 +308,7 @@ out:
 		event_free(e.sighup);
 		event_free(e.sigterm);
 		event_free(e.sigint);
+		event_free(e.sigusr1);
 	}
 	vm_free(e.vm);
 	net_dns_free();

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@ static int log_fd = 2;
 static char *log_path;
 static char *secrets[LOG_SECRETS_MAX];
 static int nsecrets;
+static int journal;	/* stderr is the journal: no time, a priority */
 static log_observer_fn observer;
 static void *observer_ud;
 /* The indexer thread logs too: the file, its path and the secrets are
@@ -28,6 +30,8 @@ static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
 static void clear_secrets_locked(void);
 
 static const char *level_names[] = { "DEBUG", "INFO", "WARN", "ERROR" };
+/* syslog priorities: debug, info, warning, err */
+static const char level_priority[] = { '7', '6', '4', '3' };
 
 int
 log_parse_level(const char *name, enum log_level *out)
@@ -82,6 +86,24 @@ log_open_file(const char *path)
 	}
 	pthread_mutex_unlock(&log_mu);
 	return 0;
+}
+
+int
+log_detect_journal(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+	char end;
+
+	journal = 0;
+	if (js == NULL || log_path != NULL || fstat(2, &st) < 0)
+		return 0;
+	if (sscanf(js, "%llu:%llu%c", &dev, &ino, &end) != 2)
+		return 0;
+	/* The variable is inherited by children whose stderr is elsewhere. */
+	journal = (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+	return journal;
 }
 
 int
@@ -210,7 +232,8 @@ log_vmsg(enum log_level level, const char *source, const char *fmt, va_list ap)
 	char line[LOG_LINE_MAX];
 	struct timeval tv;
 	struct tm tm;
-	size_t len;
+	size_t len, body, rest;
+	char *out;
 	int n;
 
 	if (level < min_level)
@@ -218,9 +241,11 @@ log_vmsg(enum log_level level, const char *source, const char *fmt, va_list ap)
 	gettimeofday(&tv, NULL);
 	gmtime_r(&tv.tv_sec, &tm);
 	len = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
-	n = snprintf(line + len, sizeof(line) - len, ".%03dZ %-5s [%s] ",
-	    (int)(tv.tv_usec / 1000), level_names[level], source ? source : "-");
-	len += (size_t)n;
+	len += (size_t)snprintf(line + len, sizeof(line) - len, ".%03dZ ",
+	    (int)(tv.tv_usec / 1000));
+	body = len;	/* the line after its time: what the journal gets */
+	len += (size_t)snprintf(line + len, sizeof(line) - len, "%-5s [%.64s] ",
+	    level_names[level], source ? source : "-");
 	n = vsnprintf(line + len, sizeof(line) - len - 1, fmt, ap);
 	if (n < 0)
 		n = 0;
@@ -233,12 +258,23 @@ log_vmsg(enum log_level level, const char *source, const char *fmt, va_list ap)
 			line[i] = ' ';
 	line[len] = '\0';
 	pthread_mutex_lock(&log_mu);
-	scrub_secrets(line, &len);
+	/* not the time: a secret's digits must not move it */
+	rest = len - body;
+	scrub_secrets(line + body, &rest);
+	len = body + rest;
 	if (observer)
 		observer(level, line, observer_ud);
 	line[len++] = '\n';
-	for (size_t off = 0; off < len;) {
-		ssize_t w = write(log_fd, line + off, len - off);
+	out = line;
+	if (journal && log_fd == 2) {
+		/* "<6>" written over the end of the time */
+		out = line + body - 3;
+		out[0] = '<';
+		out[1] = level_priority[level];
+		out[2] = '>';
+	}
+	for (size_t off = 0, end = len - (size_t)(out - line); off < end;) {
+		ssize_t w = write(log_fd, out + off, end - off);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;

@@ -4,6 +4,9 @@
  * One line per event: time, level, source id, message and key=value fields.
  *   2026-11-26T01:42:41.123Z INFO  [work] source started generation=2
  * Lines go to stderr, or to a file (reopened by log_reopen for rotation).
+ * When stderr is the journal, lines have no time (journald adds its own)
+ * and begin with a syslog priority instead, "<6>INFO  [work] ...", which
+ * journald reads as the line's level (sd-daemon(3)).
  * Registered secrets are replaced by *** in every line, as a last line of
  * defence against a password reaching the log through an error message.
  */
@@ -20,6 +23,10 @@ enum log_level log_get_level(void);
 int log_open_file(const char *path);
 /* Reopens the file given to log_open_file (after logrotate moved it). */
 int log_reopen(void);
+/* Journal style when stderr is the journal: $JOURNAL_STREAM names the
+ * device and inode of stderr's stream (systemd.exec(5)). Returns 1 if it
+ * is, 0 if not; a log file given with log_open_file is never the journal. */
+int log_detect_journal(void);
 void log_close(void);
 
 void log_add_secret(const char *secret);

@@ -78,6 +78,13 @@ class CheckTest(unittest.TestCase):
     def test_error_raised_by_the_file(self):
         self.assertProblem('\n\nerror("no password here")\n', "error", "no password here", line=3)
 
+    def test_error_naming_another_file_keeps_its_text(self):
+        # Found by fuzz_sources: a message that only looks like a position
+        # ("other.lua:7: ...") was reported as line 7 of a two-line file.
+        hit = self.assertProblem('local x = 1\nerror("other.lua:7: boom", 0)\n', "error",
+                                 "other.lua:7: boom", line=1)
+        self.assertNotRegex(hit, r"s\.lua:7:")
+
     def test_endless_loop_is_stopped(self):
         self.assertProblem('local n = 0\nwhile true do n = n + 1 end\n', "file", "endless loop")
 
