@@ -15,7 +15,12 @@ function M.run(opts)
   -- --once leaves only after the sweep.
   local reclaim = require "reclaim"
   reclaim.start("start")
-  E.exit = function(code) reclaim.when_idle(function() core.exit(code) end) end
+  -- An archive of the old layout moves into packs, beside archiving.
+  local migrate = require "migrate"
+  migrate.start()
+  E.exit = function(code)
+    reclaim.when_idle(function() migrate.when_idle(function() core.exit(code) end) end)
+  end
   local started, err = E.start(opts)
   if not started then return nil, err end
   return true
@@ -28,6 +33,7 @@ end
 function M.stop()
   require("engine").stop()
   require("reclaim").stop()
+  require("migrate").stop()
   return true
 end
 

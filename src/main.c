@@ -463,8 +463,10 @@ cmd_verify(int argc, char **argv)
 	    (unsigned long long)r.index_holes);
 	if (cli.repair_index)
 		printf(", %llu repaired", (unsigned long long)r.index_repaired);
-	printf("\n");
-	return r.missing || r.corrupt || r.reclaim_failed ||
+	printf("; packs: %llu segments, %llu damaged, %llu unreferenced records (%.1f MB, "
+	    "harmless)\n", (unsigned long long)r.segments, (unsigned long long)r.segments_bad,
+	    (unsigned long long)r.unreferenced, (double)r.unreferenced_bytes / 1e6);
+	return r.missing || r.corrupt || r.reclaim_failed || r.segments_bad ||
 	    ((r.index_orphans || r.index_holes) && !cli.repair_index) ? 1 : 0;
 }
 

@@ -302,7 +302,7 @@ l_archive(lua_State *L)
 	struct archive_params p;
 
 	luaL_checktype(L, 2, LUA_TTABLE);
-	if (st == NULL || st->blobs == NULL || st->readonly)
+	if (st == NULL || st->packs == NULL || st->readonly)
 		return luaL_error(L, "conn:archive needs the engine's archive (open read-write)");
 	memset(&p, 0, sizeof(p));
 	p.folder = opt_string(L, 2, "folder", NULL);
@@ -319,7 +319,7 @@ l_archive(lua_State *L)
 	p.max_attempts = (int)opt_number(L, 2, "max_attempts", 3);
 	double exists = opt_number(L, 2, "exists", 0);
 	p.exists = exists > 0 && exists < 1e15 ? (uint64_t)exists : 0;
-	p.blobs = st->blobs;
+	p.packs = st->packs;
 	p.db = st->db;
 	lc->hook_budget = (long)opt_number(L, 2, "hook_budget", 1000000);
 	lc->hook_seconds = opt_number(L, 2, "hook_seconds", 2);

@@ -12,6 +12,7 @@
 
 #include "log.h"
 #include "store/db.h"
+#include "store/migrate.h"
 #include "store/reclaim.h"
 #include "store/store.h"
 
@@ -174,7 +175,7 @@ l_sweep(lua_State *L)
 	struct sweep *sw;
 	char err[512];
 
-	if (s == NULL || s->db == NULL || s->readonly || s->blobs == NULL)
+	if (s == NULL || s->db == NULL || s->readonly)
 		return luaL_error(L, "reclaiming orphan blobs needs the running engine");
 	sw = lua_newuserdatauv(L, sizeof(*sw), 0);
 	sw->r = NULL;
@@ -246,6 +247,37 @@ l_sweep_close(lua_State *L)
 	return 0;
 }
 
+/* store.migrate_step(n) -> looked, { moved, bytes, missing, corrupt, left }:
+ * up to N messages of the old layout into the pack store (store/migrate.h). */
+static int
+l_migrate_step(lua_State *L)
+{
+	struct store *s = store_current();
+	struct migrate_counts c;
+	char err[512];
+	int n = (int)luaL_optinteger(L, 1, 100);
+
+	if (s == NULL || s->db == NULL || s->readonly || s->packs == NULL)
+		return luaL_error(L, "moving messages into packs needs the running engine");
+	memset(&c, 0, sizeof(c));
+	int looked = migrate_step(s, n < 1 ? 1 : n, &c, err, sizeof(err));
+	if (looked < 0)
+		return luaL_error(L, "%s", err);
+	lua_pushinteger(L, looked);
+	lua_createtable(L, 0, 5);
+	lua_pushinteger(L, (lua_Integer)c.moved);
+	lua_setfield(L, -2, "moved");
+	lua_pushinteger(L, (lua_Integer)c.bytes);
+	lua_setfield(L, -2, "bytes");
+	lua_pushinteger(L, (lua_Integer)c.missing);
+	lua_setfield(L, -2, "missing");
+	lua_pushinteger(L, (lua_Integer)c.corrupt);
+	lua_setfield(L, -2, "corrupt");
+	lua_pushinteger(L, (lua_Integer)migrate_left(s));
+	lua_setfield(L, -2, "left");
+	return 2;
+}
+
 int
 luaopen_vault_store(lua_State *L)
 {
@@ -255,6 +287,7 @@ luaopen_vault_store(lua_State *L)
 		{ "is_open", l_is_open },
 		{ "data_dir", l_data_dir },
 		{ "sweep", l_sweep },
+		{ "migrate_step", l_migrate_step },
 		{ NULL, NULL }
 	};
 	static const luaL_Reg sweep_methods[] = {

@@ -88,6 +88,17 @@ schedule(struct task *t)
 	event_active(t->resume_ev, EV_TIMEOUT, 0);
 }
 
+/* A task that yields only to let the rest run goes on at the next loop turn,
+ * after the loop looked at sockets and timers: an immediate activation would
+ * be run in the same pass and starve everything else. */
+static void
+schedule_later(struct task *t)
+{
+	static const struct timeval now = { 0, 0 };
+
+	event_add(t->resume_ev, &now);
+}
+
 /*
  * The VM's hook asks this now and then (lua/vm.c): the task being resumed
  * has a watchdog (a REPL chunk), and the watchdog says stop. The running
@@ -311,7 +322,7 @@ task_resume_cb(evutil_socket_t fd, short what, void *arg)
 		 * the rest of the loop run and continues on the next turn. */
 		if (t->state == TASK_RUNNING) {
 			t->state = TASK_READY;
-			schedule(t);
+			schedule_later(t);
 		}
 		return;
 	}

@@ -29,8 +29,10 @@ static const char *const stmt_sql[ST_COUNT] = {
 	    "UPDATE folders SET on_server = ?3 WHERE source = ?1 AND name = ?2",
 	[ST_MESSAGE_ADD] =
 	    "INSERT INTO messages(hash, size, subject, from_text, to_text, cc_text, date_text, "
-	    "date_unix, message_id, from_addrs, to_addrs, first_seen, sort_date) "
-	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT(hash) DO NOTHING",
+	    "date_unix, message_id, from_addrs, to_addrs, first_seen, sort_date, pack_segment, "
+	    "pack_offset, pack_length, pack_codec) "
+	    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) "
+	    "ON CONFLICT(hash) DO NOTHING",
 	[ST_LOCATION_ADD] =
 	    "INSERT INTO locations(source, folder, uidvalidity, uid, hash, flags, internaldate, "
 	    "archived_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
@@ -103,6 +105,16 @@ static const char *const migrations[] = {
 	"CREATE INDEX messages_sort_date ON messages(sort_date);"
 	"CREATE INDEX locations_source_folder ON locations(source, folder);"
 	DB_FTS_CREATE ";",
+	/* 3 -> 4: the pack store (store/pack.h): where each message's bytes
+	 * are (NULL: still a blob file of the old layout), and the segments. */
+	"ALTER TABLE messages ADD COLUMN pack_segment INTEGER;"
+	"ALTER TABLE messages ADD COLUMN pack_offset INTEGER;"
+	"ALTER TABLE messages ADD COLUMN pack_length INTEGER;"
+	"ALTER TABLE messages ADD COLUMN pack_codec INTEGER;"
+	"CREATE INDEX messages_pack ON messages(pack_segment, pack_offset);"
+	"CREATE TABLE segments ("
+	"  id INTEGER PRIMARY KEY, committed INTEGER NOT NULL DEFAULT 0,"
+	"  sealed INTEGER NOT NULL DEFAULT 0, records INTEGER, sha256 TEXT, created REAL);",
 };
 
 struct archive_db {
@@ -366,6 +378,12 @@ db_message_add(struct archive_db *db, const struct db_message *m, int *is_new)
 	sqlite3_bind_double(st, 12, now());
 	if (m->sort_date >= 0)
 		sqlite3_bind_int64(st, 13, m->sort_date);
+	if (m->pack_segment > 0) {
+		sqlite3_bind_int64(st, 14, m->pack_segment);
+		sqlite3_bind_int64(st, 15, (sqlite3_int64)m->pack_offset);
+		sqlite3_bind_int64(st, 16, (sqlite3_int64)m->pack_length);
+		sqlite3_bind_int(st, 17, m->pack_codec);
+	}
 	if (done(st) < 0)
 		return -1;
 	if (is_new)

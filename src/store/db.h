@@ -10,7 +10,7 @@
 
 #include <sqlite3.h>
 
-#define DB_SCHEMA_VERSION 3
+#define DB_SCHEMA_VERSION 4
 
 struct archive_db;
 
@@ -54,6 +54,9 @@ struct db_message {
 	const char *from_addrs, *to_addrs;
 	int64_t date_unix;
 	int64_t sort_date;	/* what search sorts and filters by; -1 unknown */
+	int64_t pack_segment;	/* where its bytes are (store/pack.h); 0: not packed */
+	uint64_t pack_offset, pack_length;
+	int pack_codec;
 };
 
 /* 1 if T (a Date header's time) is worth sorting by. */

@@ -8,29 +8,83 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
+#include "store/pack.h"
+
+#define FD_CACHE 8
+
+/* Segment files stay open between reads: export and the indexer read many
+ * messages of the same few segments. */
+struct open_segment {
+	int64_t id;
+	int fd;
+};
+
 struct store_reader {
-	char root[4096];	/* DATA/blobs */
+	char root[4096];		/* DATA/blobs: the old layout */
+	char packs[4096];		/* DATA/packs */
+	sqlite3 *db;			/* where each message's bytes are */
+	sqlite3_stmt *where;
+	struct open_segment fds[FD_CACHE];
+	unsigned next;
 };
 
 struct store_reader *
 store_reader_open(const char *data_dir)
 {
 	struct store_reader *r = calloc(1, sizeof(*r));
+	char path[4200];
 
 	if (r == NULL)
 		return NULL;
-	if ((size_t)snprintf(r->root, sizeof(r->root), "%s/blobs", data_dir) >= sizeof(r->root)) {
-		free(r);
-		errno = ENAMETOOLONG;
+	for (int i = 0; i < FD_CACHE; i++)
+		r->fds[i].fd = -1;
+	snprintf(r->root, sizeof(r->root), "%s/blobs", data_dir);
+	snprintf(r->packs, sizeof(r->packs), "%s/packs", data_dir);
+	snprintf(path, sizeof(path), "%s/archive.db", data_dir);
+	/* A reader of its own: it may run on another thread than the
+	 * engine's connection (the indexer), and it only reads. */
+	if (sqlite3_open_v2(path, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
+	    SQLITE_OK || sqlite3_prepare_v2(r->db, "SELECT pack_segment, pack_offset, pack_length, "
+	    "pack_codec, size FROM messages WHERE hash = ?1", -1, &r->where, NULL) != SQLITE_OK) {
+		store_reader_close(r);
+		errno = EIO;
 		return NULL;
 	}
+	sqlite3_busy_timeout(r->db, 5000);
 	return r;
 }
 
 void
 store_reader_close(struct store_reader *r)
 {
+	if (r == NULL)
+		return;
+	for (int i = 0; i < FD_CACHE; i++)
+		if (r->fds[i].fd >= 0)
+			close(r->fds[i].fd);
+	sqlite3_finalize(r->where);
+	sqlite3_close(r->db);
 	free(r);
+}
+
+static int
+segment_fd(struct store_reader *r, int64_t id)
+{
+	char path[4200];
+	struct open_segment *slot;
+
+	for (int i = 0; i < FD_CACHE; i++)
+		if (r->fds[i].fd >= 0 && r->fds[i].id == id)
+			return r->fds[i].fd;
+	slot = &r->fds[r->next++ % FD_CACHE];
+	if (slot->fd >= 0)
+		close(slot->fd);
+	pack_segment_path(r->packs, id, path, sizeof(path));
+	slot->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	slot->id = id;
+	return slot->fd;
 }
 
 int
@@ -44,8 +98,9 @@ store_hash_valid(const char *hash)
 	return i == 64;
 }
 
-int
-store_reader_get(struct store_reader *r, const char *hash, size_t max, char **data, size_t *len)
+/* The old layout: DATA/blobs/ab/cd/<hash>. */
+static int
+read_blob_file(struct store_reader *r, const char *hash, size_t max, char **data, size_t *len)
 {
 	char path[4200];
 	struct stat st;
@@ -53,12 +108,6 @@ store_reader_get(struct store_reader *r, const char *hash, size_t max, char **da
 	size_t got = 0;
 	int fd;
 
-	*data = NULL;
-	*len = 0;
-	if (!store_hash_valid(hash)) {
-		errno = EINVAL;
-		return -1;
-	}
 	snprintf(path, sizeof(path), "%s/%.2s/%.2s/%s", r->root, hash, hash + 2, hash);
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
 		return -1;
@@ -94,4 +143,42 @@ store_reader_get(struct store_reader *r, const char *hash, size_t max, char **da
 	*data = buf;
 	*len = got;
 	return 0;
+}
+
+int
+store_reader_get(struct store_reader *r, const char *hash, size_t max, char **data, size_t *len)
+{
+	struct pack_location loc;
+	uint64_t size;
+	int rc, packed, fd;
+
+	*data = NULL;
+	*len = 0;
+	if (!store_hash_valid(hash)) {
+		errno = EINVAL;
+		return -1;
+	}
+	sqlite3_bind_text(r->where, 1, hash, -1, SQLITE_STATIC);
+	rc = sqlite3_step(r->where);
+	if (rc != SQLITE_ROW) {
+		sqlite3_reset(r->where);
+		errno = rc == SQLITE_DONE ? ENOENT : EIO;
+		return -1;
+	}
+	packed = sqlite3_column_type(r->where, 0) != SQLITE_NULL;
+	loc.segment = sqlite3_column_int64(r->where, 0);
+	loc.offset = (uint64_t)sqlite3_column_int64(r->where, 1);
+	loc.length = (uint64_t)sqlite3_column_int64(r->where, 2);
+	loc.codec = sqlite3_column_int(r->where, 3);
+	size = (uint64_t)sqlite3_column_int64(r->where, 4);
+	sqlite3_reset(r->where);
+	if (!packed)
+		return read_blob_file(r, hash, max, data, len);
+	if (max && size > max) {
+		errno = EFBIG;
+		return -1;
+	}
+	if ((fd = segment_fd(r, loc.segment)) < 0)
+		return -1;
+	return pack_read(fd, &loc, hash, size, data, len);
 }

@@ -4,7 +4,8 @@
  * Reading archived messages back: the one way show, export, the indexer
  * and verify get a message's bytes by its SHA-256, whatever the layout of
  * the store underneath (today one file per message; later pack segments).
- * A reader is used by one thread at a time; open one per thread.
+ * A reader is used by one thread at a time; open one per thread: it has
+ * its own read-only connection to archive.db, so it sees what is committed.
  */
 #include <stddef.h>
 #include <stdint.h>

@@ -57,8 +57,12 @@ reclaim_new(const char *data_dir, sqlite3 *db, struct blob_store *bs, int dry_ru
 	r->ud = ud;
 	/* A committed record names a blob through messages (and locations,
 	 * which must agree with it): either keeps the file. */
-	if (sqlite3_prepare_v2(db, "SELECT 1 FROM messages WHERE hash = ?1 "
-	    "UNION ALL SELECT 1 FROM locations WHERE hash = ?1 LIMIT 1", -1, &r->named, NULL)
+	/* A blob file is needed while its message's bytes are not in a pack
+	 * (the pack store's migration removes the files it has moved, but a
+	 * crash between its commit and the unlink leaves them to us). */
+	if (sqlite3_prepare_v2(db, "SELECT 1 FROM messages WHERE hash = ?1 AND pack_segment IS NULL "
+	    "UNION ALL SELECT 1 FROM locations WHERE hash = ?1 AND NOT EXISTS "
+	    "(SELECT 1 FROM messages WHERE hash = ?1) LIMIT 1", -1, &r->named, NULL)
 	    != SQLITE_OK) {
 		snprintf(err, errlen, "archive.db: %s", sqlite3_errmsg(db));
 		free(r);

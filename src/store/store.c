@@ -4,8 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/stat.h>
+
 #include "store/blob.h"
 #include "store/db.h"
+#include "store/pack.h"
 
 static struct store *current;
 
@@ -25,9 +28,19 @@ store_open(const char *data_dir, int readonly, char *err, size_t errlen)
 	if (s->db == NULL)
 		goto fail;
 	if (!readonly) {
-		s->blobs = blob_store_open(data_dir, err, errlen);
-		if (s->blobs == NULL)
+		char path[4096];
+		struct stat st;
+		s->packs = pack_store_open(data_dir, db_handle(s->db), err, errlen);
+		if (s->packs == NULL)
 			goto fail;
+		/* One file per message was the layout before the pack store;
+		 * such an archive is migrated into packs by the engine. */
+		snprintf(path, sizeof(path), "%s/blobs", data_dir);
+		if (stat(path, &st) == 0) {
+			s->blobs = blob_store_open(data_dir, err, errlen);
+			if (s->blobs == NULL)
+				goto fail;
+		}
 	}
 	return s;
 fail:
@@ -42,6 +55,7 @@ store_close(struct store *s)
 		return;
 	if (current == s)
 		current = NULL;
+	pack_store_close(s->packs);
 	db_close(s->db);
 	blob_store_close(s->blobs);
 	free(s->data_dir);

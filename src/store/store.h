@@ -7,11 +7,13 @@
 #include <stddef.h>
 
 struct blob_store;
+struct pack_store;
 struct archive_db;
 
 struct store {
 	char *data_dir;
-	struct blob_store *blobs;	/* NULL when read-only */
+	struct pack_store *packs;	/* where messages go; NULL when read-only */
+	struct blob_store *blobs;	/* the old layout, while an archive has one */
 	struct archive_db *db;
 	int readonly;
 };

@@ -9,44 +9,143 @@
 #include <openssl/evp.h>
 #include <sqlite3.h>
 
+#include <sys/stat.h>
+
 #include "store/db.h"
+#include "store/pack.h"
+#include "store/reader.h"
 #include "store/reclaim.h"
 
-/* SHA-256 of a file as lowercase hex; -1 with errno. */
-static int
-hash_file(const char *path, char hex[65], uint64_t *size)
+static void
+hex_of(const unsigned char *md, char hex[65])
 {
 	static const char digits[] = "0123456789abcdef";
-	unsigned char buf[65536], md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
-	EVP_MD_CTX *ctx;
-	ssize_t n;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
 
-	if (fd < 0)
-		return -1;
-	ctx = EVP_MD_CTX_new();
-	if (ctx == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
-		EVP_MD_CTX_free(ctx);
-		close(fd);
-		errno = ENOMEM;
-		return -1;
-	}
-	*size = 0;
-	while ((n = read(fd, buf, sizeof(buf))) > 0) {
-		EVP_DigestUpdate(ctx, buf, (size_t)n);
-		*size += (uint64_t)n;
-	}
-	close(fd);
-	EVP_DigestFinal_ex(ctx, md, &mdlen);
-	EVP_MD_CTX_free(ctx);
-	if (n < 0)
-		return -1;
 	for (unsigned i = 0; i < 32; i++) {
 		hex[2 * i] = digits[md[i] >> 4];
 		hex[2 * i + 1] = digits[md[i] & 15];
 	}
 	hex[64] = '\0';
+}
+
+/* SHA-256 of LEN bytes as lowercase hex. */
+static void
+hash_bytes(const char *data, size_t len, char hex[65])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+
+	EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL);
+	hex_of(md, hex);
+}
+
+static int
+read_all_at(int fd, void *buf, size_t len, uint64_t off)
+{
+	char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = pread(fd, p, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+/* Each segment: its file as long as archive.db says, a sealed one's
+ * checksum over all its bytes, and the records no message names (left by a
+ * batch that failed after appending: harmless, counted). */
+static int
+check_segments(const char *data_dir, sqlite3 *db, FILE *out, struct verify_result *r)
+{
+	sqlite3_stmt *st, *refs;
+	char dir[4096];
+
+	snprintf(dir, sizeof(dir), "%s/packs", data_dir);
+	if (sqlite3_prepare_v2(db, "SELECT id, committed, sealed, sha256 FROM segments ORDER BY id",
+	    -1, &st, NULL) != SQLITE_OK)
+		return 0;	/* an archive from before the pack store */
+	if (sqlite3_prepare_v2(db, "SELECT 1 FROM messages WHERE pack_segment = ?1 AND "
+	    "pack_offset = ?2", -1, &refs, NULL) != SQLITE_OK) {
+		sqlite3_finalize(st);
+		return -1;
+	}
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		int64_t id = sqlite3_column_int64(st, 0);
+		uint64_t committed = (uint64_t)sqlite3_column_int64(st, 1), end = committed;
+		int sealed = sqlite3_column_int(st, 2);
+		const char *want = (const char *)sqlite3_column_text(st, 3);
+		char path[4200], got[65];
+		struct stat sb;
+		int fd;
+
+		r->segments++;
+		pack_segment_path(dir, id, path, sizeof(path));
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(fd, &sb) < 0) {
+			r->segments_bad++;
+			fprintf(out, "segment %s: %s\n", path, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			continue;
+		}
+		if ((uint64_t)sb.st_size < committed) {
+			r->segments_bad++;
+			fprintf(out, "segment %s: %lld bytes, %llu committed\n", path,
+			    (long long)sb.st_size, (unsigned long long)committed);
+			close(fd);
+			continue;
+		}
+		if (sealed) {
+			unsigned char trailer[PACK_TRAILER];
+			EVP_MD_CTX *md = EVP_MD_CTX_new();
+			unsigned char sum[EVP_MAX_MD_SIZE], buf[65536];
+			unsigned int n = 0;
+			end = committed - PACK_TRAILER;
+			EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+			for (uint64_t off = 0; off < end;) {
+				size_t k = end - off < sizeof(buf) ? (size_t)(end - off) : sizeof(buf);
+				if (read_all_at(fd, buf, k, off) < 0)
+					break;
+				EVP_DigestUpdate(md, buf, k);
+				off += k;
+			}
+			EVP_DigestFinal_ex(md, sum, &n);
+			EVP_MD_CTX_free(md);
+			hex_of(sum, got);
+			if (read_all_at(fd, trailer, sizeof(trailer), end) < 0 ||
+			    memcmp(trailer, "EVEND001", 8) != 0 || memcmp(trailer + 16, sum, 32) != 0 ||
+			    (want && strcmp(want, got) != 0)) {
+				r->segments_bad++;
+				fprintf(out, "segment %s: its checksum does not match (the file changed)\n",
+				    path);
+			}
+		}
+		/* records nobody names */
+		for (uint64_t off = PACK_HEADER; off + PACK_RECORD_HEADER <= end;) {
+			unsigned char hdr[PACK_RECORD_HEADER];
+			uint64_t slen = 0;
+			if (read_all_at(fd, hdr, sizeof(hdr), off) < 0 || memcmp(hdr, "EVM1", 4) != 0)
+				break;
+			for (int i = 7; i >= 0; i--)
+				slen = slen << 8 | hdr[16 + i];
+			sqlite3_bind_int64(refs, 1, id);
+			sqlite3_bind_int64(refs, 2, (sqlite3_int64)off);
+			if (sqlite3_step(refs) != SQLITE_ROW) {
+				r->unreferenced++;
+				r->unreferenced_bytes += sizeof(hdr) + slen;
+			}
+			sqlite3_reset(refs);
+			off += sizeof(hdr) + slen;
+		}
+		close(fd);
+	}
+	sqlite3_finalize(refs);
+	sqlite3_finalize(st);
 	return 0;
 }
 
@@ -186,6 +285,7 @@ verify_archive(const char *data_dir, const struct verify_opts *o, FILE *out,
 	struct archive_db *adb = db_open(data_dir, !o->repair_index, err, errlen);
 	sqlite3_stmt *st;
 	sqlite3 *db;
+	struct store_reader *reader;
 	int64_t *missing = NULL;
 	size_t nmissing = 0, capmissing = 0;
 	uint64_t total = 0;
@@ -200,24 +300,38 @@ verify_archive(const char *data_dir, const struct verify_opts *o, FILE *out,
 			total = (uint64_t)sqlite3_column_int64(st, 0);
 		sqlite3_finalize(st);
 	}
-	if (sqlite3_prepare_v2(db, "SELECT hash, size, rowid FROM messages ORDER BY hash", -1, &st,
-	    NULL) != SQLITE_OK) {
+	if ((reader = store_reader_open(data_dir)) == NULL) {
+		snprintf(err, errlen, "cannot read the archive: %s", strerror(errno));
+		db_close(adb);
+		return -1;
+	}
+	/* in storage order: segments are read front to back */
+	if (sqlite3_prepare_v2(db, "SELECT hash, size, rowid FROM messages "
+	    "ORDER BY pack_segment, pack_offset", -1, &st, NULL) != SQLITE_OK) {
 		snprintf(err, errlen, "archive.db: %s", sqlite3_errmsg(db));
+		store_reader_close(reader);
 		db_close(adb);
 		return -1;
 	}
 	while (sqlite3_step(st) == SQLITE_ROW) {
 		const char *hash = (const char *)sqlite3_column_text(st, 0);
-		uint64_t want = (uint64_t)sqlite3_column_int64(st, 1), size;
-		char path[4096], got[65];
+		uint64_t want = (uint64_t)sqlite3_column_int64(st, 1);
+		char got[65], *data;
+		size_t size;
 
-		snprintf(path, sizeof(path), "%s/blobs/%.2s/%.2s/%s", data_dir, hash, hash + 2, hash);
 		r->checked++;
 		if (o->progress)
 			o->progress(o->ud, r->checked, total);
-		if (hash_file(path, got, &size) < 0) {
+		if (store_reader_get(reader, hash, 0, &data, &size) < 0) {
+			if (errno == EIO) {
+				r->corrupt++;
+				fprintf(out, "corrupt %s: its stored bytes are not the message's "
+				    "(they do not hash to its id, or cannot be decompressed)\n", hash);
+				continue;
+			}
 			r->missing++;
-			fprintf(out, "missing %s: %s\n", hash, strerror(errno));
+			fprintf(out, "missing %s: %s\n", hash, errno == ENODATA ?
+			    "its segment ends before it" : strerror(errno));
 			if (nmissing == capmissing) {
 				size_t cap = capmissing ? capmissing * 2 : 16;
 				int64_t *grown = realloc(missing, cap * sizeof(*grown));
@@ -230,6 +344,8 @@ verify_archive(const char *data_dir, const struct verify_opts *o, FILE *out,
 			continue;
 		}
 		r->bytes += size;
+		hash_bytes(data, size, got);
+		free(data);
 		if (strcmp(got, hash) != 0 || size != want) {
 			r->corrupt++;
 			fprintf(out, "corrupt %s: its bytes hash to %s (%llu bytes, %llu recorded)\n",
@@ -237,6 +353,13 @@ verify_archive(const char *data_dir, const struct verify_opts *o, FILE *out,
 		}
 	}
 	sqlite3_finalize(st);
+	store_reader_close(reader);
+	if (check_segments(data_dir, db, out, r) < 0) {
+		snprintf(err, errlen, "archive.db: %s", sqlite3_errmsg(db));
+		free(missing);
+		db_close(adb);
+		return -1;
+	}
 	rc = check_index(db, o->repair_index, missing, nmissing, out, r, err, errlen);
 	free(missing);
 	if (rc == 0)

@@ -16,6 +16,9 @@ struct verify_result {
 	/* the full-text index: rows whose message or blob is gone, messages
 	 * recorded as indexed that have no row, and what --repair-index fixed */
 	uint64_t index_rows, index_orphans, index_holes, index_repaired;
+	/* the pack store: segments looked at, ones whose file or checksum is
+	 * wrong, records no message names (harmless) and their bytes */
+	uint64_t segments, segments_bad, unreferenced, unreferenced_bytes;
 };
 
 struct verify_opts {

@@ -12,7 +12,7 @@
 #include "imap/format.h"
 #include "log.h"
 #include "mime/headers.h"
-#include "store/blob.h"
+#include "store/pack.h"
 #include "store/db.h"
 
 #define UIDSET_MAX 4000		/* bytes of one command's UID set */
@@ -21,7 +21,10 @@
 
 /* One message of a batch, between its FETCH response and the commit. */
 struct entry {
-	struct blob_writer *w;		/* NULL when skipped */
+	int kept;			/* stored; 0 when the filter skipped it */
+	int existed;			/* identical bytes were stored already */
+	char hash[65];
+	struct pack_location loc;	/* where its bytes are */
 	uint32_t uid;
 	uint64_t size;
 	char *flags;
@@ -38,7 +41,7 @@ struct batch {
 	size_t nuids;
 	unsigned char *got;		/* per UID: a body (or a filter skip) came */
 	char **why;			/* per UID: what the server said instead */
-	struct blob_writer *cur;	/* the body streaming now */
+	struct pack_writer *cur;	/* the body streaming now */
 	int discarding;			/* the job failed: bytes go nowhere */
 	char *refused;			/* the tagged NO, when the server refused */
 	struct entry *head, *tail;
@@ -64,7 +67,8 @@ struct archive_job {
 	struct archive_progress prog;
 };
 
-/* Crash injection for the recovery tests: abort after N commits or N blobs. */
+/* Crash injection for the recovery tests: abort after N commits, or after
+ * N messages were stored (appended, not yet committed). */
 static long crash_after_batches = -1, crash_after_blobs = -1;
 static long commits_so_far, blobs_so_far;
 
@@ -86,7 +90,6 @@ read_crash_env(void)
 static void
 free_entry(struct entry *e)
 {
-	blob_writer_free(e->w);
 	free(e->flags);
 	if (e->headers)
 		mime_headers_free(e->headers);
@@ -103,7 +106,7 @@ free_batch(struct batch *b)
 		next = e->next;
 		free_entry(e);
 	}
-	blob_writer_free(b->cur);
+	pack_writer_free(b->cur);
 	if (b->why)
 		for (size_t i = 0; i < b->nuids; i++)
 			free(b->why[i]);
@@ -180,6 +183,20 @@ job_fail(struct archive_job *j, const char *kind, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(j->err.message, sizeof(j->err.message), fmt, ap);
 	va_end(ap);
+}
+
+/* A storage failure, said the way people act on it: a full disk names
+ * itself. */
+static void
+storage_fail(struct archive_job *j, const char *what)
+{
+	int e = errno;
+
+	if (e == ENOSPC || e == EDQUOT)
+		job_fail(j, "storage", "%s: the disk holding %s is full (%s); free some space: "
+		    "archiving goes on by itself then", what, pack_store_dir(j->p.packs), strerror(e));
+	else
+		job_fail(j, "storage", "%s in %s: %s", what, pack_store_dir(j->p.packs), strerror(e));
 }
 
 /* Reports the end once every command has been answered. */
@@ -349,11 +366,10 @@ body_begin(void *ud, const struct imap_literal_info *li)
 		b->discarding = 1;
 		return IMAP_LIT_STREAM;
 	}
-	blob_writer_free(b->cur);
-	b->cur = blob_writer_new(j->p.blobs);
+	pack_writer_free(b->cur);
+	b->cur = pack_writer_new(j->p.packs);
 	if (b->cur == NULL) {
-		job_fail(j, "storage", "cannot create a file in %s: %s", blob_store_root(j->p.blobs),
-		    strerror(errno));
+		job_fail(j, "storage", "out of memory receiving a message of %s", j->folder);
 		return -1;
 	}
 	return IMAP_LIT_STREAM;
@@ -368,10 +384,9 @@ body_data(void *ud, const char *data, size_t len)
 		return 0;
 	if (b->cur == NULL)
 		return -1;
-	if (blob_writer_write(b->cur, data, len) < 0) {
-		job_fail(b->job, "storage", "cannot write to %s: %s", blob_store_root(b->job->p.blobs),
-		    strerror(errno));
-		blob_writer_free(b->cur);	/* the rest of it is read and dropped */
+	if (pack_writer_write(b->cur, data, len) < 0) {
+		storage_fail(b->job, "cannot spool a message");
+		pack_writer_free(b->cur);	/* the rest of it is read and dropped */
 		b->cur = NULL;
 		b->discarding = 1;
 	}
@@ -387,9 +402,8 @@ body_end(void *ud)
 		b->discarding = 0;
 		return 0;
 	}
-	if (b->cur && blob_writer_finish(b->cur) < 0) {
-		job_fail(b->job, "storage", "cannot write to %s: %s", blob_store_root(b->job->p.blobs),
-		    strerror(errno));
+	if (b->cur && pack_writer_finish(b->cur) < 0) {
+		storage_fail(b->job, "cannot spool a message");
 		return -1;
 	}
 	return 0;
@@ -403,24 +417,23 @@ message_of(struct archive_job *j, const struct entry *e, struct archive_msg *m)
 	m->size = e->size;
 	m->flags = e->flags ? e->flags : "";
 	m->internaldate = e->internaldate;
-	m->hash = e->w ? blob_writer_hash(e->w) : NULL;
+	m->hash = e->hash[0] ? e->hash : NULL;
 	m->headers = e->headers;
 }
 
 /* A body sent as a quoted string or an inline literal: stored like a
  * streamed one. NULL on failure (the job failed). */
-static struct blob_writer *
+static struct pack_writer *
 inline_body(struct archive_job *j, const struct imap_node *body)
 {
 	size_t len;
 	const char *bytes = imap_node_bytes(body, &len);
-	struct blob_writer *w = blob_writer_new(j->p.blobs);
+	struct pack_writer *w = pack_writer_new(j->p.packs);
 
-	if (w == NULL || blob_writer_write(w, bytes ? bytes : "", bytes ? len : 0) < 0 ||
-	    blob_writer_finish(w) < 0) {
-		job_fail(j, "storage", "cannot write to %s: %s", blob_store_root(j->p.blobs),
-		    strerror(errno));
-		blob_writer_free(w);
+	if (w == NULL || pack_writer_write(w, bytes ? bytes : "", bytes ? len : 0) < 0 ||
+	    pack_writer_finish(w) < 0) {
+		storage_fail(j, "cannot spool a message");
+		pack_writer_free(w);
 		return NULL;
 	}
 	return w;
@@ -442,7 +455,7 @@ owner_of(struct archive_job *j, uint32_t uid, long *idx)
 
 static void
 add_message(struct archive_job *j, const struct imap_response *r, uint32_t uid,
-    struct blob_writer *w)
+    struct pack_writer *w)
 {
 	long i;
 	struct batch *b = owner_of(j, uid, &i);
@@ -455,39 +468,56 @@ add_message(struct archive_job *j, const struct imap_response *r, uint32_t uid,
 
 	/* Not asked for (or a repeat): not ours to record. */
 	if (b == NULL || b->got[i]) {
-		blob_writer_free(w);
+		pack_writer_free(w);
 		return;
 	}
 	e = calloc(1, sizeof(*e));
 	if (e == NULL) {
-		blob_writer_free(w);
+		pack_writer_free(w);
 		job_fail(j, "storage", "out of memory");
 		return;
 	}
-	e->w = w;
+	e->kept = 1;
 	e->uid = uid;
-	e->size = blob_writer_size(w);
+	e->size = pack_writer_size(w);
+	snprintf(e->hash, sizeof(e->hash), "%s", pack_writer_hash(w));
 	e->flags = fetch_flags(r);
 	n = imap_fetch_item(r, "INTERNALDATE");
 	if (n == NULL || imap_parse_internaldate(imap_node_bytes(n, &hlen), &e->internaldate) < 0)
 		e->internaldate = -1;
-	head = blob_writer_head(w, &hlen);
+	head = pack_writer_head(w, &hlen);
 	e->headers = mime_headers_parse(head, hlen);
-	blob_writer_drop_head(w);	/* a batch would hold 256 KiB per message */
+	pack_writer_drop_head(w);	/* a batch would hold 256 KiB per message */
 	if (j->p.filter) {
 		message_of(j, e, &m);
 		int keep = j->p.filter(j->p.ud, &m, reason, sizeof(reason));
 		if (keep < 0) {
 			job_fail(j, "hook", "%s", reason);
+			pack_writer_free(w);
 			free_entry(e);
 			return;
 		}
 		if (keep == 0) {
 			e->skip_reason = strdup(reason[0] ? reason : "filter");
-			blob_writer_free(e->w);
-			e->w = NULL;
+			e->kept = 0;
 		}
 	}
+	/* Stored now, not at the commit: the batch holds no message bytes,
+	 * only where they are (or that they were stored already). */
+	if (e->kept) {
+		if (pack_writer_store(w, &e->existed, &e->loc) < 0) {
+			storage_fail(j, "cannot store a message");
+			pack_writer_free(w);
+			free_entry(e);
+			return;
+		}
+		if (!e->existed && crash_after_blobs >= 0 && ++blobs_so_far >= crash_after_blobs) {
+			log_error(j->source, "crash injection: abort after %ld stored messages",
+			    blobs_so_far);
+			abort();
+		}
+	}
+	pack_writer_free(w);
 	b->got[i] = 1;
 	if (b->tail)
 		b->tail->next = e;
@@ -502,7 +532,7 @@ body_untagged(void *ud, const struct imap_response *r)
 	struct batch *b = ud;
 	struct archive_job *j = b->job;
 	const struct imap_node *body;
-	struct blob_writer *w;
+	struct pack_writer *w;
 	uint32_t uid;
 
 	if (uidvalidity_changed(j, r))
@@ -529,7 +559,7 @@ body_untagged(void *ud, const struct imap_response *r)
 		return;
 	}
 	if (uid == 0) {
-		blob_writer_free(w);	/* whose? asked again later */
+		pack_writer_free(w);	/* whose? asked again later */
 		return;
 	}
 	add_message(j, r, uid, w);
@@ -608,30 +638,15 @@ commit_batch(struct archive_job *j, struct batch *b, struct missing *missing, si
 	struct archive_db *db = j->p.db;
 	struct entry *e;
 
-	/* 1. the bytes, 2. their names, 3. the records. */
-	if (blob_store_sync(j->p.blobs) < 0)
-		goto storage;
-	for (e = b->head; e; e = e->next) {
-		int existed;
-		if (e->w == NULL)
-			continue;
-		if (blob_writer_publish(e->w, &existed) < 0)
-			goto storage;
-		if (existed)
-			j->prog.duplicates++;
-		else if (crash_after_blobs >= 0 && ++blobs_so_far >= crash_after_blobs) {
-			log_error(j->source, "crash injection: abort after %ld blobs", blobs_so_far);
-			abort();
-		}
-	}
-	if (blob_store_sync(j->p.blobs) < 0)
+	/* 1. the bytes appended for it durable, 2. the records. */
+	if (pack_store_sync(j->p.packs) < 0)
 		goto storage;
 	if (db_begin(db) < 0)
 		goto database;
 	for (e = b->head; e; e = e->next) {
 		if (db_pending_delete(db, j->source, j->folder, j->p.uidvalidity, e->uid) < 0)
 			goto rollback;
-		if (e->w == NULL) {
+		if (!e->kept) {
 			if (db_skip_add(db, j->source, j->folder, j->p.uidvalidity, e->uid, e->size,
 			    e->skip_reason) < 0)
 				goto rollback;
@@ -639,8 +654,17 @@ commit_batch(struct archive_job *j, struct batch *b, struct missing *missing, si
 		}
 		struct db_message m;
 		memset(&m, 0, sizeof(m));
-		m.hash = blob_writer_hash(e->w);
+		m.hash = e->hash;
 		m.size = e->size;
+		/* A copy appended earlier (by a batch that then failed) has no
+		 * record yet: this one names it. One with a record is kept as
+		 * it is (ON CONFLICT). */
+		if (e->loc.segment > 0) {
+			m.pack_segment = e->loc.segment;
+			m.pack_offset = e->loc.offset;
+			m.pack_length = e->loc.length;
+			m.pack_codec = e->loc.codec;
+		}
 		m.date_unix = -1;
 		m.sort_date = -1;
 		if (e->headers) {
@@ -664,16 +688,19 @@ commit_batch(struct archive_job *j, struct batch *b, struct missing *missing, si
 	}
 	if (record_missing(j, b, missing, nmissing) < 0)
 		goto rollback;
-	if (db_folder_set_progress(db, j->source, j->folder, b->max_uid) < 0 || db_commit(db) < 0)
+	if (pack_store_record(j->p.packs) < 0 ||
+	    db_folder_set_progress(db, j->source, j->folder, b->max_uid) < 0 || db_commit(db) < 0)
 		goto rollback;
+	if (pack_store_committed(j->p.packs) < 0)
+		log_warn(j->source, "cannot seal the full segment now (tried again after the next "
+		    "batch): %s", strerror(errno));
 	if (crash_after_batches >= 0 && ++commits_so_far >= crash_after_batches) {
 		log_error(j->source, "crash injection: abort after %ld batches", commits_so_far);
 		abort();
 	}
 	return 0;
 storage:
-	job_fail(j, "storage", "cannot store messages in %s: %s", blob_store_root(j->p.blobs),
-	    strerror(errno));
+	storage_fail(j, "cannot make the messages durable");
 	return -1;
 rollback:
 	db_rollback(db);
@@ -733,8 +760,10 @@ report_batch(struct archive_job *j, struct batch *b, const struct missing *missi
 	struct archive_msg m;
 
 	for (struct entry *e = b->head; e; e = e->next) {
-		if (e->w) {
+		if (e->kept) {
 			j->prog.archived++;
+			if (e->existed)
+				j->prog.duplicates++;
 		} else {
 			j->prog.skipped++;
 			log_info(j->source, "message skipped folder=\"%s\" uid=%u size=%llu reason=\"%s\"",
@@ -745,7 +774,7 @@ report_batch(struct archive_job *j, struct batch *b, const struct missing *missi
 		j->prog.bytes_done += e->size;
 		if (j->p.on_message) {
 			message_of(j, e, &m);
-			j->p.on_message(j->p.ud, &m, e->w != NULL);
+			j->p.on_message(j->p.ud, &m, e->kept);
 		}
 	}
 	for (size_t i = 0; i < nmissing; i++) {

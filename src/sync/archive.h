@@ -33,7 +33,7 @@
 #include "net/error.h"
 
 struct imap_client;
-struct blob_store;
+struct pack_store;
 struct archive_db;
 struct mime_headers;
 
@@ -64,7 +64,7 @@ struct archive_params {
 	int retry_pending;		/* ask again for the UIDs of pending */
 	int max_attempts;		/* passes without a body before a UID is skipped */
 	uint64_t exists;		/* messages in the folder: bounds the listing */
-	struct blob_store *blobs;
+	struct pack_store *packs;
 	struct archive_db *db;
 	void *ud;
 	/* 1 keep, 0 skip, -1 error (REASON says why: the job fails, kind "hook"). */

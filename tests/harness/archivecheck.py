@@ -3,8 +3,10 @@ exactly once (locations and blobs), nothing else, and `emailvault verify`
 passing. Shared by the fault, hostile-server and kill tests."""
 import hashlib
 import os
+import shutil
 import sqlite3
 import stat
+import tempfile
 import time
 
 import vault
@@ -64,13 +66,67 @@ def check_complete(tc, data, want, source=None):
     dups = db_rows(data, "SELECT source, folder, uidvalidity, uid, count(*) FROM locations "
                    "GROUP BY source, folder, uidvalidity, uid HAVING count(*) > 1")
     tc.assertEqual(dups, [])
-    for h in hashes:
-        p = os.path.join(data, "blobs", h[:2], h[2:4], h)
-        with open(p, "rb") as f:
-            tc.assertEqual(hashlib.sha256(f.read()).hexdigest(), h, p)
-        tc.assertEqual(stat.S_IMODE(os.stat(p).st_mode), 0o600)
+    check_modes(tc, data)
     r = vault.run("verify", "--data", data, timeout=120)
     tc.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+
+def check_modes(tc, data):
+    """The store's files are 0600 and its folders 0700."""
+    for root, dirs, files in os.walk(os.path.join(data, "packs")):
+        tc.assertEqual(stat.S_IMODE(os.stat(root).st_mode), 0o700, root)
+        for f in files:
+            p = os.path.join(root, f)
+            tc.assertEqual(stat.S_IMODE(os.stat(p).st_mode), 0o600, p)
+
+
+def stored_messages(data):
+    """{hash: bytes} of every archived message, read back through the engine
+    (one export: the store's own reader, both layouts)."""
+    tmp = tempfile.mkdtemp(prefix="ev-export-")
+    try:
+        r = vault.run("export", "--data", data, "--format", "eml", "--out", os.path.join(tmp, "x"),
+                      timeout=300)
+        if r.returncode != 0:
+            raise AssertionError("export failed: " + r.stderr)
+        out = {}
+        for name in os.listdir(os.path.join(tmp, "x")):
+            with open(os.path.join(tmp, "x", name), "rb") as f:
+                raw = f.read()
+            out[hashlib.sha256(raw).hexdigest()] = raw
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def record_of(data, h):
+    """(segment file, record offset, stored length) of message H in the packs."""
+    seg, off, length = db_rows(data, "SELECT pack_segment, pack_offset, pack_length FROM messages "
+                               "WHERE hash = ?", h)[0]
+    return os.path.join(data, "packs", "%08d.seg" % seg), off, length
+
+
+def corrupt_message(data, h):
+    """Flips one byte of message H's stored bytes."""
+    path, off, length = record_of(data, h)
+    with open(path, "r+b") as f:
+        f.seek(off + 56 + length // 2)
+        b = f.read(1)
+        f.seek(off + 56 + length // 2)
+        f.write(bytes([b[0] ^ 0x55]))
+
+
+def last_stored(data):
+    """The message stored last in the open segment (cut_message can take it)."""
+    return db_rows(data, "SELECT hash FROM messages WHERE pack_segment = "
+                   "(SELECT max(pack_segment) FROM messages) ORDER BY pack_offset DESC LIMIT 1")[0][0]
+
+
+def cut_message(data, h):
+    """Cuts the segment off before message H (the last one stored): its bytes
+    are gone as a lost disk block would take them."""
+    path, off, _ = record_of(data, h)
+    os.truncate(path, off)
 
 
 def peak_rss_kib(pid):

@@ -107,7 +107,7 @@ class KillNineTest(unittest.TestCase):
             rc = e.stop()
             self.assertEqual(rc, 0, (e.stderr or "") + e.log()[-2500:])
             check_complete(self, e.data, want, "work")
-            self.assertEqual(os.listdir(os.path.join(e.data, "blobs", "tmp")), [])
+            self.assertEqual(os.listdir(os.path.join(e.data, "packs", "spool")), [])
             self.assertEqual(dc.seen_count(), 0)
         finally:
             e.cleanup()

@@ -1,16 +1,20 @@
-"""Keeping the data folder sound: orphan blobs (stored by a batch that a
-crash kept from committing) are reclaimed by the engine and by `verify
---reclaim`, never one that a record names; and commands that write without
-an engine (pause, resume) do so only under DATA/engine.lock."""
+"""Keeping the data folder sound: an archive of the old layout (one file per
+message) is read, and moved into packs by the engine, interruptibly; orphan
+files of that layout are reclaimed by the engine and by `verify --reclaim`,
+never one that a record needs; a crash leaves nothing behind in packs; and
+commands that write without an engine (pause, resume) do so only under
+DATA/engine.lock."""
 import fcntl
 import hashlib
 import os
 import re
+import shutil
 import sqlite3
 import threading
 import time
 import unittest
 
+import archivecheck
 import dovecot
 import vault
 from vault import Engine, source_file
@@ -75,8 +79,27 @@ class LockHolder:
         threading.Timer(seconds, self.release).start()
 
 
-class OrphanTest(unittest.TestCase):
-    """Real orphans from a crash injected between publishing and committing."""
+def make_old_layout(data):
+    """Turns an archive into one of the layout before the pack store: each
+    message's bytes in DATA/blobs/ab/cd/<hash>, archive.db naming no pack."""
+    stored = archivecheck.stored_messages(data)
+    for h, raw in stored.items():
+        os.makedirs(os.path.dirname(blob_path(data, h)), exist_ok=True)
+        with open(blob_path(data, h), "wb") as f:
+            f.write(raw)
+    db = sqlite3.connect(os.path.join(data, "archive.db"))
+    db.execute("UPDATE messages SET pack_segment = NULL, pack_offset = NULL, pack_length = NULL, "
+               "pack_codec = NULL")
+    db.execute("DELETE FROM segments")
+    db.commit()
+    db.close()
+    shutil.rmtree(os.path.join(data, "packs"))
+    return stored
+
+
+class OldLayoutTest(unittest.TestCase):
+    """An archive of one file per message: migrated into packs by the engine,
+    interruptible; orphan files of that layout reclaimed, never a needed one."""
 
     def setUp(self):
         self.d = dovecot.Dovecot().start()
@@ -86,29 +109,53 @@ class OrphanTest(unittest.TestCase):
                                                 password=self.d.password,
                                                 ca_file='"%s"' % self.d.cert_path,
                                                 fetch_batch=10, pipeline=1))
+        self.e.start(once=True)
+        self.assertEqual(self.e.wait(120), 0, self.e.log()[-2000:])
+        self.stored = make_old_layout(self.e.data)
+        self.assertEqual(len(self.stored), 40)
 
     def tearDown(self):
         self.e.cleanup()
         self.d.stop()
 
-    def crash_leaving_orphans(self):
-        """Aborts the engine after 15 stored blobs: one batch of 10 committed,
-        5 blobs of the next stored and never recorded."""
-        self.e.env["EMAILVAULT_CRASH_AFTER_BLOBS"] = "15"
-        self.e.start(once=True)
-        self.assertNotEqual(self.e.wait(120), 0, "the crash did not happen")
-        del self.e.env["EMAILVAULT_CRASH_AFTER_BLOBS"]
-        orphans = blobs_on_disk(self.e.data) - recorded(self.e.data)
-        self.assertEqual(len(orphans), 5)
+    def test_old_layout_is_read_then_moved_into_packs(self):
+        orphans = {plant_orphan(self.e.data, "orphan %d\r\n" % i) for i in range(3)}
+        # read as it is, before any engine moved it
         r = vault.run("verify", "--data", self.e.data)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        self.assertIn("0 missing, 0 corrupt, 5 orphan blobs", r.stdout)
-        return orphans
+        self.assertIn("40 messages checked", r.stdout)
+        self.assertIn("0 missing, 0 corrupt, 3 orphan blobs", r.stdout)
+        self.assertEqual(set(archivecheck.stored_messages(self.e.data)), set(self.stored))
+        # the engine moves it into packs while it syncs, and sweeps the orphans
+        self.e.start(once=True)
+        self.assertEqual(self.e.wait(120), 0, self.e.log()[-3000:])
+        self.assertTrue(self.e.log_has(r"archive moved into packs .*moved=40"), self.e.log())
+        self.assertEqual(blobs_on_disk(self.e.data), set())
+        self.assertEqual(archivecheck.stored_messages(self.e.data), self.stored)
+        r = vault.run("verify", "--data", self.e.data)
+        self.assertEqual(r.returncode, 0, r.stdout)
+        self.assertIn("0 missing, 0 corrupt, 0 orphan blobs", r.stdout)
+        self.assertIn("1 segments, 0 damaged, 0 unreferenced", r.stdout)
+
+    def test_a_migration_killed_halfway_loses_nothing(self):
+        self.e.env["EMAILVAULT_MIGRATE_STEP"] = "7"
+        self.e.env["EMAILVAULT_CRASH_AFTER_MIGRATED"] = "14"
+        self.e.start(once=True)
+        self.assertNotEqual(self.e.wait(120), 0, "the crash did not happen")
+        left = len(blobs_on_disk(self.e.data))
+        self.assertGreaterEqual(left, 40 - 14)          # files go only after their commit
+        self.assertEqual(archivecheck.stored_messages(self.e.data), self.stored)
+        del self.e.env["EMAILVAULT_CRASH_AFTER_MIGRATED"]
+        self.e.start(once=True)
+        self.assertEqual(self.e.wait(120), 0, self.e.log()[-3000:])
+        self.assertEqual(blobs_on_disk(self.e.data), set())
+        self.assertEqual(archivecheck.stored_messages(self.e.data), self.stored)
+        r = vault.run("verify", "--data", self.e.data)
+        self.assertEqual(r.returncode, 0, r.stdout)
 
     def test_verify_reclaim_offline_under_the_lock(self):
-        orphans = self.crash_leaving_orphans()
-        kept = recorded(self.e.data)
-        # an engine holds the lock: refused, nothing removed
+        orphans = {plant_orphan(self.e.data, "orphan %d\r\n" % i) for i in range(5)}
+        kept = set(self.stored)
         holder = LockHolder(self.e.data)
         try:
             r = vault.run("verify", "--reclaim", "--data", self.e.data)
@@ -118,7 +165,6 @@ class OrphanTest(unittest.TestCase):
         self.assertIn("an engine (pid %d) is running" % os.getpid(), r.stderr)
         self.assertIn("vault.reclaim()", r.stderr)
         self.assertEqual(blobs_on_disk(self.e.data), kept | orphans)
-        # no engine: every orphan goes, each one named, and nothing else
         r = vault.run("verify", "--reclaim", "--data", self.e.data)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         for h in orphans:
@@ -126,46 +172,40 @@ class OrphanTest(unittest.TestCase):
         self.assertIn("5 orphan blobs, 5 reclaimed", r.stdout)
         self.assertEqual(blobs_on_disk(self.e.data), kept)
         check_intact(self, self.e.data, kept)
-        r = vault.run("verify", "--data", self.e.data)
-        self.assertIn("10 messages checked", r.stdout)
-        self.assertIn("0 missing, 0 corrupt, 0 orphan blobs", r.stdout)
-        # verify without --reclaim never removes anything
         h = plant_orphan(self.e.data, "left alone by a plain verify\r\n")
         vault.run("verify", "--data", self.e.data)
         self.assertTrue(os.path.exists(blob_path(self.e.data, h)))
 
-    def test_engine_reclaims_at_start_beside_the_import(self):
-        orphans = sorted(self.crash_leaving_orphans())
-        # Half of the orphans' messages leave the server: nothing will ever
-        # name them. The others are fetched again by the next run, which finds
-        # their bytes stored (dedup) while the sweep, slowed down to overlap
-        # with the import, walks the blobs: those must stay.
-        uid_of = {hashlib.sha256(raw).hexdigest(): uid for uid, raw in
-                  self.d.server_messages("INBOX")}
-        gone, back = orphans[:2], orphans[2:]
-        for h in gone:
-            self.d.doveadm("expunge", "mailbox", "INBOX", "uid", uid_of[h], user=self.d.user)
-        self.e.env["EMAILVAULT_RECLAIM_PACE"] = "1:0.02"
-        t0 = time.time()
-        self.e.start(once=True)
-        self.assertEqual(self.e.wait(120), 0, self.e.log()[-3000:])
-        took, log = time.time() - t0, self.e.log()
-        want = set(self.d.server_hashes("INBOX").values())
-        self.assertEqual(len(want), 38)
-        self.assertEqual(recorded(self.e.data), want)
-        self.assertTrue(set(back) <= want)
-        self.assertEqual(blobs_on_disk(self.e.data), want)
-        check_intact(self, self.e.data, want)
-        for h in gone:
-            self.assertRegex(log, r"INFO  \[-\] orphan blob reclaimed hash=%s size=\d+" % h)
-        done = re.findall(r"orphan sweep done bytes=\d+ reason=start reclaimed=(\d+) scanned=\d+", log)
-        self.assertEqual(len(done), 2, log[-3000:])      # the crashed run's, then this one's
-        self.assertGreaterEqual(int(done[-1]), len(gone))
-        r = vault.run("verify", "--data", self.e.data)
-        self.assertEqual(r.returncode, 0, r.stdout)
-        self.assertIn("38 messages checked", r.stdout)
-        self.assertIn("0 missing, 0 corrupt, 0 orphan blobs", r.stdout)
-        self.assertGreater(took, 2, "the sweep did not overlap the import")
+
+class CrashLeavesNothingTest(unittest.TestCase):
+    """With packs, bytes a crash kept from being committed are cut off at the
+    next start: no orphan, and the re-import stores them once."""
+
+    def test_crash_between_store_and_commit(self):
+        d = dovecot.Dovecot().start()
+        e = Engine(env={"EMAILVAULT_CRASH_AFTER_BLOBS": "15"})
+        try:
+            d.fill({"INBOX": 40})
+            e.write_source("work", source_file(port=d.tls_port, username=d.user, password=d.password,
+                                               ca_file='"%s"' % d.cert_path, fetch_batch=10,
+                                               pipeline=1))
+            e.start(once=True)
+            self.assertNotEqual(e.wait(120), 0, "the crash did not happen")
+            seg = os.path.join(e.data, "packs", "00000001.seg")
+            committed = archivecheck.db_rows(e.data, "SELECT committed FROM segments")[0][0]
+            self.assertGreater(os.path.getsize(seg), committed)   # 5 records past the commit
+            del e.env["EMAILVAULT_CRASH_AFTER_BLOBS"]
+            e.start(once=True)
+            self.assertEqual(e.wait(120), 0, e.log()[-2000:])
+            want = set(d.server_hashes("INBOX").values())
+            self.assertEqual(set(archivecheck.stored_messages(e.data)), want)
+            r = vault.run("verify", "--data", e.data)
+            self.assertEqual(r.returncode, 0, r.stdout)
+            self.assertIn("40 messages checked", r.stdout)
+            self.assertIn("0 unreferenced records", r.stdout)
+        finally:
+            e.cleanup()
+            d.stop()
 
 
 class ReclaimInEngineTest(unittest.TestCase):
@@ -210,7 +250,7 @@ class OfflineWriteLockTest(unittest.TestCase):
         self.e.start()
         self.e.wait_for_log(r"\[work\] status .*to=error")
         self.assertEqual(self.e.stop(), 0)
-        self.tmp_file = os.path.join(self.e.data, "blobs", "tmp", "%d.1" % os.getpid())
+        self.tmp_file = os.path.join(self.e.data, "packs", "spool", "%d.1" % os.getpid())
         with open(self.tmp_file, "wb") as f:
             f.write(b"a starting engine's unfinished blob")
 

@@ -12,13 +12,10 @@ import time
 import unittest
 
 import dovecot
+import archivecheck
 import mailgen
 import vault
 from vault import Engine, source_file
-
-
-def blob_path(data, h):
-    return os.path.join(data, "blobs", h[:2], h[2:4], h)
 
 
 def archive_state(data):
@@ -33,11 +30,11 @@ def archive_state(data):
 
 
 def check_blobs(testcase, data, hashes):
-    for h in hashes:
-        p = blob_path(data, h)
-        with open(p, "rb") as f:
-            testcase.assertEqual(hashlib.sha256(f.read()).hexdigest(), h, p)
-        testcase.assertEqual(stat.S_IMODE(os.stat(p).st_mode), 0o600)
+    """Every message's bytes, read back from the store, hash to its id; the
+    store's files are 0600."""
+    stored = archivecheck.stored_messages(data)
+    testcase.assertEqual(set(stored), set(hashes))
+    archivecheck.check_modes(testcase, data)
 
 
 class SyncTest(unittest.TestCase):
@@ -109,8 +106,8 @@ class SyncTest(unittest.TestCase):
         t0 = time.time()
         self.d.deliver("INBOX", raw)
         h = hashlib.sha256(self.d.server_messages("INBOX")[-1][1]).hexdigest()
-        self.wait_for(lambda: os.path.exists(blob_path(self.e.data, h)) and
-                      any(l[4] == h for l in archive_state(self.e.data)[0]), 10, "new message")
+        self.wait_for(lambda: any(l[4] == h for l in archive_state(self.e.data)[0]), 10,
+                      "new message")
         self.assertLess(time.time() - t0, 5.5)
         self.e.wait_for_log(r"heard message folder=INBOX kept=true uid=1201")
 
@@ -256,15 +253,22 @@ class SyncTest(unittest.TestCase):
         self.assertIn("12 messages checked", r.stdout)
         self.assertIn("0 missing, 0 corrupt", r.stdout)
         _, msgs, _ = archive_state(self.e.data)
-        hashes = sorted(msgs)
-        os.unlink(blob_path(self.e.data, hashes[0]))
-        with open(blob_path(self.e.data, hashes[1]), "r+b") as f:
-            f.write(b"X")                      # one flipped byte
+        lost = archivecheck.last_stored(self.e.data)
+        flipped = sorted(h for h in msgs if h != lost)[0]
+        archivecheck.cut_message(self.e.data, lost)       # its bytes gone
+        archivecheck.corrupt_message(self.e.data, flipped)  # one flipped byte
         r = vault.run("verify", "--data", self.e.data)
         self.assertEqual(r.returncode, 1)
-        self.assertIn("missing %s" % hashes[0], r.stdout)
-        self.assertIn("corrupt %s" % hashes[1], r.stdout)
+        self.assertIn("missing %s" % lost, r.stdout)
+        self.assertIn("corrupt %s" % flipped, r.stdout)
         self.assertIn("1 missing, 1 corrupt", r.stdout)
+        self.assertIn("1 damaged", r.stdout)    # the segment is shorter than committed
+        # the engine still starts (a new segment) and archives new mail
+        self.d.deliver("INBOX", mailgen.MailGen(seed=77).message(size=3000))
+        self.e.start(once=True)
+        self.assertEqual(self.e.wait(60), 0)
+        self.assertTrue(self.e.log_has("messages at its end are lost"), self.e.log())
+        self.assertEqual(len(archive_state(self.e.data)[1]), 13)
 
     def test_shortfall_is_an_error_event(self):
         self.d.fill({"INBOX": 10})
@@ -331,7 +335,9 @@ class CrashTest(unittest.TestCase):
                         self.assertEqual(len(locs), len(want))
                         self.assertEqual(set(msgs), set(want.values()))
                         check_blobs(self, e.data, set(want.values()))
-                        self.assertEqual(os.listdir(os.path.join(e.data, "blobs", "tmp")), [])
+                        self.assertEqual(os.listdir(os.path.join(e.data, "packs", "spool")), [])
+                        r = vault.run("verify", "--data", e.data)
+                        self.assertEqual(r.returncode, 0, r.stdout)
                     finally:
                         e.cleanup()
             self.assertEqual(d.seen_count(), 0)

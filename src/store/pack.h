@@ -1,0 +1,103 @@
+#ifndef EMAILVAULT_STORE_PACK_H
+#define EMAILVAULT_STORE_PACK_H
+/*
+ * The pack store: messages appended, each compressed with zstd (or raw
+ * when that is smaller), to large append-only segment files
+ * DATA/packs/<id>.seg that are sealed when full and never rewritten.
+ * archive.db maps each message's SHA-256 to (segment, offset, length,
+ * codec) and records how far each segment is committed.
+ *
+ * Durability: a message's bytes are appended as soon as they have arrived;
+ * before a batch's transaction, pack_store_sync makes every appended byte
+ * durable (one fdatasync), and the transaction records the messages and the
+ * segment's committed length (pack_store_record). After a crash the bytes
+ * past the committed length are cut off when the store opens: nothing a
+ * record names is ever lost, and nothing half-written is ever named.
+ *
+ * Identical bytes are stored once: a message whose hash is already stored
+ * (in archive.db, or appended since the store opened) is not appended.
+ *
+ * Segment file: "EVSEG001" and the segment id (8 bytes, little endian),
+ * then records, then, once sealed, a trailer: "EVEND001", the number of
+ * records (8 bytes) and the SHA-256 of every byte before the trailer.
+ * Record: "EVM1", codec (1 byte: 0 raw, 1 zstd), 3 zero bytes, raw length
+ * (8), stored length (8), SHA-256 of the raw bytes (32), then the stored
+ * bytes.
+ */
+#include <stddef.h>
+#include <stdint.h>
+
+#include <sqlite3.h>
+
+#define PACK_SEGMENT_MAX	((uint64_t)64 << 20)	/* sealed once this big */
+#define PACK_HEAD_MAX		(256 * 1024)	/* first bytes kept for header parsing */
+#define PACK_HEADER		16		/* segment header */
+#define PACK_RECORD_HEADER	56
+#define PACK_TRAILER		48
+
+enum pack_codec { PACK_RAW = 0, PACK_ZSTD = 1 };
+
+struct pack_location {
+	int64_t segment;
+	uint64_t offset;		/* of the record header */
+	uint64_t length;		/* stored bytes after the header */
+	int codec;
+};
+
+struct pack_store;
+struct pack_writer;
+
+/* Opens DATA/packs with DB (archive.db, read-write), cutting an open
+ * segment back to its committed length. NULL with ERR. */
+struct pack_store *pack_store_open(const char *data_dir, sqlite3 *db, char *err, size_t errlen);
+void pack_store_close(struct pack_store *ps);
+const char *pack_store_dir(const struct pack_store *ps);
+
+/* Makes everything appended so far durable. 0, or -1 with errno. */
+int pack_store_sync(struct pack_store *ps);
+/* Inside the transaction after pack_store_sync: the segment's new
+ * committed length. 0, or -1 (database error). */
+int pack_store_record(struct pack_store *ps);
+/* After that transaction committed: seals the segment if it is full and
+ * opens the next one. 0, or -1 with errno (the seal is tried again later). */
+int pack_store_committed(struct pack_store *ps);
+/* Segments are sealed once this big (default PACK_SEGMENT_MAX; tests). */
+void pack_store_set_segment_max(struct pack_store *ps, uint64_t bytes);
+/* The open segment's id. */
+int64_t pack_store_segment(const struct pack_store *ps);
+/* Records appended since the store opened (crash injection, tests). */
+uint64_t pack_store_appended(const struct pack_store *ps);
+
+/* A message being received: hashed while it streams in, kept in memory
+ * while small and compressed into a spool file once big. */
+struct pack_writer *pack_writer_new(struct pack_store *ps);
+int pack_writer_write(struct pack_writer *w, const void *data, size_t len);
+/* No more bytes: the hash is final. */
+int pack_writer_finish(struct pack_writer *w);
+const char *pack_writer_hash(const struct pack_writer *w);
+uint64_t pack_writer_size(const struct pack_writer *w);
+/* The first bytes (up to PACK_HEAD_MAX), for parsing the header block. */
+const char *pack_writer_head(const struct pack_writer *w, size_t *len);
+void pack_writer_drop_head(struct pack_writer *w);
+/* Appends the finished message to the open segment, unless identical bytes
+ * are stored already (*EXISTED = 1). *LOC tells where its bytes are, for
+ * the record; with *EXISTED and an old-layout copy, LOC->segment is -1.
+ * 0, or -1 with errno. */
+int pack_writer_store(struct pack_writer *w, int *existed, struct pack_location *loc);
+/* The same without looking for a stored copy: for moving a message of the
+ * old layout, whose own record says it is not packed yet. */
+int pack_writer_append(struct pack_writer *w, struct pack_location *loc);
+void pack_writer_free(struct pack_writer *w);
+
+/* ---- reading ----------------------------------------------------------- */
+
+/* The bytes of the record at LOC of segment file DIR/<segment>.seg (FD
+ * open on it), checked against HASH and RAW_SIZE: a malloc'd buffer, NUL
+ * terminated. 0, or -1 with errno (EIO: the bytes are not what the record
+ * says; ENODATA: the segment ends before the record). */
+int pack_read(int fd, const struct pack_location *loc, const char *hash, uint64_t raw_size,
+    char **data, size_t *len);
+/* DIR/<segment>.seg into BUF. */
+void pack_segment_path(const char *dir, int64_t segment, char *buf, size_t len);
+
+#endif

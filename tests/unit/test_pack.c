@@ -1,0 +1,246 @@
+/* The pack store without the engine: records in and out, dedup, the cut
+ * after a crash, sealing, and damage found. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/sha.h>
+#include <sqlite3.h>
+
+#include "check.h"
+#include "store/db.h"
+#include "store/pack.h"
+#include "store/reader.h"
+
+static char dir[] = "/tmp/ev-pack-XXXXXX";
+
+static void
+hex(const unsigned char *md, char *out)
+{
+	for (int i = 0; i < 32; i++)
+		sprintf(out + 2 * i, "%02x", md[i]);
+}
+
+/* Stores DATA as a new message and records it as a batch would. */
+static void
+store_one(struct archive_db *db, struct pack_store *ps, const char *data, size_t len,
+    int *existed, struct pack_location *loc, char *hash_out)
+{
+	struct pack_writer *w = pack_writer_new(ps);
+	unsigned char md[32];
+
+	CHECK(w != NULL);
+	/* in pieces, as a literal arrives */
+	for (size_t off = 0; off < len;) {
+		size_t n = len - off < 7777 ? len - off : 7777;
+		CHECK_INT(pack_writer_write(w, data + off, n), 0);
+		off += n;
+	}
+	CHECK_INT(pack_writer_finish(w), 0);
+	SHA256((const unsigned char *)data, len, md);
+	hex(md, hash_out);
+	CHECK_STR(pack_writer_hash(w), hash_out);
+	CHECK_INT(pack_writer_store(w, existed, loc), 0);
+	pack_writer_free(w);
+	CHECK_INT(pack_store_sync(ps), 0);
+	CHECK_INT(db_begin(db), 0);
+	if (!*existed) {
+		struct db_message m = { .hash = hash_out, .size = len, .date_unix = -1,
+			.sort_date = -1, .pack_segment = loc->segment, .pack_offset = loc->offset,
+			.pack_length = loc->length, .pack_codec = loc->codec };
+		CHECK_INT(db_message_add(db, &m, NULL), 0);
+	}
+	CHECK_INT(pack_store_record(ps), 0);
+	CHECK_INT(db_commit(db), 0);
+	CHECK_INT(pack_store_committed(ps), 0);
+}
+
+static void
+check_read(const char *hash, const char *data, size_t len)
+{
+	struct store_reader *r = store_reader_open(dir);
+	char *got;
+	size_t glen;
+
+	CHECK(r != NULL);
+	CHECK_INT(store_reader_get(r, hash, 0, &got, &glen), 0);
+	CHECK_INT(glen, len);
+	CHECK(glen == len && memcmp(got, data, len) == 0);
+	free(got);
+	store_reader_close(r);
+}
+
+static char *
+text(size_t len, unsigned seed)
+{
+	char *s = malloc(len);
+	for (size_t i = 0; i < len; i++)
+		s[i] = (i % 73 == 72) ? '\n' : (char)('a' + (seed + i * 7 + i / 13) % 26);
+	return s;
+}
+
+static char *
+noise(size_t len, unsigned seed)
+{
+	char *s = malloc(len);
+	unsigned x = seed * 2654435761u + 1;
+	for (size_t i = 0; i < len; i++) {
+		x ^= x << 13;
+		x ^= x >> 17;
+		x ^= x << 5;
+		s[i] = (char)x;
+	}
+	return s;
+}
+
+static void
+test_round_trip_dedup_and_codecs(void)
+{
+	char err[512], h1[65], h2[65], h3[65], h4[65];
+	struct archive_db *db = db_open(dir, 0, err, sizeof(err));
+	struct pack_store *ps;
+	struct pack_location l1, l2, l3, l4, again;
+	int existed;
+	char *small = text(20000, 1), *big = text(5 << 20, 2), *rnd = noise(30000, 3);
+
+	CHECK(db != NULL);
+	ps = pack_store_open(dir, db_handle(db), err, sizeof(err));
+	CHECK(ps != NULL);
+	store_one(db, ps, small, 20000, &existed, &l1, h1);
+	CHECK_INT(existed, 0);
+	CHECK_INT(l1.codec, PACK_ZSTD);		/* text compresses */
+	CHECK(l1.length < 20000);
+	store_one(db, ps, rnd, 30000, &existed, &l2, h2);
+	CHECK_INT(l2.codec, PACK_RAW);		/* noise is kept raw */
+	CHECK_INT(l2.length, 30000);
+	store_one(db, ps, big, 5 << 20, &existed, &l3, h3);	/* spooled, compressed */
+	CHECK_INT(l3.codec, PACK_ZSTD);
+	CHECK(l3.length < (5 << 20) / 4);
+	store_one(db, ps, "", 0, &existed, &l4, h4);		/* an empty message */
+	/* the same bytes again: not stored twice */
+	store_one(db, ps, small, 20000, &existed, &again, h1);
+	CHECK_INT(existed, 1);
+	CHECK_INT(again.offset, l1.offset);
+	CHECK_INT(pack_store_appended(ps), 4);
+	check_read(h1, small, 20000);
+	check_read(h2, rnd, 30000);
+	check_read(h3, big, 5 << 20);
+	check_read(h4, "", 0);
+	pack_store_close(ps);
+	db_close(db);
+	/* a new store sees the first copy through archive.db */
+	db = db_open(dir, 0, err, sizeof(err));
+	ps = pack_store_open(dir, db_handle(db), err, sizeof(err));
+	CHECK(ps != NULL);
+	store_one(db, ps, rnd, 30000, &existed, &again, h2);
+	CHECK_INT(existed, 1);
+	CHECK_INT(pack_store_appended(ps), 0);
+	pack_store_close(ps);
+	db_close(db);
+	free(small);
+	free(big);
+	free(rnd);
+}
+
+static void
+test_uncommitted_bytes_are_cut(void)
+{
+	char err[512], path[4200], h[65];
+	struct archive_db *db = db_open(dir, 0, err, sizeof(err));
+	struct pack_store *ps = pack_store_open(dir, db_handle(db), err, sizeof(err));
+	struct pack_writer *w;
+	struct pack_location loc;
+	struct stat st;
+	int existed;
+	off_t before;
+
+	CHECK(ps != NULL);
+	pack_segment_path(pack_store_dir(ps), pack_store_segment(ps), path, sizeof(path));
+	CHECK_INT(stat(path, &st), 0);
+	before = st.st_size;
+	/* appended, synced even, but its batch never commits: a crash */
+	w = pack_writer_new(ps);
+	CHECK_INT(pack_writer_write(w, "never committed\r\n", 17), 0);
+	CHECK_INT(pack_writer_finish(w), 0);
+	CHECK_INT(pack_writer_store(w, &existed, &loc), 0);
+	pack_writer_free(w);
+	CHECK_INT(pack_store_sync(ps), 0);
+	stat(path, &st);
+	CHECK(st.st_size > before);
+	pack_store_close(ps);
+	ps = pack_store_open(dir, db_handle(db), err, sizeof(err));
+	CHECK(ps != NULL);
+	stat(path, &st);
+	CHECK_INT(st.st_size, before);		/* cut off at the start */
+	/* and the store goes on appending where the commit left it */
+	store_one(db, ps, "after the cut\r\n", 15, &existed, &loc, h);
+	CHECK_INT(loc.offset, before);
+	check_read(h, "after the cut\r\n", 15);
+	pack_store_close(ps);
+	db_close(db);
+}
+
+static void
+test_sealing_and_damage(void)
+{
+	char err[512], h[65], path[4200], first[65];
+	struct archive_db *db = db_open(dir, 0, err, sizeof(err));
+	struct pack_store *ps = pack_store_open(dir, db_handle(db), err, sizeof(err));
+	struct pack_location loc;
+	int existed;
+	int64_t seg0 = pack_store_segment(ps);
+	char *m = text(10000, 9);
+
+	CHECK(ps != NULL);
+	pack_store_set_segment_max(ps, 1);	/* every commit seals */
+	store_one(db, ps, m, 10000, &existed, &loc, first);
+	CHECK_INT(loc.segment, seg0);
+	CHECK_INT(pack_store_segment(ps), seg0 + 1);
+	sqlite3_stmt *st;
+	CHECK_INT(sqlite3_prepare_v2(db_handle(db), "SELECT sealed, sha256 IS NOT NULL FROM segments "
+	    "WHERE id = ?1", -1, &st, NULL), SQLITE_OK);
+	sqlite3_bind_int64(st, 1, seg0);
+	CHECK_INT(sqlite3_step(st), SQLITE_ROW);
+	CHECK_INT(sqlite3_column_int(st, 0), 1);
+	CHECK_INT(sqlite3_column_int(st, 1), 1);
+	sqlite3_finalize(st);
+	check_read(first, m, 10000);		/* sealed segments stay readable */
+	/* a flipped byte is found, never returned as the message */
+	pack_segment_path(pack_store_dir(ps), seg0, path, sizeof(path));
+	int fd = open(path, O_RDWR);
+	unsigned char b;
+	CHECK(pread(fd, &b, 1, (off_t)(loc.offset + PACK_RECORD_HEADER + 3)) == 1);
+	b ^= 0x40;
+	CHECK(pwrite(fd, &b, 1, (off_t)(loc.offset + PACK_RECORD_HEADER + 3)) == 1);
+	close(fd);
+	struct store_reader *r = store_reader_open(dir);
+	char *got;
+	size_t glen;
+	CHECK_INT(store_reader_get(r, first, 0, &got, &glen), -1);
+	CHECK_INT(errno, EIO);
+	store_reader_close(r);
+	(void)h;
+	pack_store_close(ps);
+	db_close(db);
+	free(m);
+}
+
+int
+main(void)
+{
+	if (mkdtemp(dir) == NULL)
+		return 1;
+	RUN(test_round_trip_dedup_and_codecs);
+	RUN(test_uncommitted_bytes_are_cut);
+	RUN(test_sealing_and_damage);
+	{
+		char cmd[128];
+		snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+		if (system(cmd) != 0)
+			return 1;
+	}
+	DONE();
+}
