@@ -108,6 +108,11 @@ class OAuthBase(unittest.TestCase):
             time.sleep(0.1)
         raise AssertionError("timed out waiting for %s\n%s" % (what, self.e.log()[-4000:]))
 
+    def source_error(self):
+        # The engine's first attempt runs after start returns.
+        st = self.e.eval("return vault.status('acct')")
+        return st if st.get("error") else None
+
     def eval(self, chunk):
         r = self.e.eval(chunk, json_out=False)
         self.outputs += [r.stdout, r.stderr]
@@ -249,7 +254,7 @@ class MechanismTest(OAuthBase):
         self.assertEqual(self.run_once(), 1)
         self.assertEqual(self.p.introspected, [], "no login without a token")
         self.e.start()
-        st = self.e.eval("return vault.status('acct')")
+        st = self.wait_for(self.source_error, what="the source's error")
         self.eval("return vault.status('acct')")     # the text too, for assert_no_secrets
         self.assertEqual(st["error"]["kind"], "auth")
         msg = st["error"]["message"]
@@ -270,7 +275,7 @@ class MechanismTest(OAuthBase):
         self.write(refresh_token=self.p.issue_refresh())
         self.assertEqual(self.run_once(), 1)
         self.e.start()
-        msg = self.e.eval("return vault.status('acct')")["error"]["message"]
+        msg = self.wait_for(self.source_error, what="the source's error")["error"]["message"]
         self.assertIn("(the OAuth2 token endpoint at 127.0.0.1:%d said invalid_grant: bad *** for ***?)"
                       % self.srv.port, msg)
         self.eval("return vault.status('acct')")
