@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include <lauxlib.h>
+#include <lua-cjson.h>
 #include <lualib.h>
 
 #include "lua/embedded.h"
@@ -361,6 +362,8 @@ vm_new(struct event_base *base, size_t mem_limit)
 
 	vm_preload(vm->L, "vault.vm", luaopen_vm_internal);
 	vm_preload(vm->L, "vault.sandbox", luaopen_vault_sandbox);
+	/* lua-cjson, linked in: lua/json.lua makes its own instance of it. */
+	vm_preload(vm->L, "cjson", luaopen_cjson);
 	return vm;
 }
 
