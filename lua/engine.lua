@@ -93,6 +93,9 @@ end
 
 function E.set_status(rec, status, err)
   local old = rec.status
+  -- A server may quote a password back in any answer: the error is kept,
+  -- shown and saved as the log would write it.
+  if err and type(err.message) == "string" then err.message = core.scrub(err.message) end
   rec.status = status
   rec.error = err
   rec.status_changed = core.now()
