@@ -152,7 +152,8 @@ local SCHEMA = { name = "imap", fields = M.fields, order = M.field_order }
 local function validate(ctx, result)
   local d = ctx.defs[result]
   if not d then
-    ctx.problem(#ctx.lines, "file", "must return imap { ... } (it returned " .. type_name(result) .. ")")
+    ctx.problem(#ctx.lines, "file", "must return imap { ... } (it returned " .. type_name(result) .. ")" ..
+      (ctx.id == "emailvault" and "; the engine configuration file goes beside the sources folder, not in it" or ""))
     return nil
   end
   ctx.call_line = loader.call_line(d, ctx.lines)

@@ -130,7 +130,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	if (sig == SIGHUP) {
 		if (log_reopen() < 0)
 			log_error(NULL, "cannot reopen the log file: %s", strerror(errno));
-		log_info(NULL, "SIGHUP: reloading sources");
+		log_info(NULL, "SIGHUP: reloading the configuration and sources");
 		if (!e->stopping && call_main(e->vm, "reload", 0) == 0)
 			lua_pop(e->vm->L, 1);
 		return;
@@ -243,9 +243,13 @@ engine_run(const struct engine_options *opt)
 		goto out;
 	}
 
-	lua_createtable(L, 0, 4);
+	lua_createtable(L, 0, 6);
 	lua_pushstring(L, opt->sources_dir);
 	lua_setfield(L, -2, "sources_dir");
+	lua_pushstring(L, opt->config_file);
+	lua_setfield(L, -2, "config_file");
+	lua_pushboolean(L, opt->config_required);
+	lua_setfield(L, -2, "config_required");
 	lua_pushstring(L, opt->data_dir);
 	lua_setfield(L, -2, "data_dir");
 	lua_pushboolean(L, opt->once);
