@@ -299,8 +299,8 @@ test_bounded(struct pair *p)
 		"  __len = function() return 3 end })\n"
 		"table.insert(p, 1, 'x') table.remove(p, 2) table.move(p, 1, 2, 3)\n"
 		"return table.concat(log, ' ')",
-		"local u = setmetatable({}, { __index = function() return 1 end, __newindex = function() end, __len = function() return 2 end })\n"
-		"return try(table.insert, u, 1, 'x')",
+		("local u = setmetatable({}, { __index = function() return 1 end, __newindex = function() end, __len = function() return 2 end })\n"
+		 "return try(table.insert, u, 1, 'x')"),
 		"local onlylen = setmetatable({}, { __len = function() return 2 end }) return try(table.insert, onlylen, 'x')",
 		"return try(table.insert, setmetatable({}, { __len = function() return 'x' end }), 1)",
 		"return try(table.insert, setmetatable({}, { __len = function() return 2.5 end }), 1)",
