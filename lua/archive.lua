@@ -87,7 +87,7 @@ function A.cli_search(query, limit, offset, as_json)
   end
   if as_json then
     local lines = {}
-    for i, h in ipairs(hits) do lines[i] = json.encode(h) end
+    for i, h in ipairs(hits) do lines[i] = json.output(h) end
     return #lines > 0 and table.concat(lines, "\n") .. "\n" or "", 0
   end
   if #hits == 0 then return "no message matches\n", 0 end

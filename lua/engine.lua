@@ -55,6 +55,8 @@ function E.emit(name, ...)
       log.warn(nil, "event handler failed", { event = name, error = (err:gsub("\nstack traceback:.*", "")) })
     end
   end
+  -- emailvault.lua's handlers, as tasks (lua/events.lua)
+  if E.dispatch then E.dispatch(name, ...) end
 end
 
 -- ---- persistence in archive.db ------------------------------------------
@@ -93,6 +95,9 @@ end
 
 function E.set_status(rec, status, err)
   local old = rec.status
+  -- A server may quote a password back in any answer: the error is kept,
+  -- shown and saved as the log would write it.
+  if err and type(err.message) == "string" then err.message = core.scrub(err.message) end
   rec.status = status
   rec.error = err
   rec.status_changed = core.now()
@@ -143,6 +148,9 @@ end
 -- { added = {...}, removed = {...}, changed = {...}, unchanged = {...}, failed = {...} }.
 function E.reload(reason)
   if E.stopping then return nil, "the engine is stopping" end
+  -- emailvault.lua first: its handlers then see this reload's events.
+  local config_result = E.opts.config_file and
+    require("config").reload(E.opts.config_file, E.opts.config_required)
   local dir = E.opts.sources_dir
   local loaded, err = sources.load_dir(dir)
   if not loaded then
@@ -151,7 +159,7 @@ function E.reload(reason)
       { error = err })
     return nil, err
   end
-  local sum = { added = {}, removed = {}, changed = {}, unchanged = {}, failed = {} }
+  local sum = { added = {}, removed = {}, changed = {}, unchanged = {}, failed = {}, config = config_result }
   local seen = {}
   for _, id in ipairs(loaded.ids) do
     seen[id] = true
@@ -202,7 +210,7 @@ function E.reload(reason)
     reason = reason or "reload",
     added = list_or_dash(sum.added), removed = list_or_dash(sum.removed),
     changed = list_or_dash(sum.changed), unchanged = list_or_dash(sum.unchanged),
-    failed = list_or_dash(sum.failed),
+    failed = list_or_dash(sum.failed), config = sum.config,
   })
   if E.on_reload then E.on_reload(sum) end
   return sum
@@ -219,7 +227,8 @@ function E.start(opts)
       hint = "create it, or pass --sources DIR" })
     return nil, "sources folder " .. opts.sources_dir .. " does not exist"
   end
-  log.info(nil, "engine started", { pid = core.pid(), sources = opts.sources_dir, data = opts.data_dir })
+  log.info(nil, "engine started", { pid = core.pid(), sources = opts.sources_dir, data = opts.data_dir,
+    config = opts.config_file })
   E.reload("start")
   if opts.once then
     -- Nothing will run (no source, all broken or paused): done already.

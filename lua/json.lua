@@ -1,9 +1,24 @@
--- A JSON encoder for `eval --json` and `status --json`. Tables with only
--- keys 1..n are arrays; other keys are sorted so output is stable.
+-- JSON. Protocol bodies (OAuth2 token and device-flow answers, webhook
+-- posts, archive.db's progress column) are read and written by lua-cjson:
+-- json.decode and json.encode. What people and scripts read (--json of
+-- eval, status and search) is written by json.output below: cjson cannot
+-- sort keys, and that output must not change from run to run.
+--
+-- json.output: tables with only keys 1..n are arrays, other keys are
+-- sorted; secrets print as "***"; NaN and infinities are null; bytes that
+-- are not UTF-8 become U+FFFD; "/" is not escaped.
 
 local secret = require "secret"
+local cjson = require("cjson").new()   -- our own settings, shared with no one
 
 local M = {}
+
+-- Strict and bounded for what servers send: no NaN, Infinity or hex
+-- numbers, at most 100 levels (cjson recurses on the C stack).
+cjson.decode_invalid_numbers(false)
+cjson.encode_invalid_numbers(false)
+cjson.decode_max_depth(100)
+cjson.encode_max_depth(100)
 
 local escapes = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f",
   ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
@@ -41,7 +56,7 @@ local function is_array(t)
   return count == n
 end
 
-function M.encode(v, seen)
+function M.output(v, seen)
   seen = seen or {}
   local t = type(v)
   if v == nil then return "null" end
@@ -63,7 +78,7 @@ function M.encode(v, seen)
       return (getmetatable(v) == M.object_mt) and "{}" or "[]"
     end
     if is_array(v) then
-      for i = 1, #v do out[i] = M.encode(v[i], seen) end
+      for i = 1, #v do out[i] = M.output(v[i], seen) end
       seen[v] = nil
       return "[" .. table.concat(out, ",") .. "]"
     end
@@ -74,7 +89,7 @@ function M.encode(v, seen)
       local val = v[k]
       if val == nil then val = v[tonumber(k)] end
       if type(val) ~= "function" then
-        out[#out + 1] = encode_string(k) .. ":" .. M.encode(val, seen)
+        out[#out + 1] = encode_string(k) .. ":" .. M.output(val, seen)
       end
     end
     seen[v] = nil
@@ -87,88 +102,51 @@ end
 M.object_mt = {}
 function M.object(t) return setmetatable(t or {}, M.object_mt) end
 
--- A small decoder for what this engine writes (archive.db's progress).
-function M.decode(text)
-  local pos = 1
-  local function ws() pos = text:find("[^ \t\r\n]", pos) or #text + 1 end
-  local value
-  local function str()
-    local out = {}
-    pos = pos + 1
-    while true do
-      local c = text:sub(pos, pos)
-      if c == "" then error("unterminated string") end
-      if c == '"' then pos = pos + 1 break end
-      if c == "\\" then
-        local e = text:sub(pos + 1, pos + 1)
-        local map = { b = "\b", f = "\f", n = "\n", r = "\r", t = "\t" }
-        if e == "u" then
-          out[#out + 1] = utf8.char(tonumber(text:sub(pos + 2, pos + 5), 16))
-          pos = pos + 6
-        else
-          out[#out + 1] = map[e] or e
-          pos = pos + 2
-        end
-      else
-        out[#out + 1] = c
-        pos = pos + 1
-      end
-    end
-    return table.concat(out)
+-- JSON's null inside an array (an object's null member is left out).
+M.null = cjson.null
+
+-- lua-cjson 2.1.0 reads every number as a float: whole numbers within
+-- 2^53 become integers again (3600, not 3600.0), as Lua code expects;
+-- past it a double is not exact, so it stays a float.
+local function settle(v)
+  if type(v) == "number" then
+    if v == math.floor(v) and math.abs(v) < 2^53 then return math.tointeger(v) end
+    return v
   end
-  function value()
-    ws()
-    local c = text:sub(pos, pos)
-    if c == "{" then
-      local t = {}
-      pos = pos + 1
-      ws()
-      if text:sub(pos, pos) == "}" then pos = pos + 1 return t end
-      while true do
-        ws()
-        local k = str()
-        ws()
-        pos = pos + 1   -- :
-        t[k] = value()
-        ws()
-        local d = text:sub(pos, pos)
-        pos = pos + 1
-        if d == "}" then return t end
-      end
-    elseif c == "[" then
-      local t = {}
-      pos = pos + 1
-      ws()
-      if text:sub(pos, pos) == "]" then pos = pos + 1 return t end
-      while true do
-        t[#t + 1] = value()
-        ws()
-        local d = text:sub(pos, pos)
-        pos = pos + 1
-        if d == "]" then return t end
-      end
-    elseif c == '"' then
-      return str()
-    elseif text:sub(pos, pos + 3) == "true" then pos = pos + 4 return true
-    elseif text:sub(pos, pos + 4) == "false" then pos = pos + 5 return false
-    elseif text:sub(pos, pos + 3) == "null" then pos = pos + 4 return nil
+  if type(v) ~= "table" then return v end
+  for k, x in next, v do
+    if x == cjson.null then
+      if math.type(k) ~= "integer" then v[k] = nil end
+    else
+      v[k] = settle(x)
     end
-    local num = text:match("^-?%d+%.?%d*[eE]?[-+]?%d*", pos)
-    if not num or num == "" then error("invalid JSON at " .. pos) end
-    pos = pos + #num
-    return math.tointeger(tonumber(num)) or tonumber(num)
   end
-  local ok, v = pcall(value)
-  if not ok then return nil, v end
   return v
+end
+
+-- The value of the JSON TEXT, or nil and a message.
+function M.decode(text)
+  if type(text) ~= "string" then return nil, "expected JSON text (a string), got " .. type(text) end
+  local ok, v = pcall(cjson.decode, text)
+  if not ok then return nil, "invalid JSON: " .. tostring(v):gsub("^[^:]*%.lua:%d+: ", "") end
+  return settle(v)
+end
+
+-- V as compact JSON; an empty table is {}. Numbers keep 14 significant
+-- digits (cjson 2.1.0's most), exact for integers up to 10^14. Raises on
+-- what JSON cannot hold (functions, NaN, cycles, sparse arrays).
+function M.encode(v)
+  local ok, s = pcall(cjson.encode, v)
+  if not ok then error("cannot encode as JSON: " .. tostring(s), 2) end
+  return s
 end
 
 -- Several results: none -> null, one -> itself, more -> an array.
 function M.results(n, ...)
   if n == 0 then return "null" end
-  if n == 1 then return M.encode((...)) end
+  if n == 1 then return M.output((...)) end
   local parts = {}
-  for i = 1, n do parts[i] = M.encode((select(i, ...))) end
+  for i = 1, n do parts[i] = M.output((select(i, ...))) end
   return "[" .. table.concat(parts, ",") .. "]"
 end
 

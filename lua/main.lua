@@ -11,6 +11,8 @@ function M.run(opts)
   _G.vault = vault
   -- No fallback: an engine whose sources cannot run must not look healthy.
   E.runner = require("runner").run
+  -- emailvault.lua's event handlers run as tasks.
+  E.dispatch = require("events").dispatch
   -- Orphan blobs of a run that died between storing and recording a batch;
   -- --once leaves only after the sweep.
   local reclaim = require "reclaim"
@@ -31,14 +33,33 @@ function M.reload()
 end
 
 function M.stop()
+  require("events").stop()
   require("engine").stop()
   require("reclaim").stop()
   require("migrate").stop()
   return true
 end
 
--- Validates every file of DIR. Returns the lines to print and the exit status.
-function M.check(dir)
+-- The lines `check` prints about the engine configuration file at PATH,
+-- and how many problems it has.
+local function check_config(path, required)
+  local def, problems = require("config").load(path, required)
+  if not def then
+    local n = #problems
+    problems[#problems + 1] = string.format("%d problem%s in the engine configuration file %s", n,
+      n == 1 and "" or "s", path)
+    return problems, n
+  end
+  if def.missing then return { "no engine configuration file " .. path .. " (it is optional)" }, 0 end
+  local names = {}
+  for _, e in ipairs(require("config").ON.order) do if def.on[e] then names[#names + 1] = e end end
+  return { string.format("engine configuration %s OK (handlers: %s)", path,
+    #names > 0 and table.concat(names, ", ") or "none") }, 0
+end
+
+-- Validates every file of DIR and the engine configuration file CONFIG.
+-- Returns the lines to print and the exit status.
+function M.check(dir, config, config_required)
   local sources = require "sources"
   local st = core.stat(dir)
   if not st or st.type ~= "dir" then
@@ -57,9 +78,16 @@ function M.check(dir)
       good[#good + 1] = id
     end
   end
-  if nproblems > 0 then
-    lines[#lines + 1] = string.format("%d problem%s in %d of %d source file%s", nproblems,
-      nproblems == 1 and "" or "s", #loaded.ids - #good, #loaded.ids, #loaded.ids == 1 and "" or "s")
+  local clines, cproblems = {}, 0
+  if config then clines, cproblems = check_config(config, config_required) end
+  if nproblems > 0 or cproblems > 0 then
+    if nproblems > 0 then
+      lines[#lines + 1] = string.format("%d problem%s in %d of %d source file%s", nproblems,
+        nproblems == 1 and "" or "s", #loaded.ids - #good, #loaded.ids, #loaded.ids == 1 and "" or "s")
+    end
+    if cproblems > 0 then
+      for _, l in ipairs(clines) do lines[#lines + 1] = l end
+    end
     return lines, 1
   end
   if #loaded.ids == 0 then
@@ -67,6 +95,7 @@ function M.check(dir)
   else
     lines[1] = string.format("%d source%s OK: %s", #good, #good == 1 and "" or "s", table.concat(good, ", "))
   end
+  for _, l in ipairs(clines) do lines[#lines + 1] = l end
   return lines, 0
 end
 

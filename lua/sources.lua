@@ -1,6 +1,7 @@
 -- Source files: the schema of imap{...}, loading each file in its own
 -- environment under a budget, secrets, and validation with messages of the
--- form "FILE:LINE: field: message".
+-- form "FILE:LINE: field: message" (the machinery is lua/loader.lua's,
+-- shared with emailvault.lua).
 --
 -- Whatever the file returns is its own: tables with metatables, functions.
 -- It is read with raw access, inside the file's budget, and turned into a
@@ -8,35 +9,16 @@
 -- fresh tables, the hooks, secrets made by secret.*).
 
 local core = require "vault.core"
-local vm = require "vault.vm"
-local sandbox = require "vault.sandbox"
 local secret = require "secret"
-local redact = require "redact"
 local oauth2 = require "oauth2"
+local loader = require "loader"
 
 local M = {}
-
-M.FILE_BUDGET = 20000000     -- instructions a source file may run
-M.FILE_SECONDS = 5           -- and seconds
-M.FILE_MAX_BYTES = 1 << 20
 
 -- The schema. `check` returns the normalized value or nil, message.
 local function is_integer(v) return math.type(v) == "integer" or (type(v) == "number" and v == math.floor(v)) end
 
--- A value in a message. Never a metamethod: __tostring, __name and the
--- like are the file's code.
-local function type_name(v)
-  if secret.is(v) then return "secret" end
-  local t = type(v)
-  if t == "string" then return string.format("string %q", #v > 40 and v:sub(1, 40) .. "..." or v) end
-  if t == "number" then return "number " .. string.format(math.type(v) == "integer" and "%d" or "%.14g", v) end
-  return t == "nil" and "nothing" or t
-end
-
-local function key_name(k)
-  if type(k) == "string" or type(k) == "number" then return type_name(k) end
-  return "a " .. type(k)
-end
+local type_name, key_name = loader.type_name, loader.key_name
 
 local function expect_string(what)
   return function(v)
@@ -155,242 +137,55 @@ M.fields = {
 M.field_order = { "name", "host", "port", "username", "password", "tls", "allow_insecure_cert", "ca_file",
   "folders", "filter", "on_error", "poll", "fetch_batch", "pipeline", "connect_timeout", "command_timeout" }
 
-local function distance(a, b)
-  local la, lb = #a, #b
-  local prev, cur = {}, {}
-  for j = 0, lb do prev[j] = j end
-  for i = 1, la do
-    cur[0] = i
-    for j = 1, lb do
-      local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
-      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-    end
-    prev, cur = cur, prev
-  end
-  return prev[lb]
-end
-
-function M.suggest(name)
-  local best, bestd
-  for _, f in ipairs(M.field_order) do
-    local d = distance(name:lower(), f)
-    if not bestd or d < bestd then best, bestd = f, d end
-  end
-  if bestd and bestd <= math.max(2, #name // 3) then return best end
-end
-
--- The line where FIELD is assigned in TEXT, searching from line FROM.
-local function field_line(lines, field, from)
-  field = field:gsub("%p", "%%%0")
-  local pat1 = "^%s*" .. field .. "%s*="
-  local pat2 = "[{,;]%s*" .. field .. "%s*="
-  from = math.max(1, math.min(from or 1, #lines))
-  for i = from, #lines do
-    local l = lines[i]
-    if l:find(pat1) or l:find(pat2) then return i end
-  end
-  for i = 1, from - 1 do
-    local l = lines[i]
-    if l:find(pat1) or l:find(pat2) then return i end
-  end
-end
-
-local function split_lines(text)
-  local lines = {}
-  for l in (text .. "\n"):gmatch("([^\n]*)\n") do lines[#lines + 1] = l end
-  return lines
-end
-
--- A source file's setmetatable: no __gc, as finalizers run with no hook,
--- outside any budget, whenever the collector gets to them.
-local function file_setmetatable(t, mt)
-  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
-    error("setmetatable: a __gc metamethod is not allowed in a source file", 2)
-  end
-  return setmetatable(t, mt)
-end
-
--- The environment of one source file: safe libraries plus imap and secret,
--- none of them shared with the engine or another file. DEFS (weak) maps
--- the value imap{...} returns to what it was given.
+-- The environment of one source file: loader.env's libraries and secret,
+-- plus imap. DEFS (weak) maps the value imap{...} returns to what it was
+-- given.
 local function file_env(file, defs)
-  local env = {}
-  for _, k in ipairs { "assert", "error", "ipairs", "next", "pairs", "pcall", "select",
-    "tonumber", "tostring", "type", "xpcall", "rawequal", "rawget", "rawlen", "rawset",
-    "getmetatable" } do
-    env[k] = _G[k]
-  end
-  env.setmetatable = file_setmetatable
-  for _, lib in ipairs { "string", "table", "math", "utf8" } do
-    local copy = {}
-    for k, v in pairs(_G[lib]) do copy[k] = v end
-    env[lib] = copy
-  end
-  env.math.randomseed = nil   -- the engine's generator (retry jitter)
-  env.coroutine = sandbox.coroutines()
-  env.os = { getenv = os.getenv, time = os.time, date = os.date, clock = os.clock }
-  env.print = function(...)
-    local parts = {}
-    for i = 1, select("#", ...) do parts[#parts + 1] = tostring((select(i, ...))) end
-    core.log("info", nil, file .. ": " .. table.concat(parts, "\t"))
-  end
-  env.secret = secret.constructors(file)
+  local env = loader.env(file)
   env.oauth2 = oauth2.constructors()
-  env.imap = function(t)
-    if type(t) ~= "table" then
-      error("imap expects a table: return imap { host = ..., username = ..., password = ... }", 2)
-    end
-    -- The line of the call, if the caller is the file (not a tail call).
-    local info = debug.getinfo(2, "Sl")
-    local def = {}
-    defs[def] = { fields = t, line = info and info.source == "@" .. file and info.currentline or 0 }
-    return def
-  end
-  env._G = env
+  env.imap = loader.constructor("imap", file, defs,
+    "imap expects a table: return imap { host = ..., username = ..., password = ... }")
   return env
 end
 
--- Turns an error raised while running FILE into "FILE:LINE: what: message".
--- Only a position in FILE itself names a line: a message that merely looks
--- like one ("other.lua:7: ...", made by the file or by engine code) is
--- reported at line 1 as it is.
-local function runtime_problem(file, msg)
-  msg = tostring(msg):gsub("\nstack traceback:.*", "")
-  if msg:sub(1, #file + 1) == file .. ":" then
-    local line, rest = msg:match("^(%d+): (.*)$", #file + 2)
-    if line then return string.format("%s:%s: error: %s", file, line, rest) end
-  end
-  return string.format("%s:1: error: %s", file, msg)
-end
-
--- The line of PATH a message "PATH:LINE: ..." names, or 1.
-local function line_of(msg, path)
-  if msg:sub(1, #path + 1) ~= path .. ":" then return 1 end
-  return tonumber(msg:match("^(%d+):", #path + 2)) or 1
-end
+local SCHEMA = { name = "imap", fields = M.fields, order = M.field_order }
 
 -- What the file returned, checked field by field; runs under the file's
--- budget. Returns the definition and the problems.
-local function validate(path, id, lines, result, defs)
-  local problems = {}
-  local function problem(line, field, msg)
-    problems[#problems + 1] = string.format("%s:%d: %s: %s", path, line or 1, field, msg)
-  end
-  local d = defs[result]
+-- budget.
+local function validate(ctx, result)
+  local d = ctx.defs[result]
   if not d then
-    problem(#lines, "file", "must return imap { ... } (it returned " .. type_name(result) .. ")")
-    return nil, problems
+    ctx.problem(#ctx.lines, "file", "must return imap { ... } (it returned " .. type_name(result) .. ")" ..
+      (ctx.id == "emailvault" and "; the engine configuration file goes beside the sources folder, not in it" or ""))
+    return nil
   end
-  local call_line = d.line
-  if call_line < 1 then
-    -- `return imap{...}` is a tail call, so the call site is not on the
-    -- stack: find it in the text instead.
-    call_line = 1
-    for i, l in ipairs(lines) do
-      if l:find("imap%s*[{(]") then call_line = i; break end
+  ctx.call_line = loader.call_line(d, ctx.lines)
+  local def = { id = ctx.id, file = ctx.path }
+  loader.check_fields(d.fields, SCHEMA, { lines = ctx.lines, line = ctx.call_line, defs = ctx.defs,
+    problem = ctx.problem }, def)
+  return def
+end
+
+-- Secrets are read now, so a missing variable or file shows at load time.
+local function after(ctx, def)
+  if def.password then
+    local ok, rerr = (oauth2.is(def.password) and oauth2.resolve or secret.resolve)(def.password)
+    if not ok then
+      ctx.problem(loader.field_line(ctx.lines, "password", ctx.call_line) or ctx.call_line, "password", rerr)
+      def.password = nil
     end
   end
-  local def = { id = id, file = path }
-  local fields = d.fields
-  for k, v in next, fields do
-    if type(k) ~= "string" then
-      problem(call_line, "imap", "unexpected " .. (type(v) == "string" and "string" or type_name(v)) ..
-        " without a field name")
-    elseif not M.fields[k] then
-      local hint = M.suggest(k)
-      problem(field_line(lines, k, call_line) or call_line, k,
-        "unknown field" .. (hint and (" (did you mean '" .. hint .. "'?)") or
-          (" (known fields: " .. table.concat(M.field_order, ", ") .. ")")))
-    else
-      local value, verr = M.fields[k].check(v)
-      if value == nil and verr then
-        problem(field_line(lines, k, call_line) or call_line, k, verr)
-      else
-        def[k] = value
-      end
-    end
-  end
-  for _, f in ipairs(M.field_order) do
-    if M.fields[f].required and rawget(fields, f) == nil then
-      problem(call_line, f, "missing (required: host, username, password)")
-    end
-  end
-  def.call_line = call_line
-  return def, problems
 end
 
 -- Loads one file. Returns a definition or nil and a list of problems.
 function M.load_file(path, id)
-  local problems = {}
-  local function problem(line, field, msg)
-    problems[#problems + 1] = string.format("%s:%d: %s: %s", path, line or 1, field, msg)
-  end
-
   if not id:match("^[%w][%w_.%-]*$") then
-    problem(1, "id", "the file name must be letters, digits, '.', '-' or '_' (it is the source id): " .. id)
-    return nil, problems
+    return nil, { string.format("%s:1: id: the file name must be letters, digits, '.', '-' or '_' " ..
+      "(it is the source id): %s", path, id) }
   end
-  local text, err = core.readfile(path, M.FILE_MAX_BYTES)
-  if not text then
-    problem(1, "file", err)
-    return nil, problems
-  end
-  -- Every message about this file goes through hide first, and the log
-  -- scrubs the likely passwords even if the file never compiles.
-  local hide, passwords = redact.hider(path, text)
-  for i = 1, math.min(#passwords, 4) do core.add_secret(passwords[i]) end   -- the scrubber holds 64
-  local function failed()
-    for i, p in ipairs(problems) do problems[i] = hide(p) end
-    table.sort(problems, function(a, b)
-      local la, lb = line_of(a, path), line_of(b, path)
-      if la ~= lb then return la < lb end
-      return a < b
-    end)
-    return nil, problems
-  end
-
-  local lines = split_lines(text)
-  local defs = setmetatable({}, { __mode = "k" })
-  local chunk, serr = load(text, "@" .. path, "t", file_env(path, defs))
-  if not chunk then
-    -- serr is "PATH:LINE: message"
-    local line, rest = serr:match(":(%d+): (.*)$")
-    problem(tonumber(line), "syntax error", rest or serr)
-    return failed()
-  end
-  local ok, def, found = vm.budget_pcall(M.FILE_BUDGET, M.FILE_SECONDS, function()
-    return validate(path, id, lines, (chunk()), defs)
-  end)
-  if not ok then
-    local msg = def
-    local line = line_of(msg, path)
-    if msg:find("instruction budget exceeded", 1, true) then
-      problem(line, "file", string.format("did not finish within %d instructions (an endless loop?); " ..
-        "a source file should only return imap{...}", M.FILE_BUDGET))
-    elseif msg:find("time limit exceeded", 1, true) then
-      problem(line, "file", string.format("did not finish within %g seconds (an endless loop, or a " ..
-        "pattern that backtracks?); a source file should only return imap{...}", M.FILE_SECONDS))
-    elseif msg:find("not enough memory", 1, true) then
-      problem(1, "file", "ran out of memory while loading")
-    else
-      problems[#problems + 1] = runtime_problem(path, msg)
-    end
-    return failed()
-  end
-  for _, p in ipairs(found) do problems[#problems + 1] = p end
-  if not def then return failed() end
-  local call_line = def.call_line
-  def.call_line = nil
-  def.text = text
-  -- Secrets are read now, so a missing variable or file shows at load time.
-  if def.password then
-    local ok2, rerr = (oauth2.is(def.password) and oauth2.resolve or secret.resolve)(def.password)
-    if not ok2 then
-      problem(field_line(lines, "password", call_line) or call_line, "password", rerr)
-      def.password = nil
-    end
-  end
-  if #problems > 0 then return failed() end
+  local def, problems = loader.load(path, { env = file_env, should = "a source file should only return imap{...}",
+    validate = function(ctx, result) ctx.id = id return validate(ctx, result) end, after = after })
+  if not def then return nil, problems end
 
   if def.tls == nil then def.tls = true end
   if def.port == nil then def.port = def.tls == true and 993 or 143 end

@@ -120,7 +120,7 @@ end
 -- engine, what archive.db last recorded.
 function M.print(as_json, now, recs)
   recs = recs or M.records()
-  if as_json then return json.encode(recs) end
+  if as_json then return json.output(recs) end
   if #recs == 0 then return "no source has been recorded in this archive yet" end
   return M.table(recs, now)
 end

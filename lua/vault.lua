@@ -26,6 +26,14 @@ function vault.resume(id) return E.resume(id) end
 function vault.sync(id) return E.sync_now(id) end
 function vault.on(event, fn) return E.on(event, fn) end
 
+-- The engine configuration file (emailvault.lua): its path, whether it is
+-- loaded, its handlers, its problems, and the handlers' runs.
+function vault.config()
+  local v = require("config").view(E.opts.config_file)
+  v.events = require("events").view()
+  return v
+end
+
 -- Removes orphan blobs (stored, never recorded); waits for the sweep.
 function vault.reclaim() return require("reclaim").run("vault.reclaim") end
 
@@ -63,6 +71,11 @@ end
 
 vault.imap = require "vault.imap"
 vault.http = require "http"
+-- JSON bodies through lua-cjson (docs/lua-api.md); decode returns nil, message.
+do
+  local json = require "json"
+  vault.json = { encode = json.encode, decode = json.decode, null = json.null }
+end
 vault.task = task
 
 function vault.sleep(seconds) return task.sleep(seconds) end

@@ -141,7 +141,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 		}
 	}
 	if (sig == SIGHUP && !e->stopping) {
-		log_info(NULL, "SIGHUP: reloading sources");
+		log_info(NULL, "SIGHUP: reloading the configuration and sources");
 		notify_reloading();
 		if (call_main(e->vm, "reload", 0) == 0)
 			lua_pop(e->vm->L, 1);
@@ -260,9 +260,13 @@ engine_run(const struct engine_options *opt)
 		goto out;
 	}
 
-	lua_createtable(L, 0, 4);
+	lua_createtable(L, 0, 6);
 	lua_pushstring(L, opt->sources_dir);
 	lua_setfield(L, -2, "sources_dir");
+	lua_pushstring(L, opt->config_file);
+	lua_setfield(L, -2, "config_file");
+	lua_pushboolean(L, opt->config_required);
+	lua_setfield(L, -2, "config_required");
 	lua_pushstring(L, opt->data_dir);
 	lua_setfield(L, -2, "data_dir");
 	lua_pushboolean(L, opt->once);

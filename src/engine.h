@@ -10,6 +10,8 @@
 struct engine_options {
 	const char *sources_dir;
 	const char *data_dir;
+	const char *config_file;	/* emailvault.lua (optional unless given) */
+	int config_required;		/* named by --config */
 	const char *log_file;		/* NULL: stderr */
 	int once;			/* one complete pass, then exit */
 };

@@ -209,7 +209,22 @@ log_quote(char *buf, unsigned size, const char *value)
 	return buf;
 }
 
-/* Replaces every occurrence of a registered secret in LINE with ***. */
+/* The first N (NLEN bytes) in H (HLEN bytes), or NULL: text may hold NULs. */
+static char *
+find_bytes(char *h, size_t hlen, const char *n, size_t nlen)
+{
+	for (char *p = h; nlen > 0 && (size_t)(h + hlen - p) >= nlen; p++) {
+		p = memchr(p, n[0], (size_t)(h + hlen - p) - nlen + 1);
+		if (p == NULL)
+			return NULL;
+		if (memcmp(p, n, nlen) == 0)
+			return p;
+	}
+	return NULL;
+}
+
+/* Replaces every occurrence of a registered secret in LINE (*LEN bytes and
+ * a NUL) with ***. Secrets are at least 3 bytes: LINE never grows. */
 static void
 scrub_secrets(char *line, size_t *len)
 {
@@ -217,13 +232,29 @@ scrub_secrets(char *line, size_t *len)
 		size_t slen = strlen(secrets[i]);
 		char *from = line, *hit;
 
-		while ((hit = strstr(from, secrets[i])) != NULL) {
+		while ((hit = find_bytes(from, *len - (size_t)(from - line), secrets[i], slen)) != NULL) {
 			memmove(hit + 3, hit + slen, *len - (size_t)(hit - line) - slen + 1);
 			memcpy(hit, "***", 3);
 			*len = *len - slen + 3;
 			from = hit + 3;
 		}
 	}
+}
+
+char *
+log_scrub(const char *s, size_t len, size_t *outlen)
+{
+	char *buf = malloc(len + 1);
+
+	if (buf == NULL)
+		return NULL;
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	pthread_mutex_lock(&log_mu);
+	scrub_secrets(buf, &len);
+	pthread_mutex_unlock(&log_mu);
+	*outlen = len;
+	return buf;
 }
 
 void

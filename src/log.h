@@ -11,6 +11,7 @@
  * defence against a password reaching the log through an error message.
  */
 #include <stdarg.h>
+#include <stddef.h>
 
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 
@@ -31,6 +32,10 @@ void log_close(void);
 
 void log_add_secret(const char *secret);
 void log_clear_secrets(void);
+/* A copy of S (LEN bytes) with every registered secret replaced by ***, as
+ * in log lines, for text that leaves the engine another way (an event
+ * handler's webhook); *OUTLEN is its length. NULL when out of memory. */
+char *log_scrub(const char *s, size_t len, size_t *outlen);
 
 /* SOURCE may be NULL for engine-wide events. FMT is the message followed
  * by key=value fields; use log_quote for values that may hold spaces. */

@@ -41,6 +41,9 @@ char default_data[4096];
 void
 usage(FILE *f)
 {
+	char config[4096];
+
+	paths_default_config(default_sources, config, sizeof(config));
 	fprintf(f,
 	    "usage: emailvault COMMAND [OPTIONS]\n"
 	    "\n"
@@ -48,10 +51,12 @@ usage(FILE *f)
 	    "IMAP accounts and follows new mail as it arrives.\n"
 	    "\n"
 	    "commands:\n"
-	    "  run      [--sources DIR] [--data DIR] [--log FILE] [--log-level LEVEL] [--once]\n"
+	    "  run      [--sources DIR] [--data DIR] [--config FILE] [--log FILE]\n"
+	    "           [--log-level LEVEL] [--once]\n"
 	    "           run the engine on every *.lua source file in DIR\n"
-	    "  check    [--sources DIR]\n"
-	    "           validate every source file without connecting anywhere\n"
+	    "  check    [--sources DIR] [--config FILE]\n"
+	    "           validate every source file and the engine configuration file\n"
+	    "           without connecting anywhere\n"
 	    "  repl     [--data DIR] [--offline]\n"
 	    "           an interactive Lua prompt inside the running engine (--offline: the\n"
 	    "           archive as last recorded, no engine needed)\n"
@@ -87,6 +92,9 @@ usage(FILE *f)
 	    "  --sources DIR     source files, one per mail account (default: %s)\n"
 	    "  --data DIR        the archive, its database and the control socket\n"
 	    "                    (default: %s)\n"
+	    "  --config FILE     the engine configuration file: event handlers (optional;\n"
+	    "                    default: $EMAILVAULT_CONFIG, else emailvault.lua beside\n"
+	    "                    the sources folder: %s)\n"
 	    "  --log FILE        append the log to FILE instead of stderr (reopened on\n"
 	    "                    SIGHUP and SIGUSR1, for logrotate)\n"
 	    "  --log-level LEVEL debug, info, warn or error (default: info)\n"
@@ -99,18 +107,31 @@ usage(FILE *f)
 	    "  --reclaim         verify: remove orphan blobs too (needs no engine running;\n"
 	    "                    a running engine does it with vault.reclaim())\n"
 	    "\n"
-	    "The engine reloads its sources on SIGHUP and stops cleanly on SIGTERM.\n"
-	    "See docs/sources.md for the source file format.\n",
-	    default_sources, default_data);
+	    "The engine reloads its configuration and sources on SIGHUP and stops cleanly\n"
+	    "on SIGTERM. See docs/sources.md for the source file format, docs/configuration.md\n"
+	    "for the engine configuration file.\n",
+	    default_sources, default_data, config);
+}
+
+/* Unless --config named it, the engine configuration file is found beside
+ * the sources folder (BUF holds its path). */
+static void
+default_config(struct cli *cli, char *buf, size_t len)
+{
+	if (!cli->config_given) {
+		paths_default_config(cli->sources, buf, len);
+		cli->config = buf;
+	}
 }
 
 static int
 cmd_run(int argc, char **argv)
 {
-	static const int allowed[] = { OPT_SOURCES, OPT_DATA, OPT_LOG, OPT_LOG_LEVEL, OPT_ONCE, 0 };
+	static const int allowed[] = { OPT_SOURCES, OPT_DATA, OPT_CONFIG, OPT_LOG, OPT_LOG_LEVEL, OPT_ONCE, 0 };
 	struct cli cli = { .sources = default_sources, .data = default_data };
 	struct engine_options opt;
 	enum log_level level;
+	char config[4096];
 	int first = parse_options(argc, argv, "run", allowed, &cli);
 
 	if (first < 0)
@@ -127,8 +148,11 @@ cmd_run(int argc, char **argv)
 		perror(cli.log_file);
 		return 1;
 	}
+	default_config(&cli, config, sizeof(config));
 	opt.sources_dir = cli.sources;
 	opt.data_dir = cli.data;
+	opt.config_file = cli.config;
+	opt.config_required = cli.config_given;
 	opt.log_file = cli.log_file;
 	opt.once = cli.once;
 	return engine_run(&opt);
@@ -137,10 +161,11 @@ cmd_run(int argc, char **argv)
 static int
 cmd_check(int argc, char **argv)
 {
-	static const int allowed[] = { OPT_SOURCES, 0 };
+	static const int allowed[] = { OPT_SOURCES, OPT_CONFIG, 0 };
 	struct cli cli = { .sources = default_sources, .data = default_data };
 	struct vm *vm;
 	lua_State *L;
+	char config[4096];
 	int status = 1;
 	int first = parse_options(argc, argv, "check", allowed, &cli);
 
@@ -148,6 +173,7 @@ cmd_check(int argc, char **argv)
 		return EXIT_USAGE;
 	if (first < argc)
 		return usage_error("check takes no arguments (got '%s')", argv[first]);
+	default_config(&cli, config, sizeof(config));
 	log_set_level(LOG_WARN);	/* warnings (a readable secret file) still show */
 	vm = vm_new(NULL, 0);
 	if (vm == NULL)
@@ -158,7 +184,9 @@ cmd_check(int argc, char **argv)
 		goto fail;
 	lua_getfield(L, -1, "check");
 	lua_pushstring(L, cli.sources);
-	if (vm_pcall(L, 1, 2) != LUA_OK)
+	lua_pushstring(L, cli.config);
+	lua_pushboolean(L, cli.config_given);
+	if (vm_pcall(L, 3, 2) != LUA_OK)
 		goto fail;
 	status = (int)lua_tointeger(L, -1);
 	lua_pop(L, 1);

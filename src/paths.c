@@ -29,6 +29,31 @@ paths_default_sources(char *buf, size_t len)
 }
 
 void
+paths_default_config(const char *sources, char *buf, size_t len)
+{
+	const char *env = getenv("EMAILVAULT_CONFIG");
+	size_t n = strlen(sources);
+
+	if (env && *env) {
+		snprintf(buf, len, "%s", env);
+		return;
+	}
+	/* beside SOURCES: its parent, trailing slashes ignored */
+	while (n > 1 && sources[n - 1] == '/')
+		n--;
+	while (n > 0 && sources[n - 1] != '/')
+		n--;
+	while (n > 1 && sources[n - 1] == '/')
+		n--;
+	if (n == 0)
+		snprintf(buf, len, "emailvault.lua");
+	else if (n == 1 && sources[0] == '/')
+		snprintf(buf, len, "/emailvault.lua");
+	else
+		snprintf(buf, len, "%.*s/emailvault.lua", (int)n, sources);
+}
+
+void
 paths_default_data(char *buf, size_t len)
 {
 	const char *env = getenv("EMAILVAULT_DATA");

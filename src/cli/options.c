@@ -49,6 +49,7 @@ parse_options(int argc, char **argv, const char *command, const int *allowed, st
 		{ "out", required_argument, NULL, OPT_OUT },
 		{ "by-folder", no_argument, NULL, OPT_BY_FOLDER },
 		{ "repair-index", no_argument, NULL, OPT_REPAIR_INDEX },
+		{ "config", required_argument, NULL, OPT_CONFIG },
 		{ NULL, 0, NULL, 0 }
 	};
 	int c;
@@ -87,6 +88,7 @@ parse_options(int argc, char **argv, const char *command, const int *allowed, st
 		switch (c) {
 		case OPT_SOURCES: cli->sources = optarg; break;
 		case OPT_DATA: cli->data = optarg; break;
+		case OPT_CONFIG: cli->config = optarg; cli->config_given = 1; break;
 		case OPT_LOG: cli->log_file = optarg; break;
 		case OPT_LOG_LEVEL: cli->log_level = optarg; break;
 		case OPT_ONCE: cli->once = 1; break;

@@ -10,11 +10,13 @@
 
 enum { OPT_SOURCES = 1000, OPT_DATA, OPT_LOG, OPT_LOG_LEVEL, OPT_ONCE, OPT_JSON, OPT_HELP,
 	OPT_OFFLINE, OPT_RECLAIM, OPT_LIMIT, OPT_OFFSET, OPT_RAW, OPT_HEADERS, OPT_TEXT,
-	OPT_FORMAT, OPT_OUT, OPT_BY_FOLDER, OPT_REPAIR_INDEX };
+	OPT_FORMAT, OPT_OUT, OPT_BY_FOLDER, OPT_REPAIR_INDEX, OPT_CONFIG };
 
 struct cli {
 	const char *sources;
 	const char *data;
+	const char *config;		/* emailvault.lua: NULL, see paths_default_config */
+	int config_given;		/* by --config: then it must exist */
 	const char *log_file;
 	const char *log_level;
 	int once;

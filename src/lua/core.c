@@ -69,6 +69,21 @@ l_add_secret(lua_State *L)
 	return 0;
 }
 
+/* core.scrub(s): S with the registered secrets replaced by *** */
+static int
+l_scrub(lua_State *L)
+{
+	size_t len, outlen;
+	const char *s = luaL_checklstring(L, 1, &len);
+	char *out = log_scrub(s, len, &outlen);
+
+	if (out == NULL)
+		return luaL_error(L, "not enough memory");
+	lua_pushlstring(L, out, outlen);
+	free(out);
+	return 1;
+}
+
 static int
 l_now(lua_State *L)
 {
@@ -451,6 +466,7 @@ luaopen_vault_core(lua_State *L)
 		{ "log", l_log },
 		{ "log_enabled", l_log_enabled },
 		{ "add_secret", l_add_secret },
+		{ "scrub", l_scrub },
 		{ "now", l_now },
 		{ "monotonic", l_monotonic },
 		{ "listdir", l_listdir },

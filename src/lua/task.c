@@ -1,5 +1,6 @@
 #include "lua/task.h"
 
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +40,11 @@ struct task {
 	int (*watchdog)(void *ud);
 	void *watchdog_ud;
 	unsigned watch_calls;
+	int budgeted;			/* task_set_budget: bounded over all resumes */
+	long budget_total, budget_left;	/* instructions */
+	double budget_seconds;
+	int64_t deadline;		/* vm_now_ns() */
+	struct event *deadline_ev;
 	struct task *next;
 	char name[64];
 };
@@ -77,6 +83,8 @@ task_free(struct task *t)
 		event_free(t->resume_ev);
 	if (t->timer)
 		event_free(t->timer);
+	if (t->deadline_ev)
+		event_free(t->deadline_ev);
 	*(struct task **)lua_getextraspace(t->co) = NULL;
 	luaL_unref(t->vm->L, LUA_REGISTRYINDEX, t->co_ref);
 	free(t);
@@ -267,18 +275,64 @@ task_remove_cleanup(struct task *t, void *handle)
 	}
 }
 
+static int cancel_with(struct task *t, const char *msg);
+
+static void
+deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct task *t = arg;
+	char msg[128];
+
+	(void)fd;
+	(void)what;
+	if (t->state == TASK_RUNNING || t->state == TASK_DONE)
+		return;
+	snprintf(msg, sizeof(msg), "time limit exceeded (%g s, waits included): the task was "
+	    "cancelled", t->budget_seconds);
+	cancel_with(t, msg);
+}
+
+int
+task_set_budget(struct task *t, long instructions, double seconds)
+{
+	struct timeval tv;
+
+	if (t->deadline_ev == NULL)
+		t->deadline_ev = evtimer_new(t->vm->base, deadline_cb, t);
+	if (t->deadline_ev == NULL)
+		return -1;
+	if (seconds < 0)
+		seconds = 0;
+	if (seconds > 1e6)
+		seconds = 1e6;
+	t->budgeted = 1;
+	t->budget_total = t->budget_left = instructions > 0 ? instructions : 0;
+	t->budget_seconds = seconds;
+	t->deadline = vm_now_ns() + (int64_t)(seconds * 1e9);
+	tv.tv_sec = (time_t)seconds;
+	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+	return evtimer_add(t->deadline_ev, &tv);
+}
+
+/* The hook a task's thread has between resumes: the REPL's watchdog, or none. */
+static void
+rest_hook(struct task *t)
+{
+	if (t->watchdog != NULL)
+		vm_hook_thread(t->co);
+	else if (!vm_budget_active(t->vm))
+		lua_sethook(t->co, NULL, 0, 0);
+}
+
 void
 task_set_watchdog(struct task *t, int (*check)(void *ud), void *ud)
 {
 	t->watchdog = check;
 	t->watchdog_ud = ud;
 	t->watch_calls = 0;
-	if (check) {
+	if (check)
 		t->vm->watch = watch;
-		vm_hook_thread(t->co);
-	} else if (!vm_budget_active(t->vm)) {
-		lua_sethook(t->co, NULL, 0, 0);
-	}
+	rest_hook(t);
 }
 
 static void
@@ -305,19 +359,36 @@ static void
 task_resume_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct task *t = arg;
+	struct vm_budget b;
 	int nres = 0, status;
 
 	(void)fd;
 	(void)what;
 	if (t->state != TASK_READY)
 		return;
+	if (t->budgeted && vm_now_ns() >= t->deadline) {
+		deadline_cb(-1, 0, t);
+		return;
+	}
 	t->state = TASK_RUNNING;
 	t->vm->running = t;	/* resumes never nest: they come from events */
+	if (t->budgeted) {
+		/* The budget spans resumes: each one gets what is left. */
+		b.instructions = t->budget_total;
+		b.seconds = t->budget_seconds;
+		vm_budget_push(t->co, &b, t->budget_left, t->deadline);
+	}
 	status = lua_resume(t->co, t->vm->L, t->nargs, &nres);
+	if (t->budgeted) {
+		long used = vm_budget_pop(t->co, &b);
+		t->budget_left = used < t->budget_left ? t->budget_left - used : 0;
+	}
 	t->vm->running = NULL;
 	t->nargs = 0;
 	if (status == LUA_YIELD) {
 		lua_pop(t->co, nres);
+		if (t->budgeted)
+			rest_hook(t);
 		/* A primitive set WAITING; a bare coroutine.yield() just lets
 		 * the rest of the loop run and continues on the next turn. */
 		if (t->state == TASK_RUNNING) {
@@ -354,8 +425,8 @@ task_resume_cb(evutil_socket_t fd, short what, void *arg)
 	finish(t, 0, 1);
 }
 
-int
-task_cancel(struct task *t)
+static int
+cancel_with(struct task *t, const char *msg)
 {
 	if (t->state == TASK_RUNNING || t->state == TASK_DONE)
 		return -1;
@@ -365,11 +436,17 @@ task_cancel(struct task *t)
 	/* Closes pending to-be-closed variables of the abandoned coroutine. */
 	lua_resetthread(t->co);
 	lua_settop(t->co, 0);
-	lua_pushliteral(t->co, "cancelled");
+	lua_pushstring(t->co, msg);
 	if (t->done)
 		t->done(t, 0, t->co, 1, t->done_ud);
 	task_free(t);
 	return 0;
+}
+
+int
+task_cancel(struct task *t)
+{
+	return cancel_with(t, "cancelled");
 }
 
 void
@@ -431,15 +508,36 @@ lua_done(struct task *t, int ok, lua_State *co, int nres, void *ud)
 	}
 }
 
-/* task.spawn(name, fn [, on_done]) -> handle */
+/* A number field of LIMITS at IDX, > 0. */
+static lua_Number
+limit_field(lua_State *L, int idx, const char *name)
+{
+	lua_Number v;
+
+	lua_getfield(L, idx, name);
+	v = lua_tonumber(L, -1);
+	if (!lua_isnumber(L, -1) || !(v > 0))
+		return luaL_error(L, "task.spawn: limits.%s must be a number > 0", name);
+	lua_pop(L, 1);
+	return v;
+}
+
+/* task.spawn(name, fn [, on_done [, limits]]) -> handle
+ * LIMITS = { instructions = N, seconds = S }: task_set_budget. */
 static int
 l_spawn(lua_State *L)
 {
 	const char *name = luaL_checkstring(L, 1);
 	int ref = LUA_NOREF;
+	lua_Number instructions = 0, seconds = 0;
 	struct task *t;
 
 	luaL_checktype(L, 2, LUA_TFUNCTION);
+	if (!lua_isnoneornil(L, 4)) {
+		luaL_checktype(L, 4, LUA_TTABLE);
+		instructions = limit_field(L, 4, "instructions");
+		seconds = limit_field(L, 4, "seconds");
+	}
 	if (!lua_isnoneornil(L, 3)) {
 		luaL_checktype(L, 3, LUA_TFUNCTION);
 		lua_pushvalue(L, 3);
@@ -450,6 +548,11 @@ l_spawn(lua_State *L)
 	if (t == NULL) {
 		luaL_unref(L, LUA_REGISTRYINDEX, ref);
 		return luaL_error(L, "tasks need the running engine");
+	}
+	if (instructions > 0 && task_set_budget(t, instructions >= (lua_Number)LONG_MAX ?
+	    LONG_MAX : (long)instructions, (double)seconds) < 0) {
+		task_cancel(t);
+		return luaL_error(L, "task.spawn: cannot arm the task's deadline");
 	}
 	push_handle(L, t);
 	return 1;

@@ -46,6 +46,17 @@ struct task_token task_wait(struct task *t);
  * moved to the coroutine. Returns 0, or -1 if the token is stale. */
 int task_wake(struct vm *vm, struct task_token tok, task_push_fn push, void *ud);
 
+/*
+ * Bounds T, before it first runs: at most INSTRUCTIONS counted over all its
+ * resumes (a budget of lua/vm.c that its code cannot catch, resumed where it
+ * left off) and SECONDS of wall time from now, waits included: at the
+ * deadline a waiting task is cancelled, its done callback seeing a "time
+ * limit exceeded" message. Tasks it spawns are not bounded by it (the
+ * engine's own, such as sources a reload starts, must not be). -1 if the
+ * deadline's timer cannot be made.
+ */
+int task_set_budget(struct task *t, long instructions, double seconds);
+
 /* Cleanups run when a task ends or is cancelled, in reverse order. */
 void *task_add_cleanup(struct task *t, task_cleanup_fn fn, void *ud);
 void task_remove_cleanup(struct task *t, void *handle);

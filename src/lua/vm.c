@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include <lauxlib.h>
+#include <lua-cjson.h>
 #include <lualib.h>
 
 #include "lua/embedded.h"
@@ -192,15 +193,54 @@ budget_handler(lua_State *L)
 	return 1;
 }
 
+int64_t
+vm_now_ns(void)
+{
+	return now_ns();
+}
+
+void
+vm_budget_push(lua_State *L, struct vm_budget *b, long instructions, int64_t deadline)
+{
+	struct vm *vm = vm_of(L);
+	struct vm_budget *outer = vm->budget;
+
+	b->end = vm->steps + (instructions > 0 ? instructions : 0);
+	b->deadline = deadline;
+	/* A nested budget may not grant more than its caller has left. */
+	if (outer != NULL) {
+		if (b->end > outer->end)
+			b->end = outer->end;
+		if (b->deadline > outer->deadline)
+			b->deadline = outer->deadline;
+	}
+	b->depth = outer ? outer->depth + 1 : 1;
+	b->outer = outer;
+	b->start = vm->steps;
+	vm->budget = b;
+	lua_sethook(L, vm_hook, LUA_MASKCOUNT, vm->exhausted ? 1 : BUDGET_STEP);
+}
+
+long
+vm_budget_pop(lua_State *L, struct vm_budget *b)
+{
+	struct vm *vm = vm_of(L);
+
+	vm->budget = b->outer;
+	if (vm->exhausted == b->depth)
+		vm->exhausted = 0;
+	return (long)(vm->steps - b->start);
+}
+
 int
 vm_pcall_budget(lua_State *L, int nargs, int nresults, long instructions, double seconds)
 {
 	struct vm *vm = vm_of(L);
-	struct vm_budget b, *outer = vm->budget;
+	struct vm_budget b;
 	lua_Hook old_hook = lua_gethook(L);
 	int old_mask = lua_gethookmask(L), old_count = lua_gethookcount(L);
 	int base = lua_gettop(L) - nargs, status;
-	int64_t now = now_ns();
+	int64_t now = now_ns(), deadline;
 
 	if (vm->exhausted) {	/* only from C code while the error unwinds */
 		lua_settop(L, base - 1);
@@ -209,32 +249,19 @@ vm_pcall_budget(lua_State *L, int nargs, int nresults, long instructions, double
 	}
 	b.instructions = instructions;
 	b.seconds = seconds;
-	b.end = vm->steps + (instructions > 0 ? instructions : 0);
 	if (!(seconds > 0))
-		b.deadline = now;
+		deadline = now;
 	else if (seconds >= 1e9)
-		b.deadline = INT64_MAX;
+		deadline = INT64_MAX;
 	else
-		b.deadline = now + (int64_t)(seconds * 1e9);
-	/* A nested budget may not grant more than its caller has left. */
-	if (outer != NULL) {
-		if (b.end > outer->end)
-			b.end = outer->end;
-		if (b.deadline > outer->deadline)
-			b.deadline = outer->deadline;
-	}
-	b.depth = outer ? outer->depth + 1 : 1;
-	b.outer = outer;
-	vm->budget = &b;
-	lua_sethook(L, vm_hook, LUA_MASKCOUNT, BUDGET_STEP);
+		deadline = now + (int64_t)(seconds * 1e9);
+	vm_budget_push(L, &b, instructions, deadline);
 	lua_pushcfunction(L, budget_handler);
 	lua_insert(L, base);
 	status = lua_pcall(L, nargs, nresults, base);
 	lua_remove(L, base);
-	vm->budget = outer;
+	vm_budget_pop(L, &b);
 	lua_sethook(L, old_hook, old_mask, old_count);
-	if (vm->exhausted == b.depth)
-		vm->exhausted = 0;
 	return status;
 }
 
@@ -361,6 +388,8 @@ vm_new(struct event_base *base, size_t mem_limit)
 
 	vm_preload(vm->L, "vault.vm", luaopen_vm_internal);
 	vm_preload(vm->L, "vault.sandbox", luaopen_vault_sandbox);
+	/* lua-cjson, linked in: lua/json.lua makes its own instance of it. */
+	vm_preload(vm->L, "cjson", luaopen_cjson);
 	return vm;
 }
 

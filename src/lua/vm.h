@@ -18,6 +18,7 @@ struct task;
 struct vm_budget {
 	long long end;			/* vm->steps at which it is spent */
 	int64_t deadline;		/* CLOCK_MONOTONIC, nanoseconds */
+	long long start;		/* vm->steps when it began */
 	long instructions;		/* what was asked, for the message */
 	double seconds;
 	int depth;			/* 1 for the outermost */
@@ -56,6 +57,18 @@ int vm_pcall(lua_State *L, int nargs, int nresults);
  */
 int vm_pcall_budget(lua_State *L, int nargs, int nresults, long instructions,
     double seconds);
+
+/*
+ * The two halves of a budget, for code that cannot keep one pcall open (a
+ * task's budget spans its resumes, lua/task.c): from push to pop at most
+ * INSTRUCTIONS more are counted and the monotonic clock may not pass
+ * DEADLINE (vm_now_ns). The caller fills B->instructions and B->seconds
+ * for the message. Push sets the count hook on L; pop returns the
+ * instructions counted in between and ends the budget's spent state.
+ */
+int64_t vm_now_ns(void);
+void vm_budget_push(lua_State *L, struct vm_budget *b, long instructions, int64_t deadline);
+long vm_budget_pop(lua_State *L, struct vm_budget *b);
 
 /*
  * For C functions that loop on behalf of Lua code (pattern matching, table

@@ -632,6 +632,8 @@ start_spool(struct pack_writer *w)
 int
 pack_writer_write(struct pack_writer *w, const void *data, size_t len)
 {
+	if (len == 0)		/* an empty body: DATA may be NULL */
+		return 0;
 	if (w->head && w->head_len < PACK_HEAD_MAX) {
 		size_t take = PACK_HEAD_MAX - w->head_len < len ? PACK_HEAD_MAX - w->head_len : len;
 		memcpy(w->head + w->head_len, data, take);

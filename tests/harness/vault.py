@@ -16,9 +16,14 @@ SOURCE_DIR = os.environ.get("EMAILVAULT_SOURCE_DIR") or os.path.abspath(
     os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
+# No test reads the engine configuration file of whoever runs the suite.
+NO_CONFIG = "/nonexistent-emailvault-test/emailvault.lua"
+
+
 def run(*args, env=None, timeout=60, input=None):
     """Runs `emailvault ARGS...`; returns CompletedProcess with text output."""
     e = dict(os.environ)
+    e["EMAILVAULT_CONFIG"] = NO_CONFIG
     if env:
         e.update(env)
     return subprocess.run([BIN, *args], capture_output=True, text=True,
@@ -50,8 +55,11 @@ class Engine:
         self.sources = os.path.join(self.tmp, "sources.d")
         self.data = os.path.join(self.tmp, "data")
         self.log_path = os.path.join(self.tmp, "engine.log")
+        # emailvault.lua beside sources.d/, as in ~/.config/emailvault/
+        self.config = os.path.join(self.tmp, "emailvault.lua")
         os.makedirs(self.sources, exist_ok=True)
         self.env = dict(os.environ)
+        self.env["EMAILVAULT_CONFIG"] = self.config
         if env:
             self.env.update(env)
         self.log_level = log_level
@@ -64,6 +72,14 @@ class Engine:
         with open(tmp, "w") as f:
             f.write(text)
         os.replace(tmp, path)   # atomic, as an editor would save
+        return path
+
+    def write_config(self, text, path=None):
+        """Writes the engine configuration file (atomically, as an editor would)."""
+        path = path or self.config
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
         return path
 
     def remove_source(self, sid):

@@ -348,6 +348,75 @@ test_task_errors_carry_a_traceback(void)
 	event_base_free(base);
 }
 
+/* The message RESULT holds after the loop ran CODE's tasks. */
+static const char *
+task_result(struct vm *vm, struct event_base *base, const char *code)
+{
+	static char out[512];
+
+	if (run_lua(vm, code) != LUA_OK) {
+		snprintf(out, sizeof(out), "error: %s", vm_tostring(vm->L, -1));
+		lua_pop(vm->L, 1);
+		return out;
+	}
+	lua_pop(vm->L, 1);
+	event_base_dispatch(base);
+	lua_getglobal(vm->L, "result");
+	snprintf(out, sizeof(out), "%s", vm_tostring(vm->L, -1));
+	lua_pop(vm->L, 1);
+	return out;
+}
+
+#define SPAWN_BOUNDED(body, limits) "local task = require 'vault.task'\n" \
+	"result = 'not run'\n" \
+	"task.spawn('b', function() " body " end, function(ok, err) result = ok and 'ok' or err end, " \
+	limits ")"
+
+/* 2 instructions an iteration (FORLOOP, ADD): 200,000 per call. */
+#define BURN "local function burn() local x = 0 for i = 1, 100000 do x = x + i end end "
+
+static void
+test_task_budget_spans_resumes(void)
+{
+	struct event_base *base = event_base_new();
+	struct vm *vm = vm_new(base, 0);
+	const char *r;
+	double t0;
+
+	engine_preload_modules(vm);
+	/* An endless loop, even inside pcall, is stopped. */
+	r = task_result(vm, base, SPAWN_BOUNDED("while true do pcall(function() while true do end end) end",
+	    "{ instructions = 200000, seconds = 5 }"));
+	CHECK(strstr(r, "instruction budget exceeded") != NULL);
+	/* One burn fits in 300,000 instructions; two, with a wait between,
+	 * do not: the count goes on where the last resume left it. */
+	r = task_result(vm, base, SPAWN_BOUNDED(BURN "burn() task.sleep(0.01)",
+	    "{ instructions = 300000, seconds = 5 }"));
+	CHECK_STR(r, "ok");
+	r = task_result(vm, base, SPAWN_BOUNDED(BURN "burn() task.sleep(0.01) burn()",
+	    "{ instructions = 300000, seconds = 5 }"));
+	CHECK(strstr(r, "instruction budget exceeded (300000 instructions") != NULL);
+	/* The deadline counts waits: a task waiting past it is cancelled. */
+	t0 = mono();
+	r = task_result(vm, base, SPAWN_BOUNDED("task.sleep(10)", "{ instructions = 1e6, seconds = 0.2 }"));
+	CHECK(strstr(r, "time limit exceeded (0.2 s, waits included)") != NULL);
+	CHECK(mono() - t0 < 2);
+	/* ... and running: a loop under a huge count stops at the deadline. */
+	t0 = mono();
+	r = task_result(vm, base, SPAWN_BOUNDED("task.sleep(0.05) while true do end",
+	    "{ instructions = 1e15, seconds = 0.3 }"));
+	CHECK(strstr(r, "time limit exceeded") != NULL);
+	CHECK(mono() - t0 < 2);
+	/* Nothing of it stays behind: an unbounded task runs as long as it likes. */
+	r = task_result(vm, base, SPAWN_BOUNDED(BURN "for i = 1, 10 do burn() task.sleep(0) end", "nil"));
+	CHECK_STR(r, "ok");
+	r = task_result(vm, base, "require('vault.task').spawn('x', function() end, nil, { seconds = 1 })");
+	CHECK(strstr(r, "limits.instructions must be a number > 0") != NULL);
+	CHECK_INT(task_count(vm), 0);
+	vm_free(vm);
+	event_base_free(base);
+}
+
 int
 main(void)
 {
@@ -357,5 +426,6 @@ main(void)
 	RUN(test_memory_cap);
 	RUN(test_tasks_wake_and_stale_tokens);
 	RUN(test_task_errors_carry_a_traceback);
+	RUN(test_task_budget_spans_resumes);
 	DONE();
 }

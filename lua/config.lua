@@ -1,0 +1,152 @@
+-- The engine's own file, emailvault.lua (docs/configuration.md): what belongs to
+-- no one source. It returns a table of fields; today `on`, the event
+-- handlers. It is loaded and checked by lua/loader.lua exactly like a
+-- source file, and on reload a broken file keeps the last good one.
+--
+-- Each concern is one top-level field with a record of its own, checked
+-- field by field with dotted names: `on = {...}` now, next blob storage
+-- (`store = {...}`) and serving (`serve = {...}`). A new one is an entry
+-- in M.fields and M.order, and the code that applies it on reload; a
+-- record made by a constructor (`store = s3 { ... }`) also has its schema
+-- in CONSTRUCTORS, under the constructor's name.
+
+local core = require "vault.core"
+local secret = require "secret"
+local loader = require "loader"
+local log = require "log"
+
+local M = {}
+
+local function handler(when)
+  return { doc = "function(ev), run as a task " .. when, check = function(v)
+    if type(v) ~= "function" then
+      return nil, "expected a function(ev), run " .. when .. ", got " .. loader.type_name(v)
+    end
+    return v
+  end }
+end
+
+-- on = { EVENT = function(ev) ... end }
+M.ON = { name = "on", noun = "event", order = { "status", "error" }, fields = {
+  status = handler("when a source's status changes"),
+  error = handler("when a source fails"),
+} }
+
+M.fields = {
+  on = { record = M.ON, doc = "event handlers" },
+}
+M.order = { "on" }
+
+-- Constructors the file may call, by name: name -> schema of its fields
+-- (the schema's name is the constructor's). None yet.
+local CONSTRUCTORS = {}
+
+local SCHEMA = { name = "emailvault", fields = M.fields, order = M.order }
+
+-- What handlers see as `vault`: the API's functions in tables of the
+-- file's own, so no handler reaches a table the engine or eval uses.
+local function api_copy()
+  local copy = {}
+  for k, v in pairs(require "vault") do
+    if type(v) == "table" then
+      local t = {}
+      for k2, v2 in pairs(v) do t[k2] = v2 end
+      v = t
+    end
+    copy[k] = v
+  end
+  return copy
+end
+
+local function file_env(file, defs)
+  local env = loader.env(file)
+  for name, schema in pairs(CONSTRUCTORS) do
+    env[name] = loader.constructor(name, file, defs,
+      name .. " expects a table: " .. name .. " { " .. table.concat(schema.order, " = ..., ") .. " = ... }")
+  end
+  env.vault = api_copy()
+  return env
+end
+
+local function validate(ctx, result)
+  if type(result) ~= "table" or secret.is(result) or ctx.defs[result] then
+    ctx.problem(#ctx.lines, "file", "must return a table { on = { ... } } (it returned " ..
+      loader.type_name(result) .. ")")
+    return nil
+  end
+  local line = 1
+  for i, l in ipairs(ctx.lines) do
+    if l:find("^%s*return%s*{") then line = i break end
+  end
+  local def = { file = ctx.path }
+  loader.check_fields(result, SCHEMA, { lines = ctx.lines, line = line, defs = ctx.defs,
+    problem = ctx.problem }, def)
+  def.on = def.on or {}
+  return def
+end
+
+-- Loads PATH: a definition { file, text, on = {...} }, or nil and the
+-- problems. A missing file is no configuration ({ missing = true }),
+-- unless REQUIRED (named with --config).
+function M.load(path, required)
+  local st = core.stat(path)
+  if not st then
+    if required then
+      return nil, { path .. ":1: file: does not exist (named by --config)" }
+    end
+    return { file = path, missing = true, on = {} }
+  end
+  return loader.load(path, { env = file_env, validate = validate,
+    should = "emailvault.lua should only return a table { on = { ... } }" })
+end
+
+-- ---- the running engine's configuration --------------------------------
+M.current = nil      -- the last good definition
+M.problems = nil     -- the problems of the file on disk, when it is broken
+
+-- The handler for EVENT, or nil.
+function M.handler(event)
+  return M.current and M.current.on[event]
+end
+
+-- Loads the file again; keeps the last good definition when it fails.
+-- Returns "loaded", "unchanged", "none" (no file) or "failed".
+function M.reload(path, required)
+  local def, problems = M.load(path, required)
+  if not def then
+    M.problems = problems
+    for _, p in ipairs(problems) do log.error(nil, "engine configuration rejected", { problem = p }) end
+    if M.current then
+      log.warn(nil, "keeping the last good engine configuration", { file = path })
+    end
+    return "failed"
+  end
+  M.problems = nil
+  local old = M.current
+  -- An unchanged file keeps the handlers that run: their upvalues are
+  -- their state (what an alert last said, and when), which a reload of
+  -- the sources must not reset.
+  if old and not old.missing and not def.missing and old.text == def.text then return "unchanged" end
+  M.current = def
+  if def.missing then
+    if old and not old.missing then log.info(nil, "engine configuration removed", { file = path }) end
+    return "none"
+  end
+  local names = {}
+  for _, e in ipairs(M.ON.order) do if def.on[e] then names[#names + 1] = e end end
+  log.info(nil, "engine configuration loaded", { file = path, handlers = names })
+  return "loaded"
+end
+
+-- What vault.config() shows.
+function M.view(path)
+  local cur = M.current
+  local handlers = {}
+  if cur then
+    for _, e in ipairs(M.ON.order) do if cur.on[e] then handlers[#handlers + 1] = e end end
+  end
+  return { file = path, loaded = cur ~= nil and not cur.missing, handlers = handlers,
+    config_error = M.problems and M.problems[1], config_errors = M.problems }
+end
+
+return M
