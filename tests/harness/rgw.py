@@ -147,9 +147,9 @@ class Rgw:
         return r.stdout.decode("utf-8", "replace")
 
     def _spawn(self, *args):
-        p = subprocess.Popen(list(args) + ["-f"], stdin=subprocess.DEVNULL,
-                             stdout=open(os.path.join(self.dir, "log", "stdout"), "ab"),
-                             stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        with open(os.path.join(self.dir, "log", "stdout"), "ab") as out:
+            p = subprocess.Popen(list(args) + ["-f"], stdin=subprocess.DEVNULL, stdout=out,
+                                 stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         self.procs.append(p)
         return p
 
