@@ -17,6 +17,7 @@
 #include "lua/archive.h"
 #include "lua/core.h"
 #include "lua/http.h"
+#include "lua/storage.h"
 #include "lua/imap.h"
 #include "lua/store.h"
 #include "mime/headers.h"
@@ -54,6 +55,7 @@ engine_preload_modules(struct vm *vm)
 	vm_preload(vm->L, "vault.store", luaopen_vault_store);
 	vm_preload(vm->L, "vault.archive", luaopen_vault_archive);
 	vm_preload(vm->L, "vault.http", luaopen_vault_http);
+	vm_preload(vm->L, "vault.storage", luaopen_vault_storage);
 }
 
 /* Calls main.FN(...) from lua/main.lua with NARGS arguments on the stack;

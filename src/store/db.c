@@ -115,6 +115,13 @@ static const char *const migrations[] = {
 	"CREATE TABLE segments ("
 	"  id INTEGER PRIMARY KEY, committed INTEGER NOT NULL DEFAULT 0,"
 	"  sealed INTEGER NOT NULL DEFAULT 0, records INTEGER, sha256 TEXT, created REAL);",
+	/* 4 -> 5: segments on S3 (store/remote.h): the engine id and run
+	 * count, each uploaded part of a segment, a sealed segment's object. */
+	"CREATE TABLE storage_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+	"CREATE TABLE segment_parts ("
+	"  segment INTEGER NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL,"
+	"  key TEXT NOT NULL UNIQUE, PRIMARY KEY (segment, offset));"
+	"ALTER TABLE segments ADD COLUMN object TEXT;",
 };
 
 struct archive_db {

@@ -16,6 +16,7 @@
 
 #include "log.h"
 #include "paths.h"
+#include "store/pack_internal.h"
 
 #define SPOOL_MEM	((size_t)1 << 20)	/* bigger messages spool compressed to a file */
 #define ZSTD_LEVEL	3			/* measured: see docs/performance.md */
@@ -23,30 +24,6 @@
 static const char seg_magic[8] = { 'E', 'V', 'S', 'E', 'G', '0', '0', '1' };
 static const char end_magic[8] = { 'E', 'V', 'E', 'N', 'D', '0', '0', '1' };
 static const char rec_magic[4] = { 'E', 'V', 'M', '1' };
-
-/* Messages appended since the store opened, by hash: a second copy that
- * arrives before the first is committed is not stored twice. */
-struct seen {
-	char hash[65];
-	struct pack_location loc;
-};
-
-struct pack_store {
-	char *dir, *spool_dir;
-	sqlite3 *db;
-	sqlite3_stmt *lookup, *commit, *seal, *create;
-	int fd;				/* the open segment */
-	int64_t seg;
-	uint64_t end;			/* where the next record goes */
-	uint64_t synced;		/* durable up to here */
-	uint64_t records;		/* in the open segment */
-	EVP_MD_CTX *sum;		/* of the open segment's bytes, in order */
-	ZSTD_CCtx *cctx;
-	struct seen *seen;
-	size_t nseen, capseen;		/* open addressing, capseen a power of 2 */
-	uint64_t appended, spool_seq;
-	uint64_t segment_max;
-};
 
 struct pack_writer {
 	struct pack_store *ps;
@@ -443,6 +420,7 @@ pack_store_close(struct pack_store *ps)
 {
 	if (ps == NULL)
 		return;
+	pack_remote_free(ps);
 	if (ps->fd >= 0)
 		close(ps->fd);
 	sqlite3_finalize(ps->lookup);
@@ -497,6 +475,8 @@ pack_store_record(struct pack_store *ps)
 {
 	int rc;
 
+	if (ps->rs)
+		return pack_remote_record(ps);
 	sqlite3_bind_int64(ps->commit, 1, ps->seg);
 	sqlite3_bind_int64(ps->commit, 2, (sqlite3_int64)ps->synced);
 	rc = sqlite3_step(ps->commit);
@@ -506,8 +486,8 @@ pack_store_record(struct pack_store *ps)
 
 /* Writes the trailer, makes it durable and records the seal; then the
  * next segment. Runs between batches, when every byte is committed. */
-static int
-seal(struct pack_store *ps)
+int
+pack_seal(struct pack_store *ps)
 {
 	unsigned char trailer[PACK_TRAILER], md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
@@ -538,6 +518,8 @@ seal(struct pack_store *ps)
 		errno = EIO;
 		return -1;
 	}
+	if (ps->rs)
+		pack_remote_sealed(ps, ps->seg, ps->fd, ps->end + sizeof(trailer));
 	/* What was appended is committed and sealed now: the map only needs
 	 * what the next segment will hold. */
 	ps->nseen = 0;
@@ -553,8 +535,10 @@ seal(struct pack_store *ps)
 int
 pack_store_committed(struct pack_store *ps)
 {
+	if (ps->rs)
+		return pack_remote_committed(ps);
 	if (ps->end >= ps->segment_max && ps->synced == ps->end)
-		return seal(ps);
+		return pack_seal(ps);
 	return 0;
 }
 

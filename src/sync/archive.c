@@ -61,6 +61,9 @@ struct archive_job {
 	size_t ntodo, captodo;
 	size_t max_listed;		/* distinct new UIDs the folder can hold */
 	struct batch *batches;		/* in command order */
+	struct batch *ready;		/* answered, waiting for S3 before they commit, in order */
+	int awaiting;			/* the first of them waits for an upload */
+	uint64_t ticket;		/* that wait */
 	int pending;			/* commands not yet answered */
 	int failed, done;
 	struct net_error err;
@@ -203,7 +206,7 @@ storage_fail(struct archive_job *j, const char *what)
 static void
 maybe_finish(struct archive_job *j)
 {
-	if (j->done || j->pending > 0)
+	if (j->done || j->pending > 0 || j->ready || j->awaiting)
 		return;
 	j->done = 1;
 	j->p.on_done(j->p.ud, &j->prog, j->failed ? &j->err : NULL);
@@ -638,8 +641,9 @@ commit_batch(struct archive_job *j, struct batch *b, struct missing *missing, si
 	struct archive_db *db = j->p.db;
 	struct entry *e;
 
-	/* 1. the bytes appended for it durable, 2. the records. */
-	if (pack_store_sync(j->p.packs) < 0)
+	/* 1. the bytes appended for it durable (for a store on S3: uploaded,
+	 * before this is called), 2. the records. */
+	if (!pack_store_is_remote(j->p.packs) && pack_store_sync(j->p.packs) < 0)
 		goto storage;
 	if (db_begin(db) < 0)
 		goto database;
@@ -830,6 +834,60 @@ split_batch(struct archive_job *j, const struct missing *missing, size_t n)
 	free(uids);
 }
 
+/* Commits B and reports its messages (split when the server refused). */
+static void
+commit_and_report(struct archive_job *j, struct batch *b)
+{
+	struct missing *missing = malloc(b->nuids * sizeof(*missing));
+	size_t nmissing = 0;
+
+	if (missing == NULL)
+		job_fail(j, "storage", "out of memory");
+	else if (commit_batch(j, b, missing, &nmissing) == 0) {
+		report_batch(j, b, missing, nmissing);
+		if (nmissing > 0 && missing[0].fate == MISSING_SPLIT)
+			split_batch(j, missing, nmissing);
+	}
+	free(missing);
+}
+
+static void pump_ready(struct archive_job *j);
+
+static void
+uploaded(void *ud, const char *error)
+{
+	struct archive_job *j = ud;
+
+	j->awaiting = 0;
+	if (error)
+		job_fail(j, "storage", "cannot store the messages in S3: %s", error);
+	pump_ready(j);
+}
+
+/* The answered batches of a job on S3, in order: each commits once what
+ * was appended for it is stored (one upload may cover several). */
+static void
+pump_ready(struct archive_job *j)
+{
+	while (j->ready && !j->awaiting) {
+		struct batch *b = j->ready;
+		if (!j->failed) {
+			int rc = pack_store_durable(j->p.packs, uploaded, j, &j->ticket);
+			if (rc == 1) {
+				j->awaiting = 1;
+				return;
+			}
+			if (rc < 0)
+				storage_fail(j, "cannot make the messages durable");
+		}
+		j->ready = b->next;
+		if (!j->failed)
+			commit_and_report(j, b);
+		free_batch(b);
+	}
+	maybe_finish(j);
+}
+
 static void
 batch_done(void *ud, const struct imap_response *r, const struct net_error *err)
 {
@@ -854,18 +912,18 @@ batch_done(void *ud, const struct imap_response *r, const struct net_error *err)
 	} else {
 		j->batches = b->next;
 	}
-	if (!j->failed) {
-		struct missing *missing = malloc(b->nuids * sizeof(*missing));
-		size_t nmissing = 0;
-		if (missing == NULL)
-			job_fail(j, "storage", "out of memory");
-		else if (commit_batch(j, b, missing, &nmissing) == 0) {
-			report_batch(j, b, missing, nmissing);
-			if (nmissing > 0 && missing[0].fate == MISSING_SPLIT)
-				split_batch(j, missing, nmissing);
-		}
-		free(missing);
+	if (!j->failed && pack_store_is_remote(j->p.packs)) {
+		/* its bytes go to S3 first; batches commit in order */
+		struct batch **tail;
+		b->next = NULL;
+		for (tail = &j->ready; *tail; tail = &(*tail)->next)
+			;
+		*tail = b;
+		pump_ready(j);
+		return;
 	}
+	if (!j->failed)
+		commit_and_report(j, b);
 	free_batch(b);
 	maybe_finish(j);
 }
@@ -1025,7 +1083,13 @@ archive_free(struct archive_job *j)
 
 	if (j == NULL)
 		return;
+	if (j->awaiting)
+		pack_store_durable_cancel(j->p.packs, j->ticket);
 	for (b = j->batches; b; b = next) {
+		next = b->next;
+		free_batch(b);
+	}
+	for (b = j->ready; b; b = next) {
 		next = b->next;
 		free_batch(b);
 	}
