@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include <lauxlib.h>
+#include <sqlite3.h>
 
 #include "log.h"
 #include "lua/storage.h"
@@ -41,6 +42,49 @@ opt_size(lua_State *L, int t, const char *name)
 	return v > 0 ? (uint64_t)v : 0;
 }
 
+void
+storage_config_from_lua(lua_State *L, int t, struct remote_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->s3.endpoint = opt_string(L, t, "endpoint");
+	cfg->s3.region = opt_string(L, t, "region");
+	cfg->s3.bucket = opt_string(L, t, "bucket");
+	cfg->s3.prefix = opt_string(L, t, "prefix");
+	cfg->s3.access_key = opt_string(L, t, "access_key");
+	cfg->s3.secret_key = opt_string(L, t, "secret_key");
+	cfg->s3.ca_file = opt_string(L, t, "ca_file");
+	lua_getfield(L, t, "path_style");
+	cfg->s3.path_style = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	cfg->s3.part_size = opt_size(L, t, "part_size");
+	cfg->s3.multipart_threshold = opt_size(L, t, "multipart_threshold");
+	cfg->s3.timeout = 60;
+	cfg->segment_max = opt_size(L, t, "segment_size");
+	lua_getfield(L, t, "cache_size");
+	cfg->cache_bytes = lua_isinteger(L, -1) ? (int64_t)lua_tointeger(L, -1) : -1;
+	lua_pop(L, 1);
+}
+
+/* location(): "s3" when archive.db says the segments are on S3 (the engine
+ * then refuses to run without storage = s3 { ... }), else "local". */
+static int
+l_location(lua_State *L)
+{
+	struct store *s = store_current();
+	sqlite3_stmt *st;
+	const char *where = "local";
+
+	if (s && s->db && sqlite3_prepare_v2(db_handle(s->db), "SELECT value FROM storage_info "
+	    "WHERE key = 'location'", -1, &st, NULL) == SQLITE_OK) {
+		if (sqlite3_step(st) == SQLITE_ROW && strcmp((const char *)sqlite3_column_text(st, 0),
+		    "s3") == 0)
+			where = "s3";
+		sqlite3_finalize(st);
+	}
+	lua_pushstring(L, where);
+	return 1;
+}
+
 /* attach{ endpoint, region, bucket, prefix, access_key, secret_key,
  * path_style, ca_file, part_size, multipart_threshold, segment_size,
  * cache_size }: true and { engine_id, swept }, or nil, kind, message. */
@@ -59,24 +103,7 @@ l_attach(lua_State *L)
 		return luaL_error(L, "the archive is not open for writing");
 	if (s->remote)
 		return luaL_error(L, "the archive's storage is attached already");
-	memset(&cfg, 0, sizeof(cfg));
-	cfg.s3.endpoint = opt_string(L, 1, "endpoint");
-	cfg.s3.region = opt_string(L, 1, "region");
-	cfg.s3.bucket = opt_string(L, 1, "bucket");
-	cfg.s3.prefix = opt_string(L, 1, "prefix");
-	cfg.s3.access_key = opt_string(L, 1, "access_key");
-	cfg.s3.secret_key = opt_string(L, 1, "secret_key");
-	cfg.s3.ca_file = opt_string(L, 1, "ca_file");
-	lua_getfield(L, 1, "path_style");
-	cfg.s3.path_style = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
-	lua_pop(L, 1);
-	cfg.s3.part_size = opt_size(L, 1, "part_size");
-	cfg.s3.multipart_threshold = opt_size(L, 1, "multipart_threshold");
-	cfg.s3.timeout = 60;
-	cfg.segment_max = opt_size(L, 1, "segment_size");
-	lua_getfield(L, 1, "cache_size");
-	cfg.cache_bytes = lua_isinteger(L, -1) ? (int64_t)lua_tointeger(L, -1) : -1;
-	lua_pop(L, 1);
+	storage_config_from_lua(L, 1, &cfg);
 	/* At start, before the loop runs any source: a bounded check. */
 	r = remote_open(&cfg, db_handle(s->db), vm_of(L)->base, &err);
 	if (r == NULL) {
@@ -143,6 +170,7 @@ luaopen_vault_storage(lua_State *L)
 	static const luaL_Reg funcs[] = {
 		{ "attach", l_attach },
 		{ "info", l_info },
+		{ "location", l_location },
 		{ NULL, NULL }
 	};
 	luaL_newlib(L, funcs);

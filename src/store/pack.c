@@ -348,6 +348,12 @@ pack_store_open(const char *data_dir, sqlite3 *db, char *err, size_t errlen)
 	ps->fd = -1;
 	ps->db = db;
 	ps->segment_max = PACK_SEGMENT_MAX;
+	{
+		/* tests: small segments without a million messages */
+		const char *m = getenv("EMAILVAULT_SEGMENT_MAX");
+		if (m && strtoull(m, NULL, 10) >= 4096)
+			ps->segment_max = strtoull(m, NULL, 10);
+	}
 	snprintf(buf, sizeof(buf), "%s/packs", data_dir);
 	ps->dir = strdup(buf);
 	snprintf(buf, sizeof(buf), "%s/packs/spool", data_dir);

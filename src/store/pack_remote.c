@@ -419,6 +419,8 @@ pack_store_set_remote(struct pack_store *ps, struct remote *r, char *err, size_t
 	}
 	if (exec1(ps->db, "INSERT INTO storage_info(key, value) VALUES ('run', '1') "
 	    "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1", 0, NULL) < 0 ||
+	    exec1(ps->db, "INSERT OR REPLACE INTO storage_info(key, value) VALUES ('location', 's3')",
+	    0, NULL) < 0 ||
 	    sqlite3_prepare_v2(ps->db, "INSERT OR IGNORE INTO segment_parts(segment, offset, length, key) "
 	    "VALUES (?1, ?2, ?3, ?4)", -1, &rs->part_insert, NULL) != SQLITE_OK) {
 		snprintf(err, errlen, "archive.db: %s", sqlite3_errmsg(ps->db));

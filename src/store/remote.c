@@ -73,6 +73,12 @@ remote_hostport(const struct remote *r)
 	return r->hostport;
 }
 
+struct s3_client *
+remote_client(struct remote *r)
+{
+	return r->started ? NULL : r->client;
+}
+
 const struct remote_config *
 remote_config(const struct remote *r)
 {
@@ -587,7 +593,7 @@ remote_verify(struct remote *r, sqlite3 *db, remote_problem_fn fn, void *ud, str
 	}
 	s3_client_free(c);
 	if (sqlite3_prepare_v2(db, "SELECT key, length FROM segment_parts UNION ALL "
-	    "SELECT object, size FROM segments WHERE object IS NOT NULL", -1, &st, NULL) != SQLITE_OK) {
+	    "SELECT object, committed FROM segments WHERE object IS NOT NULL", -1, &st, NULL) != SQLITE_OK) {
 		err_set(err, "archive.db: %s", sqlite3_errmsg(db));
 		sizes_free(&s);
 		return -1;

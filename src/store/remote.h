@@ -21,6 +21,7 @@
  */
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <sqlite3.h>
 
@@ -78,6 +79,21 @@ int remote_busy(const struct remote *r);
  * sealed object, or its parts named in DB in order. 0, or -1 with ERR. */
 int remote_fetch_segment(struct remote *r, sqlite3 *db, int64_t seg, const char *path,
     struct s3_error *err);
+
+/* ---- moving an archive (offline, blocking: store/remote_migrate.c) ------- */
+
+struct store;
+/* Every segment into S3 (sealed ones whole, the open one's committed bytes
+ * as a part), each recorded once stored: an interrupted move goes on where
+ * it stopped. Progress lines to OUT. 0, or -1 with ERR. */
+int remote_migrate_to_s3(struct remote *r, struct store *s, FILE *out, char *err, size_t errlen);
+/* Every segment back into the data folder (fetched where not there,
+ * checked against its committed length and sealed checksum), then its
+ * objects no longer named. 0, or -1 with ERR. */
+int remote_migrate_to_local(struct remote *r, struct store *s, FILE *out, char *err,
+    size_t errlen);
+/* The blocking client of an offline remote (BASE NULL). */
+struct s3_client *remote_client(struct remote *r);
 
 /* ---- checking and sweeping (blocking: offline, or at start) -------------- */
 

@@ -274,6 +274,87 @@ class SharedBucketTest(S3Base):
         self.assertEqual(b.stop(), 0)
 
 
+def segment_files(data):
+    """{name: sha256} of the segment files in DATA/packs."""
+    d = os.path.join(data, "packs")
+    out = {}
+    for f in sorted(os.listdir(d)):
+        if f.endswith(".seg"):
+            with open(os.path.join(d, f), "rb") as fh:
+                out[f] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+class MigrateTest(S3Base):
+    def storage(self, e, *args, env=None):
+        return vault.run("storage", *args, "--data", e.data, "--config", e.config,
+                         env=dict(e.env, **(env or {})), timeout=300)
+
+    def test_local_to_s3_to_local_byte_identical_and_resumable(self):
+        # an archive in the data folder, with several sealed segments
+        e = self.engine("mig/")
+        with open(e.config) as f:
+            text = f.read()
+        os.unlink(e.config)
+        e.write_source("work", source_file(port=DC.plain_port, username=DC.user,
+                                           password=DC.password, tls="false", fetch_batch=8))
+        e.env["EMAILVAULT_SEGMENT_MAX"] = "150000"
+        e.start(once=True)
+        self.assertEqual(e.wait(timeout=300), 0, e.log())
+        before = segment_files(e.data)
+        self.assertEqual(archived(e.data)[0], WANT)
+        e.write_config(text)
+        # the bucket is checked first
+        r = self.storage(e, "check")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # an interrupted move, then the same command again goes on
+        r = self.storage(e, "migrate", "s3", env={"EMAILVAULT_CRASH_AFTER_SEGMENTS": "1"})
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("stored segment 1", r.stdout)
+        r = self.storage(e, "migrate", "s3")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertNotIn("stored segment 1 ", r.stdout)      # done the first time
+        r = self.storage(e, "verify")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertRegex(r.stdout, r"\b\d+ objects .*: 0 missing")
+        # the sealed files gone from the disk: an engine on S3 reads them from there
+        def drop_sealed():
+            for f in before:
+                seg = int(f[:-4])
+                if db_rows(e.data, "SELECT sealed FROM segments WHERE id = ?", seg)[0][0]:
+                    os.unlink(os.path.join(e.data, "packs", f))
+        drop_sealed()
+        e.start()
+        self.assertEqual(self.read_all(e), len(set(WANT.values())))
+        self.assertEqual(e.stop(), 0)
+        # an engine without storage = s3 refuses such an archive
+        os.unlink(e.config)
+        e.start(wait=False)
+        self.assertEqual(e.wait(timeout=60), 1)
+        self.assertTrue(e.log_has("segments are on S3"), e.log())
+        e.write_config(text)
+        # back home, fetching what the disk lost: the files are the very bytes they were
+        drop_sealed()
+        r = self.storage(e, "migrate", "local")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("fetched segment", r.stdout)
+        self.assertEqual(segment_files(e.data), before)
+        self.assertEqual(db_rows(e.data, "SELECT count(*) FROM segments WHERE object IS NOT NULL"),
+                         [(0,)])
+        os.unlink(e.config)
+        r = vault.run("verify", "--data", e.data, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        # a missing object is what verify reports
+        e.write_config(text)
+        r = self.storage(e, "migrate", "s3")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        key = db_rows(e.data, "SELECT object FROM segments WHERE object IS NOT NULL")[0][0]
+        self.s3.delete(BUCKET, "mig/" + key)
+        r = self.storage(e, "verify")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("object %s: missing" % key, r.stdout)
+
+
 class CheckTest(unittest.TestCase):
     def test_check_validates_storage(self):
         e = Engine()
