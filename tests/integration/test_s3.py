@@ -180,6 +180,12 @@ class StartCheckTest(S3Base):
         e = self.engine("x/", bucket="no-such-bucket")
         self.assertIn("NoSuchBucket", self.start_fails(e))
 
+    def test_clock_skew(self):
+        e = self.engine("x/", env={"EMAILVAULT_S3_CLOCK_SKEW": "3600"})
+        line = self.start_fails(e)
+        self.assertIn("RequestTimeTooSkewed", line)
+        self.assertIn("clock is too far", line)
+
     def test_unreachable(self):
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
