@@ -199,6 +199,8 @@ static int
 enqueue(struct remote *r, struct job *j)
 {
 	if (r->base == NULL || !r->started) {
+		if (j->fd >= 0)
+			close(j->fd);
 		free(j);
 		errno = EINVAL;
 		return -1;
@@ -233,11 +235,7 @@ remote_upload(struct remote *r, int fd, uint64_t off, uint64_t len, const char *
 	j->if_none_match = if_none_match;
 	j->done = done;
 	j->ud = ud;
-	if (enqueue(r, j) < 0) {
-		close(fd);
-		return -1;
-	}
-	return 0;
+	return enqueue(r, j);
 }
 
 int
@@ -334,9 +332,24 @@ remote_open(const struct remote_config *cfg, sqlite3 *db, struct event_base *bas
 		remote_close(r);
 		return NULL;
 	}
-	if (s3_check(r->client, err) < 0) {
-		remote_close(r);
-		return NULL;
+	/* the check at start: bounded (two retries, 20 s each), so an
+	 * unreachable server stops the engine in under a minute */
+	{
+		struct s3_config quick = r->cfg.s3;
+		struct s3_client *c;
+		int rc;
+		quick.max_retries = 2;
+		quick.timeout = 20;
+		if ((c = s3_client_new(&quick, err)) == NULL) {
+			remote_close(r);
+			return NULL;
+		}
+		rc = s3_check(c, err);
+		s3_client_free(c);
+		if (rc < 0) {
+			remote_close(r);
+			return NULL;
+		}
 	}
 	if (base) {
 		if (pipe2(r->pipe, O_CLOEXEC | O_NONBLOCK) < 0 ||

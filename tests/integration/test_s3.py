@@ -7,6 +7,7 @@ and its commit and a kill -9 mid-import lose and duplicate nothing, and the part
 crash left unnamed is swept; two engines sharing one bucket and prefix never touch
 each other's objects; `emailvault check` validates storage = s3 { ... }."""
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -145,6 +146,10 @@ class ImportTest(S3Base):
                         db_rows(e.data, "SELECT object FROM segments WHERE id = ?", int(f[:-4]))[0][0]]
         self.assertEqual(sealed_local, [])
         e.start()
+        v = e.eval("return vault.storage()")
+        self.assertEqual((v["kind"], v["engine_id"], v["bucket"], v["prefix"]),
+                         ("s3", eid, BUCKET, "imp/"))
+        self.assertNotIn(S.secret_key, json.dumps(v))
         n = self.read_all(e)
         self.assertEqual(n, len(set(WANT.values())), n)
         self.assertTrue(os.path.exists(os.path.join(e.data, "packs", "%08d.seg" % seg)))
