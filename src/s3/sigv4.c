@@ -142,7 +142,7 @@ sigv4_canonical_query(const struct sigv4_pair *q, size_t n)
 		if (e[i].name == NULL || e[i].value == NULL)
 			b.oom = 1;
 	}
-	if (!b.oom)
+	if (!b.oom && n > 1)	/* E is NULL when N is 0 */
 		qsort(e, n, sizeof(*e), cmp_pair);
 	for (size_t i = 0; i < n && !b.oom; i++) {
 		if (i)
@@ -216,7 +216,8 @@ canon_headers(const struct sigv4_input *in)
 		free(h);
 		return NULL;
 	}
-	qsort(h, in->nheaders, sizeof(*h), cmp_header);
+	if (in->nheaders > 1)
+		qsort(h, in->nheaders, sizeof(*h), cmp_header);
 	return h;
 }
 
