@@ -180,7 +180,7 @@ l_sweep(lua_State *L)
 	sw = lua_newuserdatauv(L, sizeof(*sw), 0);
 	sw->r = NULL;
 	luaL_setmetatable(L, SWEEP_HANDLE);
-	sw->r = reclaim_new(s->data_dir, db_handle(s->db), s->blobs, 0, sweep_report, NULL, err,
+	sw->r = reclaim_new(s->data_dir, db_handle(s->db), 0, sweep_report, NULL, err,
 	    sizeof(err));
 	if (sw->r == NULL)
 		return luaL_error(L, "%s", err);
@@ -197,7 +197,7 @@ check_sweep(lua_State *L)
 	return sw;
 }
 
-/* sweep:step(n) -> "more" | "wait" | "done"; raises on a database error.
+/* sweep:step(n) -> "more" | "done"; raises on a database error.
  * The archive must still be open: the sweep asks it about every file. */
 static int
 l_sweep_step(lua_State *L)
@@ -211,7 +211,6 @@ l_sweep_step(lua_State *L)
 	rc = reclaim_step(sw->r, n > 0 && n < 1000000 ? (unsigned)n : 256);
 	switch (rc) {
 	case RECLAIM_MORE: lua_pushliteral(L, "more"); break;
-	case RECLAIM_WAIT: lua_pushliteral(L, "wait"); break;
 	case RECLAIM_DONE: lua_pushliteral(L, "done"); break;
 	default: return luaL_error(L, "%s", reclaim_error(sw->r));
 	}
