@@ -33,6 +33,10 @@ store_open(const char *data_dir, int readonly, char *err, size_t errlen)
 		s->packs = pack_store_open(data_dir, db_handle(s->db), err, errlen);
 		if (s->packs == NULL)
 			goto fail;
+		/* Tests: small segments, so that some are sealed. */
+		const char *max = getenv("EMAILVAULT_SEGMENT_MAX");
+		if (max && atoll(max) > 0)
+			pack_store_set_segment_max(s->packs, (uint64_t)atoll(max));
 		/* One file per message was the layout before the pack store;
 		 * such an archive is migrated into packs by the engine. */
 		snprintf(path, sizeof(path), "%s/blobs", data_dir);
