@@ -16,6 +16,7 @@ import unittest
 
 import dovecot
 import mailgen
+import vault
 from archivecheck import archived, db_rows, server_state, wait_archived
 from vault import Engine, run, source_file
 
@@ -76,7 +77,10 @@ class BackupTest(unittest.TestCase):
         return e
 
     def backup(self, data, out, ok=True):
-        r = run("backup", "--data", data, "--out", out, timeout=300)
+        # under umask 0: the backup's modes must not depend on the caller's
+        r = subprocess.run(["sh", "-c", 'umask 000; exec "$0" "$@"', vault.BIN, "backup",
+                            "--data", data, "--out", out], capture_output=True, text=True,
+                           timeout=300)
         if ok:
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         return r
