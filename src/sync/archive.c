@@ -906,13 +906,32 @@ send_batch(struct archive_job *j, const uint32_t *uids, size_t n)
 	return 0;
 }
 
-/* The whole list in batches of at most p.batch UIDs whose set fits in one
+/* How many of the UIDs from OFF go in one command: at most p.batch, and
+ * no more bytes (RFC822.SIZE) than p.batch_bytes, so a folder of big
+ * messages is not asked for as hundreds of MiB in one transaction; a
+ * message over the budget goes alone. */
+static size_t
+batch_take(const struct archive_job *j, size_t off)
+{
+	size_t batch = j->p.batch > 0 ? (size_t)j->p.batch : 200, n = 0;
+	uint64_t bytes = 0;
+
+	while (off + n < j->ntodo && n < batch) {
+		uint64_t size = j->todo[off + n].size;
+		if (n > 0 && j->p.batch_bytes > 0 && bytes + size > j->p.batch_bytes)
+			break;
+		bytes += size;
+		n++;
+	}
+	return n;
+}
+
+/* The whole list in batches (batch_take) whose UID set fits in one
  * command. */
 static int
 send_batches(struct archive_job *j)
 {
 	uint32_t *uids;
-	size_t batch = j->p.batch > 0 ? (size_t)j->p.batch : 200;
 	int rc = 0;
 
 	if (j->ntodo == 0)
@@ -923,13 +942,18 @@ send_batches(struct archive_job *j)
 	for (size_t i = 0; i < j->ntodo; i++)
 		uids[i] = j->todo[i].uid;
 	for (size_t off = 0; off < j->ntodo && rc == 0;) {
-		size_t take = j->ntodo - off < batch ? j->ntodo - off : batch, used, len;
+		size_t take = batch_take(j, off), used, len;
+		uint64_t bytes = 0;
 		char set[UIDSET_MAX];
 
 		if (imap_format_uidset(set, sizeof(set), uids + off, take, &used, &len) < 0 || used == 0) {
 			rc = -1;
 			break;
 		}
+		for (size_t i = 0; i < used; i++)
+			bytes += j->todo[off + i].size;
+		log_debug(j->source, "fetch batch folder=\"%s\" messages=%zu bytes=%llu", j->folder,
+		    used, (unsigned long long)bytes);
 		rc = send_batch(j, uids + off, used);
 		off += used;
 	}

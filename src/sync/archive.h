@@ -61,6 +61,7 @@ struct archive_params {
 	uint32_t uidvalidity;
 	uint32_t last_uid;		/* archive UIDs above this */
 	int batch;			/* messages per FETCH and per transaction */
+	uint64_t batch_bytes;		/* and at most these bytes (RFC822.SIZE); 0: no bound */
 	int retry_pending;		/* ask again for the UIDs of pending */
 	int max_attempts;		/* passes without a body before a UID is skipped */
 	uint64_t exists;		/* messages in the folder: bounds the listing */
