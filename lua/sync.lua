@@ -108,7 +108,9 @@ function S.reconcile(rec, name, uidv, on_server)
     log.error(rec.id, "reconciliation shortfall", { folder = name, on_server = on_server,
       archived = archived, skipped = skipped, pending = pending })
     event(rec.id, "shortfall", detail)
-    E.emit("error", E.view(rec), { kind = "storage", message = "reconciliation shortfall: " .. detail })
+    if E.has_listeners("error") then
+      E.emit("error", E.view(rec), { kind = "storage", message = "reconciliation shortfall: " .. detail })
+    end
   end
 end
 

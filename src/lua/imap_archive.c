@@ -323,6 +323,7 @@ l_archive(lua_State *L)
 	p.exists = exists > 0 && exists < 1e15 ? (uint64_t)exists : 0;
 	p.packs = st->packs;
 	p.db = st->db;
+	p.base = lc->vm->base;
 	lc->hook_budget = (long)opt_number(L, 2, "hook_budget", 1000000);
 	lc->hook_seconds = opt_number(L, 2, "hook_seconds", 2);
 	lc->filter_ref = opt_ref(L, 2, "filter");

@@ -119,8 +119,20 @@ l_exec(lua_State *L)
 	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
 		return luaL_error(L, "archive.db: %s", sqlite3_errmsg(db));
 	bind_args(L, st, 2);
+	/* A statement of its own (no transaction open) does not wait for the
+	 * disk: the WAL keeps it in order, and the next batch's commit
+	 * (synchronous=FULL, src/store/db.c) or a checkpoint makes it
+	 * durable. Only a power loss before that can undo it, and what Lua
+	 * writes (statuses, progress, folder rows, events) is written again
+	 * by the next pass. On the loop, an fsync per status line would stall
+	 * every source and the control socket. */
+	int own = sqlite3_get_autocommit(db);
+	if (own)
+		sqlite3_exec(db, "PRAGMA synchronous = NORMAL", NULL, NULL, NULL);
 	rc = sqlite3_step(st);
 	sqlite3_finalize(st);
+	if (own)
+		sqlite3_exec(db, "PRAGMA synchronous = FULL", NULL, NULL, NULL);
 	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
 		return luaL_error(L, "archive.db: %s", sqlite3_errmsg(db));
 	lua_pushinteger(L, sqlite3_changes(db));

@@ -174,6 +174,28 @@ fail:
 	return -1;
 }
 
+/*
+ * Waiting for the write lock (the indexer's short transactions, another
+ * process): 5 s in steps of 0.5 ms. SQLite's own busy_timeout sleeps in
+ * steps up to 100 ms, and in the engine the waiter is the event loop:
+ * it would sleep on long after a 2 ms write ended, with every source and
+ * the control socket waiting behind it.
+ */
+#define BUSY_STEP_US	500
+#define BUSY_MAX_US	5000000
+
+static int
+busy_wait(void *ud, int count)
+{
+	struct timespec ts = { 0, BUSY_STEP_US * 1000L };
+
+	(void)ud;
+	if ((long)count * BUSY_STEP_US >= BUSY_MAX_US)
+		return 0;
+	nanosleep(&ts, NULL);
+	return 1;
+}
+
 struct archive_db *
 db_open(const char *data_dir, int readonly, char *err, size_t errlen)
 {
@@ -194,7 +216,7 @@ db_open(const char *data_dir, int readonly, char *err, size_t errlen)
 	}
 	if (!readonly)
 		chmod(path, 0600);
-	sqlite3_busy_timeout(db->db, 5000);
+	sqlite3_busy_handler(db->db, busy_wait, NULL);
 	/* The index's tokenizer, before the migration that creates the index. */
 	if (search_tokenizer_register(db->db) != SQLITE_OK) {
 		snprintf(err, errlen, "%s: cannot register the search tokenizer: %s", path,
@@ -207,6 +229,10 @@ db_open(const char *data_dir, int readonly, char *err, size_t errlen)
 		 * synchronous=FULL: a commit is durable when it returns. */
 		if (exec(db, "PRAGMA journal_mode = WAL") != SQLITE_OK ||
 		    exec(db, "PRAGMA synchronous = FULL") != SQLITE_OK ||
+		    /* Pages read through a mapping, not a pread each: the
+		     * indexer's writes empty this connection's page cache at
+		     * every transaction, and the loop re-reads the b-trees. */
+		    exec(db, "PRAGMA mmap_size = 268435456") != SQLITE_OK ||
 		    exec(db, "PRAGMA foreign_keys = ON") != SQLITE_OK ||
 		    migrate(db, err, errlen) < 0) {
 			if (!err[0])
@@ -287,6 +313,25 @@ void
 db_rollback(struct archive_db *db)
 {
 	exec(db, "ROLLBACK");
+}
+
+int
+db_savepoint(struct archive_db *db)
+{
+	return exec(db, "SAVEPOINT batch") == SQLITE_OK ? 0 : -1;
+}
+
+int
+db_release(struct archive_db *db)
+{
+	return exec(db, "RELEASE batch") == SQLITE_OK ? 0 : -1;
+}
+
+void
+db_rollback_to(struct archive_db *db)
+{
+	exec(db, "ROLLBACK TO batch");
+	exec(db, "RELEASE batch");
 }
 
 int

@@ -29,6 +29,11 @@ const char *db_errmsg(struct archive_db *db);
 int db_begin(struct archive_db *db);
 int db_commit(struct archive_db *db);
 void db_rollback(struct archive_db *db);
+/* A savepoint inside the transaction: released (kept) or rolled back to
+ * (undone, the transaction goes on). */
+int db_savepoint(struct archive_db *db);
+int db_release(struct archive_db *db);
+void db_rollback_to(struct archive_db *db);
 
 struct db_folder {
 	int found;

@@ -493,6 +493,33 @@ pack_store_sync(struct pack_store *ps)
 }
 
 int
+pack_store_sync_begin(struct pack_store *ps, int *fd, int64_t *seg, uint64_t *end)
+{
+	if (ps->synced == ps->end)
+		return 1;
+	if ((*fd = fcntl(ps->fd, F_DUPFD_CLOEXEC, 0)) < 0)
+		return -1;
+	*seg = ps->seg;
+	*end = ps->end;
+	return 0;
+}
+
+void
+pack_store_sync_end(struct pack_store *ps, int64_t seg, uint64_t end)
+{
+	/* A later append that failed may have cut the file back, never
+	 * below END (it started past it). */
+	if (seg == ps->seg && end > ps->synced && end <= ps->end)
+		ps->synced = end;
+}
+
+int
+pack_store_full(const struct pack_store *ps)
+{
+	return ps->end >= ps->segment_max;
+}
+
+int
 pack_store_record(struct pack_store *ps)
 {
 	int rc;

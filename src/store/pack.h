@@ -55,6 +55,15 @@ const char *pack_store_dir(const struct pack_store *ps);
 
 /* Makes everything appended so far durable. 0, or -1 with errno. */
 int pack_store_sync(struct pack_store *ps);
+/* The same in two halves, for an fdatasync off the loop: what is not
+ * durable yet (a dup of the open segment's fd for the caller to sync and
+ * close, its id, and the length to be durable once that sync is done).
+ * 1 when everything is durable already, 0, or -1 with errno. */
+int pack_store_sync_begin(struct pack_store *ps, int *fd, int64_t *seg, uint64_t *end);
+/* That fdatasync succeeded: SEG is durable up to END. */
+void pack_store_sync_end(struct pack_store *ps, int64_t seg, uint64_t end);
+/* The open segment is at its size: the next sync seals it (on the loop). */
+int pack_store_full(const struct pack_store *ps);
 /* Inside the transaction after pack_store_sync: the segment's new
  * committed length. 0, or -1 (database error). */
 int pack_store_record(struct pack_store *ps);

@@ -7,6 +7,9 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
 
 #include "imap/client.h"
 #include "imap/format.h"
@@ -14,6 +17,7 @@
 #include "mime/headers.h"
 #include "store/pack.h"
 #include "store/db.h"
+#include "store/syncer.h"
 
 #define UIDSET_MAX 4000		/* bytes of one command's UID set */
 #define LISTING_SLACK 10000	/* new mail that may arrive while a folder is listed */
@@ -46,6 +50,7 @@ struct batch {
 	char *refused;			/* the tagged NO, when the server refused */
 	struct entry *head, *tail;
 	struct batch *next;
+	struct batch *rnext;		/* in the queue of batches to commit */
 };
 
 struct uid_size {
@@ -62,6 +67,7 @@ struct archive_job {
 	size_t max_listed;		/* distinct new UIDs the folder can hold */
 	struct batch *batches;		/* in command order */
 	int pending;			/* commands not yet answered */
+	int queued;			/* answered batches waiting for the commit */
 	int failed, done;
 	struct net_error err;
 	struct archive_progress prog;
@@ -203,7 +209,7 @@ storage_fail(struct archive_job *j, const char *what)
 static void
 maybe_finish(struct archive_job *j)
 {
-	if (j->done || j->pending > 0)
+	if (j->done || j->pending > 0 || j->queued > 0)
 		return;
 	j->done = 1;
 	j->p.on_done(j->p.ud, &j->prog, j->failed ? &j->err : NULL);
@@ -632,24 +638,22 @@ record_missing(struct archive_job *j, struct batch *b, struct missing *out, size
 	return 0;
 }
 
+/* Records batch B inside the open transaction: its messages, locations,
+ * skips, what did not come, the folder's new last UID. 0, or -1 (the
+ * caller rolls back to the batch's savepoint). */
 static int
-commit_batch(struct archive_job *j, struct batch *b, struct missing *missing, size_t *nmissing)
+record_batch(struct archive_job *j, struct batch *b, struct missing *missing, size_t *nmissing)
 {
 	struct archive_db *db = j->p.db;
 	struct entry *e;
 
-	/* 1. the bytes appended for it durable, 2. the records. */
-	if (pack_store_sync(j->p.packs) < 0)
-		goto storage;
-	if (db_begin(db) < 0)
-		goto database;
 	for (e = b->head; e; e = e->next) {
 		if (db_pending_delete(db, j->source, j->folder, j->p.uidvalidity, e->uid) < 0)
-			goto rollback;
+			return -1;
 		if (!e->kept) {
 			if (db_skip_add(db, j->source, j->folder, j->p.uidvalidity, e->uid, e->size,
 			    e->skip_reason) < 0)
-				goto rollback;
+				return -1;
 			continue;
 		}
 		struct db_message m;
@@ -684,29 +688,11 @@ commit_batch(struct archive_job *j, struct batch *b, struct missing *missing, si
 		if (db_message_add(db, &m, NULL) < 0 ||
 		    db_location_add(db, j->source, j->folder, j->p.uidvalidity, e->uid, m.hash,
 		    e->flags, e->internaldate) < 0)
-			goto rollback;
+			return -1;
 	}
 	if (record_missing(j, b, missing, nmissing) < 0)
-		goto rollback;
-	if (pack_store_record(j->p.packs) < 0 ||
-	    db_folder_set_progress(db, j->source, j->folder, b->max_uid) < 0 || db_commit(db) < 0)
-		goto rollback;
-	if (pack_store_committed(j->p.packs) < 0)
-		log_warn(j->source, "cannot seal the full segment now (tried again after the next "
-		    "batch): %s", strerror(errno));
-	if (crash_after_batches >= 0 && ++commits_so_far >= crash_after_batches) {
-		log_error(j->source, "crash injection: abort after %ld batches", commits_so_far);
-		abort();
-	}
-	return 0;
-storage:
-	storage_fail(j, "cannot make the messages durable");
-	return -1;
-rollback:
-	db_rollback(db);
-database:
-	job_fail(j, "storage", "cannot record messages in archive.db: %s", db_errmsg(db));
-	return -1;
+		return -1;
+	return db_folder_set_progress(db, j->source, j->folder, b->max_uid);
 }
 
 static int send_batch(struct archive_job *j, const uint32_t *uids, size_t n);
@@ -830,6 +816,281 @@ split_batch(struct archive_job *j, const struct missing *missing, size_t n)
 	free(uids);
 }
 
+/*
+ * The commit. Every batch answered in one loop turn, whatever its source
+ * or folder, is committed together at the end of that turn: one fdatasync
+ * of the open segment, then one transaction with a savepoint per batch
+ * (one that fails is undone alone and fails its job). With many sources
+ * importing at once this is one pair of disk flushes per turn instead of
+ * one per batch, each of which would hold the event loop (and the
+ * control socket) for milliseconds. The order of writes is the same:
+ * bytes durable, then the records naming them.
+ */
+static struct batch *ready_head, **ready_tail = &ready_head;
+static int flush_scheduled;
+
+static void
+drop_batch(struct batch *b)
+{
+	struct archive_job *j = b->job;
+
+	j->queued--;
+	free_batch(b);
+	maybe_finish(j);
+}
+
+/* Commits batches of one store, in queue order; with SYNCED their bytes
+ * were made durable off the loop already. */
+static void
+commit_group(struct batch **v, size_t n, int synced)
+{
+	struct archive_job *j0 = v[0]->job;
+	struct archive_db *db = j0->p.db;
+	struct missing **missing = calloc(n, sizeof(*missing));
+	size_t *nmissing = calloc(n, sizeof(*nmissing));
+	int failed = 0;
+
+	if (missing == NULL || nmissing == NULL) {
+		for (size_t i = 0; i < n; i++)
+			job_fail(v[i]->job, "storage", "out of memory");
+		goto out;
+	}
+	if (!synced && pack_store_sync(j0->p.packs) < 0) {
+		for (size_t i = 0; i < n; i++)
+			storage_fail(v[i]->job, "cannot make the messages durable");
+		goto out;
+	}
+	if (db_begin(db) < 0) {
+		failed = 1;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct archive_job *j = v[i]->job;
+		/* A job that failed since (or on an earlier batch of this
+		 * group) records nothing more: its later batches would move
+		 * last_uid past what is not recorded. */
+		if (j->failed)
+			continue;
+		if ((missing[i] = malloc(v[i]->nuids * sizeof(**missing))) == NULL) {
+			job_fail(j, "storage", "out of memory");
+			continue;
+		}
+		if (db_savepoint(db) < 0) {
+			job_fail(j, "storage", "cannot record messages in archive.db: %s", db_errmsg(db));
+			free(missing[i]);
+			missing[i] = NULL;
+			continue;
+		}
+		if (record_batch(j, v[i], missing[i], &nmissing[i]) < 0) {
+			job_fail(j, "storage", "cannot record messages in archive.db: %s", db_errmsg(db));
+			db_rollback_to(db);
+			free(missing[i]);
+			missing[i] = NULL;
+			continue;
+		}
+		if (db_release(db) < 0) {
+			failed = 1;
+			break;
+		}
+	}
+	if (failed || pack_store_record(j0->p.packs) < 0 || db_commit(db) < 0) {
+		db_rollback(db);
+		failed = 1;
+		goto out;
+	}
+	if (pack_store_committed(j0->p.packs) < 0)
+		log_warn(NULL, "cannot seal the full segment now (tried again after the next "
+		    "batch): %s", strerror(errno));
+	for (size_t i = 0; i < n; i++) {
+		struct archive_job *j = v[i]->job;
+		if (missing[i] == NULL)
+			continue;	/* not recorded */
+		if (crash_after_batches >= 0 && ++commits_so_far >= crash_after_batches) {
+			log_error(j->source, "crash injection: abort after %ld batches", commits_so_far);
+			abort();
+		}
+		report_batch(j, v[i], missing[i], nmissing[i]);
+		if (!j->failed && nmissing[i] > 0 && missing[i][0].fate == MISSING_SPLIT)
+			split_batch(j, missing[i], nmissing[i]);
+	}
+out:
+	if (failed)
+		for (size_t i = 0; i < n; i++)
+			job_fail(v[i]->job, "storage", "cannot record messages in archive.db: %s",
+			    db_errmsg(db));
+	for (size_t i = 0; i < n; i++) {
+		if (missing)
+			free(missing[i]);
+		drop_batch(v[i]);
+	}
+	free(missing);
+	free(nmissing);
+}
+
+/*
+ * The group whose bytes the syncer thread is making durable. Its batches
+ * wait here (a job abandoned meanwhile takes its own out: NULL), new ones
+ * queue behind it and form the next group.
+ */
+static struct syncer *syncer;
+static struct batch **inflight;
+static size_t ninflight;
+static struct pack_store *inflight_ps;
+static int64_t inflight_seg;
+static uint64_t inflight_end;
+
+static void schedule_flush(struct event_base *base);
+
+/* Drops the NULLs of V (N entries); returns how many are left. */
+static size_t
+compact(struct batch **v, size_t n)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < n; i++)
+		if (v[i])
+			v[o++] = v[i];
+	return o;
+}
+
+static void
+synced_off_loop(void *ud, int err)
+{
+	struct batch **v = inflight;
+	size_t n = compact(inflight, ninflight);
+	struct event_base *base = ud;
+
+	inflight = NULL;
+	ninflight = 0;
+	if (n > 0 && err == 0)
+		pack_store_sync_end(inflight_ps, inflight_seg, inflight_end);
+	if (n > 0 && err != 0) {
+		for (size_t i = 0; i < n; i++) {
+			errno = err;
+			storage_fail(v[i]->job, "cannot make the messages durable");
+			drop_batch(v[i]);
+		}
+	} else if (n > 0) {
+		commit_group(v, n, 1);
+	}
+	free(v);
+	if (ready_head)
+		schedule_flush(base);
+}
+
+static void
+flush_ready(evutil_socket_t fd, short what, void *arg)
+{
+	struct event_base *base = arg;
+	struct batch *b, **tail;
+	struct batch **v;
+	struct pack_store *ps;
+	struct archive_db *db;
+	size_t n = 0, k;
+	int sfd, rc;
+
+	(void)fd;
+	(void)what;
+	flush_scheduled = 0;
+	if (ready_head == NULL || inflight != NULL)
+		return;		/* the group in flight flushes again when done */
+	/* The queued batches of the first one's store (the engine has one). */
+	ps = ready_head->job->p.packs;
+	db = ready_head->job->p.db;
+	for (b = ready_head; b; b = b->rnext)
+		n += b->job->p.db == db;
+	if ((v = malloc(n * sizeof(*v))) == NULL) {
+		while ((b = ready_head) != NULL) {
+			ready_head = b->rnext;
+			job_fail(b->job, "storage", "out of memory");
+			drop_batch(b);
+		}
+		ready_tail = &ready_head;
+		return;
+	}
+	for (k = 0, tail = &ready_head; (b = *tail) != NULL;) {
+		if (b->job->p.db == db) {
+			v[k++] = b;
+			*tail = b->rnext;
+		} else {
+			tail = &b->rnext;
+		}
+	}
+	ready_tail = tail;
+	/* Off the loop unless the segment is full (sealing it needs every
+	 * byte durable and committed, on the loop) or there is no thread. */
+	if (syncer == NULL && !pack_store_full(ps))
+		syncer = syncer_new(base);
+	rc = syncer && !pack_store_full(ps) ?
+	    pack_store_sync_begin(ps, &sfd, &inflight_seg, &inflight_end) : -1;
+	if (rc == 0 && syncer_start(syncer, sfd, synced_off_loop, base) == 0) {
+		inflight = v;
+		ninflight = n;
+		inflight_ps = ps;
+		return;
+	}
+	if (rc == 0)
+		close(sfd);
+	commit_group(v, n, rc == 1);
+	free(v);
+	if (ready_head)
+		schedule_flush(base);
+}
+
+static void
+schedule_flush(struct event_base *base)
+{
+	static const struct timeval now = { 0, 0 };
+
+	if (!flush_scheduled && event_base_once(base, -1, EV_TIMEOUT, flush_ready, base, &now) == 0)
+		flush_scheduled = 1;
+}
+
+/* The batch's commands were answered: committed at the end of this turn
+ * (or after the group ahead of it). */
+static void
+queue_commit(struct batch *b)
+{
+	struct archive_job *j = b->job;
+
+	b->rnext = NULL;
+	*ready_tail = b;
+	ready_tail = &b->rnext;
+	j->queued++;
+	schedule_flush(j->p.base);
+	if (!flush_scheduled && inflight == NULL) {
+		/* no event: commit now rather than never */
+		flush_ready(-1, 0, j->p.base);
+	}
+}
+
+/* A job abandoned with batches still queued: they go with it. */
+static void
+unqueue_job(struct archive_job *j)
+{
+	struct batch **pp = &ready_head;
+
+	while (*pp) {
+		struct batch *b = *pp;
+		if (b->job == j) {
+			*pp = b->rnext;
+			free_batch(b);
+		} else {
+			pp = &b->rnext;
+		}
+	}
+	ready_tail = &ready_head;
+	while (*ready_tail)
+		ready_tail = &(*ready_tail)->rnext;
+	for (size_t i = 0; i < ninflight; i++) {
+		if (inflight[i] && inflight[i]->job == j) {
+			free_batch(inflight[i]);
+			inflight[i] = NULL;
+		}
+	}
+	j->queued = 0;
+}
+
 static void
 batch_done(void *ud, const struct imap_response *r, const struct net_error *err)
 {
@@ -855,16 +1116,8 @@ batch_done(void *ud, const struct imap_response *r, const struct net_error *err)
 		j->batches = b->next;
 	}
 	if (!j->failed) {
-		struct missing *missing = malloc(b->nuids * sizeof(*missing));
-		size_t nmissing = 0;
-		if (missing == NULL)
-			job_fail(j, "storage", "out of memory");
-		else if (commit_batch(j, b, missing, &nmissing) == 0) {
-			report_batch(j, b, missing, nmissing);
-			if (nmissing > 0 && missing[0].fate == MISSING_SPLIT)
-				split_batch(j, missing, nmissing);
-		}
-		free(missing);
+		queue_commit(b);	/* the job ends after its commit */
+		return;
 	}
 	free_batch(b);
 	maybe_finish(j);
@@ -1049,6 +1302,8 @@ archive_free(struct archive_job *j)
 
 	if (j == NULL)
 		return;
+	if (j->queued > 0)
+		unqueue_job(j);
 	for (b = j->batches; b; b = next) {
 		next = b->next;
 		free_batch(b);
