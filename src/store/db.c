@@ -1,10 +1,13 @@
 #include "store/db.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "search/tokenize.h"
 
@@ -120,6 +123,7 @@ static const char *const migrations[] = {
 struct archive_db {
 	sqlite3 *db;
 	sqlite3_stmt *stmts[ST_COUNT];
+	int wal_fd;			/* db_wal_fd; -1 until asked */
 };
 
 static double
@@ -207,6 +211,7 @@ db_open(const char *data_dir, int readonly, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
+	db->wal_fd = -1;
 	snprintf(path, sizeof(path), "%s/archive.db", data_dir);
 	if (sqlite3_open_v2(path, &db->db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
 		snprintf(err, errlen, "cannot open %s: %s", path,
@@ -251,6 +256,8 @@ db_close(struct archive_db *db)
 		return;
 	for (int i = 0; i < ST_COUNT; i++)
 		sqlite3_finalize(db->stmts[i]);
+	if (db->wal_fd >= 0)
+		close(db->wal_fd);
 	sqlite3_close(db->db);
 	free(db);
 }
@@ -313,6 +320,34 @@ void
 db_rollback(struct archive_db *db)
 {
 	exec(db, "ROLLBACK");
+}
+
+void
+db_synchronous(struct archive_db *db, int full)
+{
+	exec(db, full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
+}
+
+int
+db_wal_fd(struct archive_db *db)
+{
+	const char *main = sqlite3_db_filename(db->db, "main");
+	char path[4096];
+
+	if (db->wal_fd < 0) {
+		if (main == NULL || !*main) {
+			errno = ENOENT;
+			return -1;
+		}
+		/* The WAL lives as long as the engine's connection: SQLite
+		 * removes it only when the last connection closes. It holds
+		 * no locks (those are on the -shm file), so closing a copy of
+		 * this descriptor releases none of SQLite's. */
+		snprintf(path, sizeof(path), "%s-wal", main);
+		if ((db->wal_fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+			return -1;
+	}
+	return fcntl(db->wal_fd, F_DUPFD_CLOEXEC, 0);
 }
 
 int

@@ -817,17 +817,44 @@ split_batch(struct archive_job *j, const struct missing *missing, size_t n)
 }
 
 /*
- * The commit. Every batch answered in one loop turn, whatever its source
- * or folder, is committed together at the end of that turn: one fdatasync
- * of the open segment, then one transaction with a savepoint per batch
- * (one that fails is undone alone and fails its job). With many sources
- * importing at once this is one pair of disk flushes per turn instead of
- * one per batch, each of which would hold the event loop (and the
- * control socket) for milliseconds. The order of writes is the same:
- * bytes durable, then the records naming them.
+ * The commit. Batches whose commands were answered queue up; at the end of
+ * the loop's turn (or once the group ahead is done) every queued batch,
+ * whatever its source or folder, is committed as one group:
+ *
+ * 1. the open segment made durable: fdatasync on the syncer thread;
+ * 2. on the loop, one transaction with a savepoint per batch (one that
+ *    fails is undone alone and fails its job), committed without an fsync
+ *    (synchronous = NORMAL);
+ * 3. the WAL made durable: fdatasync on the syncer thread again;
+ * 4. then the batches are reported (counters, hooks, the job's end).
+ *
+ * The order of writes is that of a batch committed alone: bytes durable,
+ * then the records naming them, and nothing is said to be archived before
+ * its records are durable. On a busy disk one fdatasync takes up to a
+ * quarter of a second: on the loop, with fifty sources importing, the
+ * control socket and every other source would wait behind each. When the
+ * segment is full (it is sealed after the commit, which needs every byte
+ * durable) or there is no thread, the group is committed on the loop as
+ * before, with synchronous = FULL.
  */
+struct group {
+	struct batch **v;		/* NULL: a batch of a job abandoned meanwhile */
+	size_t n;
+	struct missing **missing;	/* per batch once recorded (NULL: not recorded) */
+	size_t *nmissing;
+	struct pack_store *ps;
+	struct archive_db *db;
+	struct event_base *base;
+	int64_t seg;			/* step 1: the segment and length to be durable */
+	uint64_t end;
+};
+
 static struct batch *ready_head, **ready_tail = &ready_head;
 static int flush_scheduled;
+static struct syncer *syncer;
+static struct group *inflight;
+
+static void schedule_flush(struct event_base *base);
 
 static void
 drop_batch(struct batch *b)
@@ -839,53 +866,124 @@ drop_batch(struct batch *b)
 	maybe_finish(j);
 }
 
-/* Commits batches of one store, in queue order; with SYNCED their bytes
- * were made durable off the loop already. */
 static void
-commit_group(struct batch **v, size_t n, int synced)
+group_free(struct group *g)
 {
-	struct archive_job *j0 = v[0]->job;
-	struct archive_db *db = j0->p.db;
-	struct missing **missing = calloc(n, sizeof(*missing));
-	size_t *nmissing = calloc(n, sizeof(*nmissing));
-	int failed = 0;
+	for (size_t i = 0; i < g->n; i++) {
+		if (g->missing)
+			free(g->missing[i]);
+		if (g->v[i])
+			drop_batch(g->v[i]);
+	}
+	free(g->missing);
+	free(g->nmissing);
+	free(g->v);
+	free(g);
+}
 
-	if (missing == NULL || nmissing == NULL) {
-		for (size_t i = 0; i < n; i++)
-			job_fail(v[i]->job, "storage", "out of memory");
+static void
+group_fail(struct group *g, const char *what, const char *detail)
+{
+	for (size_t i = 0; i < g->n; i++)
+		if (g->v[i])
+			job_fail(g->v[i]->job, "storage", "%s%s", what, detail);
+}
+
+/* Step 4: the group's records are durable. */
+static void
+report_group(struct group *g)
+{
+	for (size_t i = 0; i < g->n; i++) {
+		struct batch *b = g->v[i];
+		struct archive_job *j;
+		if (b == NULL || g->missing[i] == NULL)
+			continue;	/* abandoned, or not recorded */
+		j = b->job;
+		if (crash_after_batches >= 0 && ++commits_so_far >= crash_after_batches) {
+			log_error(j->source, "crash injection: abort after %ld batches", commits_so_far);
+			abort();
+		}
+		report_batch(j, b, g->missing[i], g->nmissing[i]);
+		if (!j->failed && g->nmissing[i] > 0 && g->missing[i][0].fate == MISSING_SPLIT)
+			split_batch(j, g->missing[i], g->nmissing[i]);
+	}
+}
+
+/* The group is over: its batches go, the next group may start. */
+static void
+group_done(struct group *g)
+{
+	struct event_base *base = g->base;
+
+	if (inflight == g)
+		inflight = NULL;
+	group_free(g);
+	if (ready_head)
+		schedule_flush(base);
+}
+
+static void
+wal_synced(void *ud, int err)
+{
+	struct group *g = ud;
+
+	if (err) {
+		errno = err;
+		group_fail(g, "cannot make archive.db durable: ", strerror(err));
+	} else {
+		report_group(g);
+	}
+	group_done(g);
+}
+
+/* Step 2 (and 3 unless ON_LOOP): the transaction. With ON_LOOP the segment
+ * is synced here first and the commit waits for the disk. */
+static void
+commit_group(struct group *g, int on_loop)
+{
+	struct archive_db *db = g->db;
+	int failed = 0, wal = -1;
+
+	g->missing = calloc(g->n, sizeof(*g->missing));
+	g->nmissing = calloc(g->n, sizeof(*g->nmissing));
+	if (g->missing == NULL || g->nmissing == NULL) {
+		group_fail(g, "out of memory", "");
 		goto out;
 	}
-	if (!synced && pack_store_sync(j0->p.packs) < 0) {
-		for (size_t i = 0; i < n; i++)
-			storage_fail(v[i]->job, "cannot make the messages durable");
+	if (on_loop && pack_store_sync(g->ps) < 0) {
+		for (size_t i = 0; i < g->n; i++)
+			if (g->v[i])
+				storage_fail(g->v[i]->job, "cannot make the messages durable");
 		goto out;
 	}
+	if (!on_loop && (wal = db_wal_fd(db)) < 0)
+		on_loop = 1;	/* no WAL to sync by hand: SQLite syncs it */
+	if (!on_loop)
+		db_synchronous(db, 0);
 	if (db_begin(db) < 0) {
 		failed = 1;
 		goto out;
 	}
-	for (size_t i = 0; i < n; i++) {
-		struct archive_job *j = v[i]->job;
+	for (size_t i = 0; i < g->n; i++) {
+		struct batch *b = g->v[i];
+		struct archive_job *j;
+		if (b == NULL)
+			continue;
+		j = b->job;
 		/* A job that failed since (or on an earlier batch of this
 		 * group) records nothing more: its later batches would move
 		 * last_uid past what is not recorded. */
 		if (j->failed)
 			continue;
-		if ((missing[i] = malloc(v[i]->nuids * sizeof(**missing))) == NULL) {
+		if ((g->missing[i] = malloc(b->nuids * sizeof(**g->missing))) == NULL) {
 			job_fail(j, "storage", "out of memory");
 			continue;
 		}
-		if (db_savepoint(db) < 0) {
-			job_fail(j, "storage", "cannot record messages in archive.db: %s", db_errmsg(db));
-			free(missing[i]);
-			missing[i] = NULL;
-			continue;
-		}
-		if (record_batch(j, v[i], missing[i], &nmissing[i]) < 0) {
+		if (db_savepoint(db) < 0 || record_batch(j, b, g->missing[i], &g->nmissing[i]) < 0) {
 			job_fail(j, "storage", "cannot record messages in archive.db: %s", db_errmsg(db));
 			db_rollback_to(db);
-			free(missing[i]);
-			missing[i] = NULL;
+			free(g->missing[i]);
+			g->missing[i] = NULL;
 			continue;
 		}
 		if (db_release(db) < 0) {
@@ -893,89 +991,53 @@ commit_group(struct batch **v, size_t n, int synced)
 			break;
 		}
 	}
-	if (failed || pack_store_record(j0->p.packs) < 0 || db_commit(db) < 0) {
+	if (failed || pack_store_record(g->ps) < 0 || db_commit(db) < 0) {
 		db_rollback(db);
 		failed = 1;
 		goto out;
 	}
-	if (pack_store_committed(j0->p.packs) < 0)
+	if (on_loop && pack_store_committed(g->ps) < 0)
 		log_warn(NULL, "cannot seal the full segment now (tried again after the next "
 		    "batch): %s", strerror(errno));
-	for (size_t i = 0; i < n; i++) {
-		struct archive_job *j = v[i]->job;
-		if (missing[i] == NULL)
-			continue;	/* not recorded */
-		if (crash_after_batches >= 0 && ++commits_so_far >= crash_after_batches) {
-			log_error(j->source, "crash injection: abort after %ld batches", commits_so_far);
-			abort();
-		}
-		report_batch(j, v[i], missing[i], nmissing[i]);
-		if (!j->failed && nmissing[i] > 0 && missing[i][0].fate == MISSING_SPLIT)
-			split_batch(j, missing[i], nmissing[i]);
-	}
 out:
+	if (wal >= 0 && !on_loop)
+		db_synchronous(db, 1);
 	if (failed)
-		for (size_t i = 0; i < n; i++)
-			job_fail(v[i]->job, "storage", "cannot record messages in archive.db: %s",
-			    db_errmsg(db));
-	for (size_t i = 0; i < n; i++) {
-		if (missing)
-			free(missing[i]);
-		drop_batch(v[i]);
+		group_fail(g, "cannot record messages in archive.db: ", db_errmsg(db));
+	if (!failed && wal >= 0 && g->missing) {
+		if (syncer_start(syncer, wal, wal_synced, g) == 0)
+			return;		/* step 3 */
+		/* cannot happen (the group holds the syncer); be safe */
+		if (fdatasync(wal) < 0)
+			group_fail(g, "cannot make archive.db durable: ", strerror(errno));
+		else
+			report_group(g);
+		close(wal);
+	} else {
+		if (wal >= 0)
+			close(wal);
+		if (!failed && g->missing)
+			report_group(g);
 	}
-	free(missing);
-	free(nmissing);
+	group_done(g);
 }
 
-/*
- * The group whose bytes the syncer thread is making durable. Its batches
- * wait here (a job abandoned meanwhile takes its own out: NULL), new ones
- * queue behind it and form the next group.
- */
-static struct syncer *syncer;
-static struct batch **inflight;
-static size_t ninflight;
-static struct pack_store *inflight_ps;
-static int64_t inflight_seg;
-static uint64_t inflight_end;
-
-static void schedule_flush(struct event_base *base);
-
-/* Drops the NULLs of V (N entries); returns how many are left. */
-static size_t
-compact(struct batch **v, size_t n)
-{
-	size_t o = 0;
-
-	for (size_t i = 0; i < n; i++)
-		if (v[i])
-			v[o++] = v[i];
-	return o;
-}
-
+/* Step 1 is over. */
 static void
-synced_off_loop(void *ud, int err)
+segment_synced(void *ud, int err)
 {
-	struct batch **v = inflight;
-	size_t n = compact(inflight, ninflight);
-	struct event_base *base = ud;
+	struct group *g = ud;
 
-	inflight = NULL;
-	ninflight = 0;
-	if (n > 0 && err == 0)
-		pack_store_sync_end(inflight_ps, inflight_seg, inflight_end);
-	if (n > 0 && err != 0) {
-		for (size_t i = 0; i < n; i++) {
-			errno = err;
-			storage_fail(v[i]->job, "cannot make the messages durable");
-			drop_batch(v[i]);
-		}
-	} else if (n > 0) {
-		commit_group(v, n, 1);
+	if (err) {
+		errno = err;
+		for (size_t i = 0; i < g->n; i++)
+			if (g->v[i])
+				storage_fail(g->v[i]->job, "cannot make the messages durable");
+		group_done(g);
+		return;
 	}
-	free(v);
-	if (ready_head)
-		schedule_flush(base);
+	pack_store_sync_end(g->ps, g->seg, g->end);
+	commit_group(g, 0);
 }
 
 static void
@@ -983,9 +1045,7 @@ flush_ready(evutil_socket_t fd, short what, void *arg)
 {
 	struct event_base *base = arg;
 	struct batch *b, **tail;
-	struct batch **v;
-	struct pack_store *ps;
-	struct archive_db *db;
+	struct group *g;
 	size_t n = 0, k;
 	int sfd, rc;
 
@@ -994,47 +1054,49 @@ flush_ready(evutil_socket_t fd, short what, void *arg)
 	flush_scheduled = 0;
 	if (ready_head == NULL || inflight != NULL)
 		return;		/* the group in flight flushes again when done */
+	if ((g = calloc(1, sizeof(*g))) == NULL)
+		goto oom;
 	/* The queued batches of the first one's store (the engine has one). */
-	ps = ready_head->job->p.packs;
-	db = ready_head->job->p.db;
+	g->ps = ready_head->job->p.packs;
+	g->db = ready_head->job->p.db;
+	g->base = base;
 	for (b = ready_head; b; b = b->rnext)
-		n += b->job->p.db == db;
-	if ((v = malloc(n * sizeof(*v))) == NULL) {
-		while ((b = ready_head) != NULL) {
-			ready_head = b->rnext;
-			job_fail(b->job, "storage", "out of memory");
-			drop_batch(b);
-		}
-		ready_tail = &ready_head;
-		return;
+		n += b->job->p.db == g->db;
+	if ((g->v = malloc(n * sizeof(*g->v))) == NULL) {
+		free(g);
+		goto oom;
 	}
 	for (k = 0, tail = &ready_head; (b = *tail) != NULL;) {
-		if (b->job->p.db == db) {
-			v[k++] = b;
+		if (b->job->p.db == g->db) {
+			g->v[k++] = b;
 			*tail = b->rnext;
 		} else {
 			tail = &b->rnext;
 		}
 	}
 	ready_tail = tail;
-	/* Off the loop unless the segment is full (sealing it needs every
-	 * byte durable and committed, on the loop) or there is no thread. */
-	if (syncer == NULL && !pack_store_full(ps))
+	g->n = n;
+	inflight = g;
+	if (syncer == NULL)
 		syncer = syncer_new(base);
-	rc = syncer && !pack_store_full(ps) ?
-	    pack_store_sync_begin(ps, &sfd, &inflight_seg, &inflight_end) : -1;
-	if (rc == 0 && syncer_start(syncer, sfd, synced_off_loop, base) == 0) {
-		inflight = v;
-		ninflight = n;
-		inflight_ps = ps;
+	if (syncer == NULL || pack_store_full(g->ps)) {
+		commit_group(g, 1);
 		return;
 	}
+	rc = pack_store_sync_begin(g->ps, &sfd, &g->seg, &g->end);
+	if (rc == 0 && syncer_start(syncer, sfd, segment_synced, g) == 0)
+		return;
 	if (rc == 0)
 		close(sfd);
-	commit_group(v, n, rc == 1);
-	free(v);
-	if (ready_head)
-		schedule_flush(base);
+	commit_group(g, rc != 1);	/* nothing to sync: straight to step 2 */
+	return;
+oom:
+	while ((b = ready_head) != NULL) {
+		ready_head = b->rnext;
+		job_fail(b->job, "storage", "out of memory");
+		drop_batch(b);
+	}
+	ready_tail = &ready_head;
 }
 
 static void
@@ -1058,10 +1120,8 @@ queue_commit(struct batch *b)
 	ready_tail = &b->rnext;
 	j->queued++;
 	schedule_flush(j->p.base);
-	if (!flush_scheduled && inflight == NULL) {
-		/* no event: commit now rather than never */
-		flush_ready(-1, 0, j->p.base);
-	}
+	if (!flush_scheduled && inflight == NULL)
+		flush_ready(-1, 0, j->p.base);	/* no event: now rather than never */
 }
 
 /* A job abandoned with batches still queued: they go with it. */
@@ -1082,10 +1142,10 @@ unqueue_job(struct archive_job *j)
 	ready_tail = &ready_head;
 	while (*ready_tail)
 		ready_tail = &(*ready_tail)->rnext;
-	for (size_t i = 0; i < ninflight; i++) {
-		if (inflight[i] && inflight[i]->job == j) {
-			free_batch(inflight[i]);
-			inflight[i] = NULL;
+	for (size_t i = 0; inflight && i < inflight->n; i++) {
+		if (inflight->v[i] && inflight->v[i]->job == j) {
+			free_batch(inflight->v[i]);
+			inflight->v[i] = NULL;
 		}
 	}
 	j->queued = 0;
