@@ -5,6 +5,7 @@
  * messages) stays in src/sync/archive.c. store.sweep() hands lua/reclaim.lua
  * an orphan-blob sweep to step (src/store/reclaim.c).
  */
+#include <stdio.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -120,8 +121,8 @@ l_exec(lua_State *L)
 		return luaL_error(L, "archive.db: %s", sqlite3_errmsg(db));
 	bind_args(L, st, 2);
 	/* A statement of its own (no transaction open) does not wait for the
-	 * disk: the WAL keeps it in order, and the next batch's commit
-	 * (synchronous=FULL, src/store/db.c) or a checkpoint makes it
+	 * disk: the WAL keeps it in order, and the next batch's commit (whose
+	 * WAL is flushed, src/sync/archive.c) or a checkpoint makes it
 	 * durable. Only a power loss before that can undo it, and what Lua
 	 * writes (statuses, progress, folder rows, events) is written again
 	 * by the next pass. On the loop, an fsync per status line would stall
@@ -131,11 +132,15 @@ l_exec(lua_State *L)
 		sqlite3_exec(db, "PRAGMA synchronous = NORMAL", NULL, NULL, NULL);
 	rc = sqlite3_step(st);
 	sqlite3_finalize(st);
+	/* before the pragma below replaces them */
+	int changes = sqlite3_changes(db);
+	char msg[512];
+	snprintf(msg, sizeof(msg), "%s", sqlite3_errmsg(db));
 	if (own)
 		sqlite3_exec(db, "PRAGMA synchronous = FULL", NULL, NULL, NULL);
 	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
-		return luaL_error(L, "archive.db: %s", sqlite3_errmsg(db));
-	lua_pushinteger(L, sqlite3_changes(db));
+		return luaL_error(L, "archive.db: %s", msg);
+	lua_pushinteger(L, changes);
 	return 1;
 }
 

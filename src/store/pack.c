@@ -59,8 +59,9 @@ struct pack_writer {
 	uint64_t spool_len;
 	uint64_t size;
 	char hash[65];
-	char *head;
+	char *head;			/* once spooled: the first bytes (before, mem is) */
 	size_t head_len;
+	int head_dropped;
 	int finished;
 };
 
@@ -597,8 +598,7 @@ pack_writer_new(struct pack_store *ps)
 	w->ps = ps;
 	w->spool_fd = -1;
 	w->md = EVP_MD_CTX_new();
-	w->head = malloc(PACK_HEAD_MAX);
-	if (w->md == NULL || w->head == NULL || EVP_DigestInit_ex(w->md, EVP_sha256(), NULL) != 1) {
+	if (w->md == NULL || EVP_DigestInit_ex(w->md, EVP_sha256(), NULL) != 1) {
 		pack_writer_free(w);
 		errno = ENOMEM;
 		return NULL;
@@ -650,6 +650,13 @@ start_spool(struct pack_writer *w)
 	}
 	if (spool_write(w, w->mem, w->mem_len, 0) < 0)
 		return -1;
+	/* The header block's bytes stay readable once the raw bytes go. */
+	if (!w->head_dropped) {
+		if ((w->head = malloc(PACK_HEAD_MAX)) == NULL)
+			return -1;
+		w->head_len = w->mem_len < PACK_HEAD_MAX ? w->mem_len : PACK_HEAD_MAX;
+		memcpy(w->head, w->mem, w->head_len);
+	}
 	free(w->mem);
 	w->mem = NULL;
 	w->mem_len = w->mem_cap = 0;
@@ -659,22 +666,25 @@ start_spool(struct pack_writer *w)
 int
 pack_writer_write(struct pack_writer *w, const void *data, size_t len)
 {
-	if (w->head && w->head_len < PACK_HEAD_MAX) {
-		size_t take = PACK_HEAD_MAX - w->head_len < len ? PACK_HEAD_MAX - w->head_len : len;
-		memcpy(w->head + w->head_len, data, take);
-		w->head_len += take;
-	}
 	EVP_DigestUpdate(w->md, data, len);
 	w->size += len;
-	if (w->spool_fd >= 0)
+	if (w->spool_fd >= 0) {
+		/* Only a spooled message copies its first bytes aside; a small
+		 * one's are its buffer. */
+		if (w->head && w->head_len < PACK_HEAD_MAX) {
+			size_t take = PACK_HEAD_MAX - w->head_len < len ? PACK_HEAD_MAX - w->head_len : len;
+			memcpy(w->head + w->head_len, data, take);
+			w->head_len += take;
+		}
 		return spool_write(w, data, len, 0);
+	}
 	if (w->mem_len + len > SPOOL_MEM) {
 		if (start_spool(w) < 0)
 			return -1;
 		return spool_write(w, data, len, 0);
 	}
 	if (w->mem_len + len > w->mem_cap) {
-		size_t cap = w->mem_cap ? w->mem_cap : 16384;
+		size_t cap = w->mem_cap ? w->mem_cap : 16384;	/* pack_writer_expect: none */
 		while (cap < w->mem_len + len)
 			cap *= 2;
 		char *grown = realloc(w->mem, cap);
@@ -722,6 +732,14 @@ pack_writer_size(const struct pack_writer *w)
 const char *
 pack_writer_head(const struct pack_writer *w, size_t *len)
 {
+	if (w->head_dropped) {
+		*len = 0;
+		return NULL;
+	}
+	if (w->spool_fd < 0) {
+		*len = w->mem_len < PACK_HEAD_MAX ? w->mem_len : PACK_HEAD_MAX;
+		return w->mem;
+	}
 	*len = w->head_len;
 	return w->head;
 }
@@ -732,6 +750,20 @@ pack_writer_drop_head(struct pack_writer *w)
 	free(w->head);
 	w->head = NULL;
 	w->head_len = 0;
+	w->head_dropped = 1;
+}
+
+int
+pack_writer_expect(struct pack_writer *w, uint64_t size)
+{
+	/* The announced size of a small message: one buffer, no regrowing
+	 * (a literal's size is the server's word: bounded by SPOOL_MEM). */
+	if (w->mem_cap == 0 && size > 0 && size <= SPOOL_MEM) {
+		if ((w->mem = malloc((size_t)size)) == NULL)
+			return -1;
+		w->mem_cap = (size_t)size;
+	}
+	return 0;
 }
 
 /* A copy of W's bytes already stored: in archive.db or appended lately. */

@@ -80,12 +80,16 @@ uint64_t pack_store_appended(const struct pack_store *ps);
 /* A message being received: hashed while it streams in, kept in memory
  * while small and compressed into a spool file once big. */
 struct pack_writer *pack_writer_new(struct pack_store *ps);
+/* The size the message will have (an IMAP literal's): room for it at
+ * once when it is kept in memory. 0, or -1 (out of memory). */
+int pack_writer_expect(struct pack_writer *w, uint64_t size);
 int pack_writer_write(struct pack_writer *w, const void *data, size_t len);
 /* No more bytes: the hash is final. */
 int pack_writer_finish(struct pack_writer *w);
 const char *pack_writer_hash(const struct pack_writer *w);
 uint64_t pack_writer_size(const struct pack_writer *w);
-/* The first bytes (up to PACK_HEAD_MAX), for parsing the header block. */
+/* The first bytes (up to PACK_HEAD_MAX), for parsing the header block:
+ * the message's own buffer while it is in memory, a copy once spooled. */
 const char *pack_writer_head(const struct pack_writer *w, size_t *len);
 void pack_writer_drop_head(struct pack_writer *w);
 /* Appends the finished message to the open segment, unless identical bytes

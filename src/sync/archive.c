@@ -374,7 +374,7 @@ body_begin(void *ud, const struct imap_literal_info *li)
 	}
 	pack_writer_free(b->cur);
 	b->cur = pack_writer_new(j->p.packs);
-	if (b->cur == NULL) {
+	if (b->cur == NULL || pack_writer_expect(b->cur, li->size) < 0) {
 		job_fail(j, "storage", "out of memory receiving a message of %s", j->folder);
 		return -1;
 	}
@@ -492,7 +492,7 @@ add_message(struct archive_job *j, const struct imap_response *r, uint32_t uid,
 	if (n == NULL || imap_parse_internaldate(imap_node_bytes(n, &hlen), &e->internaldate) < 0)
 		e->internaldate = -1;
 	head = pack_writer_head(w, &hlen);
-	e->headers = mime_headers_parse(head, hlen);
+	e->headers = mime_headers_parse(head ? head : "", hlen);
 	pack_writer_drop_head(w);	/* a batch would hold 256 KiB per message */
 	if (j->p.filter) {
 		message_of(j, e, &m);
@@ -943,6 +943,7 @@ commit_group(struct group *g, int on_loop)
 {
 	struct archive_db *db = g->db;
 	int failed = 0, wal = -1;
+	char why[512] = "";
 
 	g->missing = calloc(g->n, sizeof(*g->missing));
 	g->nmissing = calloc(g->n, sizeof(*g->nmissing));
@@ -961,6 +962,7 @@ commit_group(struct group *g, int on_loop)
 	if (!on_loop)
 		db_synchronous(db, 0);
 	if (db_begin(db) < 0) {
+		snprintf(why, sizeof(why), "%s", db_errmsg(db));
 		failed = 1;
 		goto out;
 	}
@@ -981,17 +983,20 @@ commit_group(struct group *g, int on_loop)
 		}
 		if (db_savepoint(db) < 0 || record_batch(j, b, g->missing[i], &g->nmissing[i]) < 0) {
 			job_fail(j, "storage", "cannot record messages in archive.db: %s", db_errmsg(db));
-			db_rollback_to(db);
+			db_rollback_to(db);	/* after: it replaces the message */
 			free(g->missing[i]);
 			g->missing[i] = NULL;
 			continue;
 		}
 		if (db_release(db) < 0) {
+			snprintf(why, sizeof(why), "%s", db_errmsg(db));
 			failed = 1;
 			break;
 		}
 	}
 	if (failed || pack_store_record(g->ps) < 0 || db_commit(db) < 0) {
+		if (!failed)
+			snprintf(why, sizeof(why), "%s", db_errmsg(db));
 		db_rollback(db);
 		failed = 1;
 		goto out;
@@ -1003,7 +1008,7 @@ out:
 	if (wal >= 0 && !on_loop)
 		db_synchronous(db, 1);
 	if (failed)
-		group_fail(g, "cannot record messages in archive.db: ", db_errmsg(db));
+		group_fail(g, "cannot record messages in archive.db: ", why);
 	if (!failed && wal >= 0 && g->missing) {
 		if (syncer_start(syncer, wal, wal_synced, g) == 0)
 			return;		/* step 3 */
