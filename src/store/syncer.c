@@ -17,6 +17,7 @@ struct syncer {
 	struct event *ev;
 	int fd;				/* the request: -1 when none waits */
 	int busy;			/* a request is running or not yet reported (loop side) */
+	int stop;
 	int result;
 	void (*done)(void *ud, int err);
 	void *ud;
@@ -32,8 +33,12 @@ syncer_main(void *arg)
 		char one = 1;
 
 		pthread_mutex_lock(&s->mu);
-		while (s->fd < 0)
+		while (s->fd < 0 && !s->stop)
 			pthread_cond_wait(&s->cv, &s->mu);
+		if (s->fd < 0) {	/* stopping, and nothing left to sync */
+			pthread_mutex_unlock(&s->mu);
+			break;
+		}
 		fd = s->fd;
 		s->fd = -1;
 		pthread_mutex_unlock(&s->mu);
@@ -95,7 +100,6 @@ syncer_new(struct event_base *base)
 		pthread_mutex_destroy(&s->mu);
 		goto fail;
 	}
-	pthread_detach(s->thread);
 	return s;
 fail:
 	e = errno;
@@ -125,6 +129,26 @@ syncer_start(struct syncer *s, int fd, void (*done)(void *ud, int err), void *ud
 	pthread_cond_signal(&s->cv);
 	pthread_mutex_unlock(&s->mu);
 	return 0;
+}
+
+void
+syncer_free(struct syncer *s)
+{
+	if (s == NULL)
+		return;
+	/* A request still running is finished first: its file is made
+	 * durable even if nobody hears of it. */
+	pthread_mutex_lock(&s->mu);
+	s->stop = 1;
+	pthread_cond_signal(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+	pthread_join(s->thread, NULL);
+	pthread_cond_destroy(&s->cv);
+	pthread_mutex_destroy(&s->mu);
+	event_free(s->ev);
+	close(s->pipe[0]);
+	close(s->pipe[1]);
+	free(s);
 }
 
 int

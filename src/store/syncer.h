@@ -16,5 +16,8 @@ struct syncer *syncer_new(struct event_base *base);
  * not closed then). */
 int syncer_start(struct syncer *s, int fd, void (*done)(void *ud, int err), void *ud);
 int syncer_busy(const struct syncer *s);
+/* Waits for a request still running (its DONE is not called), then frees:
+ * before the loop's base is freed. */
+void syncer_free(struct syncer *s);
 
 #endif

@@ -1361,6 +1361,33 @@ archive_start(struct imap_client *c, const struct archive_params *p)
 }
 
 void
+archive_shutdown(void)
+{
+	struct batch *b;
+
+	syncer_free(syncer);
+	syncer = NULL;
+	if (inflight) {		/* nobody is told any more: batches just go */
+		for (size_t i = 0; i < inflight->n; i++) {
+			if (inflight->missing)
+				free(inflight->missing[i]);
+			if (inflight->v[i])
+				free_batch(inflight->v[i]);
+		}
+		free(inflight->missing);
+		free(inflight->nmissing);
+		free(inflight->v);
+		free(inflight);
+		inflight = NULL;
+	}
+	while ((b = ready_head) != NULL) {
+		ready_head = b->rnext;
+		free_batch(b);
+	}
+	ready_tail = &ready_head;
+}
+
+void
 archive_free(struct archive_job *j)
 {
 	struct batch *b, *next;

@@ -88,5 +88,8 @@ struct archive_job *archive_start(struct imap_client *c, const struct archive_pa
 /* Frees a job after on_done was called. To abandon a running job, close
  * its client silently first (imap_client_close(c, 1)), then free it. */
 void archive_free(struct archive_job *j);
+/* At the engine's end, after every job was freed and before the loop's
+ * base is: the commit thread stopped (a flush it runs is finished first). */
+void archive_shutdown(void);
 
 #endif

@@ -2,8 +2,10 @@
 event loop: every source completes exactly, none is starved, and the
 control socket keeps answering quickly meanwhile (nothing long runs on the
 loop: no syncfs, no long transaction)."""
+import calendar
 import hashlib
 import os
+import re
 import statistics
 import time
 import unittest
@@ -16,7 +18,7 @@ import vault
 from vault import Engine, source_file
 
 SOURCES = int(os.environ.get("EMAILVAULT_MANY_SOURCES", "50"))
-PER_FOLDER = 60
+PER_FOLDER = 120
 FOLDERS = ("INBOX", "Work")
 LATENCY_FAIL = 0.250     # seconds: the target is 100 ms; the margin is for a loaded machine
 
@@ -45,7 +47,8 @@ class ManySourcesTest(unittest.TestCase):
         for i in range(SOURCES):
             u, pw = user(i)
             self.e.write_source(u, source_file(port=self.d.tls_port, username=u, password=pw,
-                                               ca_file='"%s"' % self.d.cert_path, poll=600))
+                                               ca_file='"%s"' % self.d.cert_path, poll=600,
+                                               fetch_batch=20))
         t0 = time.time()
         self.e.start()
         probe = control.LatencyProbe(self.e.data).start()
@@ -90,19 +93,29 @@ class ManySourcesTest(unittest.TestCase):
         r = vault.run("verify", "--data", self.e.data, timeout=300)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
-        # Nobody starved: every source had archived something before half
-        # of them had finished.
+        # Nobody starved. When a source logs in is the server's doing (50
+        # logins at once to a niced Dovecot); from then on the engine's loop
+        # serves it: no source may wait longer for its first batch (20
+        # messages) than half the sources need for their whole import.
+        logins = {}
+        for line in self.e.log_lines(r"\] connected server="):
+            m = re.match(r"(\S+)Z \S+\s+\[(u\d+)\]", line)
+            when = calendar.timegm(time.strptime(m.group(1)[:19], "%Y-%m-%dT%H:%M:%S")) + \
+                float("0" + m.group(1)[19:])
+            logins.setdefault(m.group(2), when)
         spans = archivecheck.db_rows(self.e.data, "SELECT source, min(archived_at), max(archived_at) "
                                      "FROM locations GROUP BY source")
         self.assertEqual(len(spans), SOURCES)
-        last_start = max(s for _, s, _ in spans)
-        median_end = statistics.median(e for _, _, e in spans)
-        first_end = min(e for _, _, e in spans)
-        print("%d sources, %d messages in %.1f s (%.0f msg/s); first source done after %.1f s, "
-              "half after %.1f s, every source started by %.1f s" % (
-                  SOURCES, total, elapsed, total / elapsed, first_end - t0, median_end - t0,
-                  last_start - t0))
-        self.assertLess(last_start, median_end, "a source only started once half had finished")
+        self.assertEqual(set(logins), {s for s, _, _ in spans})
+        waits = {s: first - logins[s] for s, first, _ in spans}
+        whole = statistics.median(last - logins[s] for s, _, last in spans)
+        slowest = max(waits, key=waits.get)
+        print("%d sources, %d messages in %.1f s (%.0f msg/s); logins over %.1f s; first batch "
+              "after login: median %.2f s, worst %.2f s (%s); a whole import after login: "
+              "median %.2f s" % (
+                  SOURCES, total, elapsed, total / elapsed, max(logins.values()) - min(logins.values()),
+                  statistics.median(waits.values()), waits[slowest], slowest, whole))
+        self.assertLess(waits[slowest], whole, "%s waited for its first batch" % slowest)
         self.e.stop()
 
 
