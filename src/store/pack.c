@@ -666,6 +666,8 @@ start_spool(struct pack_writer *w)
 int
 pack_writer_write(struct pack_writer *w, const void *data, size_t len)
 {
+	if (len == 0)
+		return 0;	/* an empty body: there may be no buffer to copy into */
 	EVP_DigestUpdate(w->md, data, len);
 	w->size += len;
 	if (w->spool_fd >= 0) {

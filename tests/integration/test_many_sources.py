@@ -78,7 +78,10 @@ class ManySourcesTest(unittest.TestCase):
             "%.1f: %.0f" % (at - t0, 1000 * sec) for at, sec in probe.slowest()))
         self.assertEqual(probe.errors, [])
         self.assertGreater(len(probe.samples), 10)
-        self.assertLess(worst, LATENCY_FAIL, "the loop was blocked")
+        # Under AddressSanitizer every instruction of the loop costs 2-3
+        # times as much: the bound says nothing about the engine then.
+        bound = LATENCY_FAIL * (3 if archivecheck.sanitized(self.e.proc.pid) else 1)
+        self.assertLess(worst, bound, "the loop was blocked")
 
         # Every source complete, each message once.
         total = 0
