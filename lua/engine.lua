@@ -107,8 +107,9 @@ function E.set_status(rec, status, err)
     log.info(rec.id, "status", fields)
   end
   E.save(rec)
-  if old ~= status then E.emit("status", E.view(rec), old) end
-  if err then E.emit("error", E.view(rec), err) end
+  -- The view counts the source's messages: only for someone listening.
+  if old ~= status and E.has_listeners("status") then E.emit("status", E.view(rec), old) end
+  if err and E.has_listeners("error") then E.emit("error", E.view(rec), err) end
 end
 
 local function start(rec)

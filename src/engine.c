@@ -21,6 +21,7 @@
 #include "lua/store.h"
 #include "mime/headers.h"
 #include "store/store.h"
+#include "sync/archive.h"
 #include "lua/task.h"
 #include "lua/vm.h"
 #include "net/connect.h"
@@ -315,6 +316,7 @@ out:
 		event_free(e.sigusr1);
 	}
 	vm_free(e.vm);
+	archive_shutdown();	/* the commit thread, before the base it answers on */
 	net_dns_free();
 	event_base_free(e.base);
 	indexer_stop(e.indexer);

@@ -5,6 +5,7 @@
  * messages) stays in src/sync/archive.c. store.sweep() hands lua/reclaim.lua
  * an orphan-blob sweep to step (src/store/reclaim.c).
  */
+#include <stdio.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -79,14 +80,20 @@ push_column(lua_State *L, sqlite3_stmt *st, int c)
 /* store.query(sql, ...) -> { {col = value, ...}, ... } */
 /* SQLite's error as a Lua error; a full disk says which disk. */
 static int
-db_error(lua_State *L, sqlite3 *db)
+db_error_was(lua_State *L, sqlite3 *db, int code, const char *msg)
 {
 	const char *path = sqlite3_db_filename(db, "main");
 
-	if ((sqlite3_errcode(db) & 0xff) == SQLITE_FULL)
+	if ((code & 0xff) == SQLITE_FULL)
 		return luaL_error(L, "archive.db: the disk holding %s is full (%s)",
-		    path && *path ? path : "archive.db", sqlite3_errmsg(db));
-	return luaL_error(L, "archive.db: %s", sqlite3_errmsg(db));
+		    path && *path ? path : "archive.db", msg);
+	return luaL_error(L, "archive.db: %s", msg);
+}
+
+static int
+db_error(lua_State *L, sqlite3 *db)
+{
+	return db_error_was(L, db, sqlite3_errcode(db), sqlite3_errmsg(db));
 }
 
 static int
@@ -131,11 +138,27 @@ l_exec(lua_State *L)
 	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
 		return db_error(L, db);
 	bind_args(L, st, 2);
+	/* A statement of its own (no transaction open) does not wait for the
+	 * disk: the WAL keeps it in order, and the next batch's commit (whose
+	 * WAL is flushed, src/sync/archive.c) or a checkpoint makes it
+	 * durable. Only a power loss before that can undo it, and what Lua
+	 * writes (statuses, progress, folder rows, events) is written again
+	 * by the next pass. On the loop, an fsync per status line would stall
+	 * every source and the control socket. */
+	int own = sqlite3_get_autocommit(db);
+	if (own)
+		sqlite3_exec(db, "PRAGMA synchronous = NORMAL", NULL, NULL, NULL);
 	rc = sqlite3_step(st);
 	sqlite3_finalize(st);
+	/* before the pragma below replaces them */
+	int changes = sqlite3_changes(db), code = sqlite3_errcode(db);
+	char msg[512];
+	snprintf(msg, sizeof(msg), "%s", sqlite3_errmsg(db));
+	if (own)
+		sqlite3_exec(db, "PRAGMA synchronous = FULL", NULL, NULL, NULL);
 	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
-		return db_error(L, db);
-	lua_pushinteger(L, sqlite3_changes(db));
+		return db_error_was(L, db, code, msg);
+	lua_pushinteger(L, changes);
 	return 1;
 }
 

@@ -55,6 +55,8 @@ struct pack_store {
 	EVP_MD_CTX *sum;		/* of the open segment's bytes, in order */
 	EVP_MD_CTX *sum_synced;		/* the same as of synced */
 	EVP_MD_CTX *mark;		/* the same before the record being appended */
+	EVP_MD_CTX *sum_syncing;	/* the same as of the end a sync off the loop is at */
+	uint64_t records_syncing;
 	struct cut cuts[CUTS_KEPT];	/* cut number n at n % CUTS_KEPT */
 	uint64_t ncuts;
 	int cut_errno;			/* why the last cut was made */
@@ -76,8 +78,9 @@ struct pack_writer {
 	uint64_t spool_len;
 	uint64_t size;
 	char hash[65];
-	char *head;
+	char *head;			/* once spooled: the first bytes (before, mem is) */
 	size_t head_len;
+	int head_dropped;
 	int finished;
 };
 
@@ -435,9 +438,10 @@ pack_store_open(const char *data_dir, sqlite3 *db, char *err, size_t errlen)
 	ps->sum = EVP_MD_CTX_new();
 	ps->sum_synced = EVP_MD_CTX_new();
 	ps->mark = EVP_MD_CTX_new();
+	ps->sum_syncing = EVP_MD_CTX_new();
 	ps->cctx = ZSTD_createCCtx();
 	if (ps->dir == NULL || ps->spool_dir == NULL || ps->sum == NULL || ps->sum_synced == NULL ||
-	    ps->mark == NULL || ps->cctx == NULL) {
+	    ps->mark == NULL || ps->sum_syncing == NULL || ps->cctx == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -512,6 +516,7 @@ pack_store_close(struct pack_store *ps)
 	EVP_MD_CTX_free(ps->sum);
 	EVP_MD_CTX_free(ps->sum_synced);
 	EVP_MD_CTX_free(ps->mark);
+	EVP_MD_CTX_free(ps->sum_syncing);
 	ZSTD_freeCCtx(ps->cctx);
 	free(ps->seen);
 	free(ps->dir);
@@ -600,6 +605,48 @@ pack_store_check(const struct pack_store *ps, const struct pack_location *loc)
 }
 
 int
+pack_store_sync_begin(struct pack_store *ps, int *fd, int64_t *seg, uint64_t *end)
+{
+	if (ps->fd < 0 || ps->synced == ps->end)
+		return 1;
+	if ((*fd = fcntl(ps->fd, F_DUPFD_CLOEXEC, 0)) < 0)
+		return -1;
+	if (EVP_MD_CTX_copy_ex(ps->sum_syncing, ps->sum) != 1) {
+		close(*fd);
+		errno = ENOMEM;
+		return -1;
+	}
+	ps->records_syncing = ps->records;
+	*seg = ps->seg;
+	*end = ps->end;
+	return 0;
+}
+
+void
+pack_store_sync_end(struct pack_store *ps, int64_t seg, uint64_t end, int err)
+{
+	if (seg != ps->seg)
+		return;		/* sealed meanwhile: a seal syncs everything itself */
+	if (err) {
+		cut_unsynced(ps, err);
+		return;
+	}
+	/* A later append that failed may have cut the file back, never
+	 * below END (it started past it). */
+	if (end > ps->synced && end <= ps->end) {
+		ps->synced = end;
+		ps->records_synced = ps->records_syncing;
+		EVP_MD_CTX_copy_ex(ps->sum_synced, ps->sum_syncing);
+	}
+}
+
+int
+pack_store_full(const struct pack_store *ps)
+{
+	return ps->end >= ps->segment_max;
+}
+
+int
 pack_store_record(struct pack_store *ps)
 {
 	int rc;
@@ -683,8 +730,7 @@ pack_writer_new(struct pack_store *ps)
 	w->ps = ps;
 	w->spool_fd = -1;
 	w->md = EVP_MD_CTX_new();
-	w->head = malloc(PACK_HEAD_MAX);
-	if (w->md == NULL || w->head == NULL || EVP_DigestInit_ex(w->md, EVP_sha256(), NULL) != 1) {
+	if (w->md == NULL || EVP_DigestInit_ex(w->md, EVP_sha256(), NULL) != 1) {
 		pack_writer_free(w);
 		errno = ENOMEM;
 		return NULL;
@@ -736,6 +782,13 @@ start_spool(struct pack_writer *w)
 	}
 	if (spool_write(w, w->mem, w->mem_len, 0) < 0)
 		return -1;
+	/* The header block's bytes stay readable once the raw bytes go. */
+	if (!w->head_dropped) {
+		if ((w->head = malloc(PACK_HEAD_MAX)) == NULL)
+			return -1;
+		w->head_len = w->mem_len < PACK_HEAD_MAX ? w->mem_len : PACK_HEAD_MAX;
+		memcpy(w->head, w->mem, w->head_len);
+	}
 	free(w->mem);
 	w->mem = NULL;
 	w->mem_len = w->mem_cap = 0;
@@ -745,24 +798,27 @@ start_spool(struct pack_writer *w)
 int
 pack_writer_write(struct pack_writer *w, const void *data, size_t len)
 {
-	if (len == 0)		/* an empty body: DATA may be NULL */
-		return 0;
-	if (w->head && w->head_len < PACK_HEAD_MAX) {
-		size_t take = PACK_HEAD_MAX - w->head_len < len ? PACK_HEAD_MAX - w->head_len : len;
-		memcpy(w->head + w->head_len, data, take);
-		w->head_len += take;
-	}
+	if (len == 0)
+		return 0;	/* an empty body: there may be no buffer to copy into */
 	EVP_DigestUpdate(w->md, data, len);
 	w->size += len;
-	if (w->spool_fd >= 0)
+	if (w->spool_fd >= 0) {
+		/* Only a spooled message copies its first bytes aside; a small
+		 * one's are its buffer. */
+		if (w->head && w->head_len < PACK_HEAD_MAX) {
+			size_t take = PACK_HEAD_MAX - w->head_len < len ? PACK_HEAD_MAX - w->head_len : len;
+			memcpy(w->head + w->head_len, data, take);
+			w->head_len += take;
+		}
 		return spool_write(w, data, len, 0);
+	}
 	if (w->mem_len + len > SPOOL_MEM) {
 		if (start_spool(w) < 0)
 			return -1;
 		return spool_write(w, data, len, 0);
 	}
 	if (w->mem_len + len > w->mem_cap) {
-		size_t cap = w->mem_cap ? w->mem_cap : 16384;
+		size_t cap = w->mem_cap ? w->mem_cap : 16384;	/* pack_writer_expect: none */
 		while (cap < w->mem_len + len)
 			cap *= 2;
 		char *grown = realloc(w->mem, cap);
@@ -810,6 +866,14 @@ pack_writer_size(const struct pack_writer *w)
 const char *
 pack_writer_head(const struct pack_writer *w, size_t *len)
 {
+	if (w->head_dropped) {
+		*len = 0;
+		return NULL;
+	}
+	if (w->spool_fd < 0) {
+		*len = w->mem_len < PACK_HEAD_MAX ? w->mem_len : PACK_HEAD_MAX;
+		return w->mem;
+	}
 	*len = w->head_len;
 	return w->head;
 }
@@ -820,6 +884,20 @@ pack_writer_drop_head(struct pack_writer *w)
 	free(w->head);
 	w->head = NULL;
 	w->head_len = 0;
+	w->head_dropped = 1;
+}
+
+int
+pack_writer_expect(struct pack_writer *w, uint64_t size)
+{
+	/* The announced size of a small message: one buffer, no regrowing
+	 * (a literal's size is the server's word: bounded by SPOOL_MEM). */
+	if (w->mem_cap == 0 && size > 0 && size <= SPOOL_MEM) {
+		if ((w->mem = malloc((size_t)size)) == NULL)
+			return -1;
+		w->mem_cap = (size_t)size;
+	}
+	return 0;
 }
 
 /* A copy of W's bytes already stored: in archive.db or appended lately. */

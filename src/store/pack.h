@@ -64,6 +64,16 @@ int pack_store_sync(struct pack_store *ps);
 /* Before recording LOC, after pack_store_sync: 0 when its bytes are still
  * there, or -1 with errno (the failure that cut them off: fetch it again). */
 int pack_store_check(const struct pack_store *ps, const struct pack_location *loc);
+/* The same in two halves, for an fdatasync off the loop: what is not
+ * durable yet (a dup of the open segment's fd for the caller to sync and
+ * close, its id, and the length to be durable once that sync is done).
+ * 1 when everything is durable already, 0, or -1 with errno. */
+int pack_store_sync_begin(struct pack_store *ps, int *fd, int64_t *seg, uint64_t *end);
+/* That fdatasync is over: SEG is durable up to END, or (ERR, its errno)
+ * the tail since the last good sync is cut off as pack_store_sync does. */
+void pack_store_sync_end(struct pack_store *ps, int64_t seg, uint64_t end, int err);
+/* The open segment is at its size: the next sync seals it (on the loop). */
+int pack_store_full(const struct pack_store *ps);
 /* Inside the transaction after pack_store_sync: the segment's new
  * committed length. 0, or -1 (database error). */
 int pack_store_record(struct pack_store *ps);
@@ -81,12 +91,16 @@ uint64_t pack_store_appended(const struct pack_store *ps);
 /* A message being received: hashed while it streams in, kept in memory
  * while small and compressed into a spool file once big. */
 struct pack_writer *pack_writer_new(struct pack_store *ps);
+/* The size the message will have (an IMAP literal's): room for it at
+ * once when it is kept in memory. 0, or -1 (out of memory). */
+int pack_writer_expect(struct pack_writer *w, uint64_t size);
 int pack_writer_write(struct pack_writer *w, const void *data, size_t len);
 /* No more bytes: the hash is final. */
 int pack_writer_finish(struct pack_writer *w);
 const char *pack_writer_hash(const struct pack_writer *w);
 uint64_t pack_writer_size(const struct pack_writer *w);
-/* The first bytes (up to PACK_HEAD_MAX), for parsing the header block. */
+/* The first bytes (up to PACK_HEAD_MAX), for parsing the header block:
+ * the message's own buffer while it is in memory, a copy once spooled. */
 const char *pack_writer_head(const struct pack_writer *w, size_t *len);
 void pack_writer_drop_head(struct pack_writer *w);
 /* Appends the finished message to the open segment, unless identical bytes
