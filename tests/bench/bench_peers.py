@@ -319,7 +319,18 @@ def main():
                     help="connections = N in the engine's source (if the engine has the field)")
     ap.add_argument("--bin", default=vault.BIN)
     ap.add_argument("--discard", default=os.path.join(os.path.dirname(vault.BIN), "discard_client"))
+    ap.add_argument("--write-mix", metavar="DIR",
+                    help="only write the mailbox's messages as files under DIR (for bench_zstd)")
     args = ap.parse_args()
+    if args.write_mix:
+        box = Mailbox(args.mix, args.seed)
+        for folder, n in zip(FOLDERS, split(args.messages, len(FOLDERS))):
+            os.makedirs(os.path.join(args.write_mix, folder))
+            for i, raw in enumerate(box.folder(n)):
+                with open(os.path.join(args.write_mix, folder, "%06d.eml" % i), "wb") as f:
+                    f.write(raw)
+        print("%d messages, %.1f MB in %s" % (box.messages, box.bytes / 1e6, args.write_mix))
+        return
     for prog in (args.bin, args.discard):
         if not os.access(prog, os.X_OK):
             sys.exit("%s is missing: cmake --build build" % prog)
