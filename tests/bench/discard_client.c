@@ -162,8 +162,10 @@ list_name(struct tally *t, const char *s)
 		p = strchr(p, ' ');
 	if (p == NULL || (p = strchr(p, ' ')) == NULL)
 		return;
-	if (t->nnames == MAX_FOLDERS || (name = strdup(p + 1)) == NULL)
-		die("too many folders");
+	if (t->nnames == MAX_FOLDERS)
+		die("more than %d folders", MAX_FOLDERS);
+	if ((name = strdup(p + 1)) == NULL)
+		die("out of memory");
 	t->names[t->nnames++] = name;
 }
 
