@@ -179,12 +179,6 @@ imapd_framer_feed(struct imapd_framer *f, const char *data, size_t len, size_t *
 		const char *lf = memchr(data + i, '\n', len - i);
 		size_t n = lf ? (size_t)(lf - (data + i)) + 1 : len - i;
 		const char *s = data + i;
-		/* Empty lines between commands are ignored. */
-		if (f->lines == 0 && f->line_len == 0 && f->len == 0 &&
-		    ((n == 1 && s[0] == '\n') || (n == 2 && s[0] == '\r' && s[1] == '\n'))) {
-			i += n;
-			continue;
-		}
 		if (f->lines == 0 && f->line_len == 0)
 			note_tag(f, s, n);
 		if (f->line_len + n > IMAPD_LINE_MAX + 2)
@@ -227,6 +221,12 @@ imapd_framer_feed(struct imapd_framer *f, const char *data, size_t len, size_t *
 			continue;
 		}
 		f->tail_len = 0;
+		if (f->lines == 1 && !f->bad && (f->len == 1 || (f->len == 2 && f->buf[0] == '\r'))) {
+			/* An empty line between commands is ignored. */
+			f->len = 0;
+			f->lines = 0;
+			continue;
+		}
 		f->finished = 1;
 		*used = i;
 		if (f->bad)
