@@ -31,16 +31,33 @@ struct seen {
 	struct pack_location loc;
 };
 
+/* Where the unsynced tail of a segment was cut off after a failed
+ * fdatasync: the locations appended before it and at or past OFFSET name
+ * bytes that may be lost. The last CUTS_KEPT are kept; a location older
+ * than those is taken as lost (it is fetched again, nothing worse). */
+#define CUTS_KEPT 16
+
+struct cut {
+	int64_t seg;
+	uint64_t offset;
+};
+
 struct pack_store {
 	char *dir, *spool_dir;
 	sqlite3 *db;
 	sqlite3_stmt *lookup, *commit, *seal, *create;
-	int fd;				/* the open segment */
+	int fd;				/* the open segment; -1 after a seal until the next opens */
 	int64_t seg;
 	uint64_t end;			/* where the next record goes */
 	uint64_t synced;		/* durable up to here */
 	uint64_t records;		/* in the open segment */
+	uint64_t records_synced;	/* of those, before synced */
 	EVP_MD_CTX *sum;		/* of the open segment's bytes, in order */
+	EVP_MD_CTX *sum_synced;		/* the same as of synced */
+	EVP_MD_CTX *mark;		/* the same before the record being appended */
+	struct cut cuts[CUTS_KEPT];	/* cut number n at n % CUTS_KEPT */
+	uint64_t ncuts;
+	int cut_errno;			/* why the last cut was made */
 	ZSTD_CCtx *cctx;
 	struct seen *seen;
 	size_t nseen, capseen;		/* open addressing, capseen a power of 2 */
@@ -213,6 +230,30 @@ seen_add(struct pack_store *ps, const char *hash, const struct pack_location *lo
 	return 0;
 }
 
+/* Forgets what was appended to segment SEG at or past FROM: those bytes are
+ * gone. Forgetting everything (out of memory) is safe too: a lookup then
+ * falls back to archive.db, and the bytes are appended once more. */
+static void
+seen_drop(struct pack_store *ps, int64_t seg, uint64_t from)
+{
+	struct seen *old = ps->seen, *fresh;
+	size_t cap = ps->capseen;
+
+	if (cap == 0)
+		return;
+	if ((fresh = calloc(cap, sizeof(*fresh))) == NULL) {
+		memset(ps->seen, 0, cap * sizeof(*ps->seen));
+		ps->nseen = 0;
+		return;
+	}
+	ps->seen = fresh;
+	ps->nseen = 0;
+	for (size_t i = 0; i < cap; i++)
+		if (old[i].hash[0] && (old[i].loc.segment != seg || old[i].loc.offset < from))
+			seen_add(ps, old[i].hash, &old[i].loc);	/* fewer: never grows */
+	free(old);
+}
+
 /* ---- segments ---------------------------------------------------------- */
 
 static int
@@ -242,9 +283,11 @@ new_segment(struct pack_store *ps, int64_t seg, char *err, size_t errlen)
 	put64(hdr + 8, (uint64_t)seg);
 	if (fd < 0 || pwrite_all(fd, hdr, sizeof(hdr), 0) < 0 || fdatasync(fd) < 0 ||
 	    sync_dir(ps->dir) < 0) {
-		snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+		int e = errno;
+		snprintf(err, errlen, "cannot create %s: %s", path, strerror(e));
 		if (fd >= 0)
 			close(fd);
+		errno = e;
 		return -1;
 	}
 	sqlite3_bind_int64(ps->create, 1, seg);
@@ -255,6 +298,7 @@ new_segment(struct pack_store *ps, int64_t seg, char *err, size_t errlen)
 	if (rc != SQLITE_DONE) {
 		snprintf(err, errlen, "archive.db: %s", sqlite3_errmsg(ps->db));
 		close(fd);
+		errno = sqlite3_errcode(ps->db) == SQLITE_FULL ? ENOSPC : EIO;
 		return -1;
 	}
 	if (ps->fd >= 0)
@@ -262,10 +306,21 @@ new_segment(struct pack_store *ps, int64_t seg, char *err, size_t errlen)
 	ps->fd = fd;
 	ps->seg = seg;
 	ps->end = ps->synced = PACK_HEADER;
-	ps->records = 0;
+	ps->records = ps->records_synced = 0;
 	EVP_DigestInit_ex(ps->sum, EVP_sha256(), NULL);
 	EVP_DigestUpdate(ps->sum, hdr, sizeof(hdr));
+	EVP_MD_CTX_copy_ex(ps->sum_synced, ps->sum);
 	return 0;
+}
+
+/* After a seal whose next segment could not be started (a full disk):
+ * nothing is appended until it is. */
+static int
+open_next(struct pack_store *ps)
+{
+	char err[512];
+
+	return new_segment(ps, ps->seg + 1, err, sizeof(err));
 }
 
 /* The checksum of FD's first UPTO bytes, read again, and its records counted. */
@@ -333,6 +388,8 @@ resume_segment(struct pack_store *ps, int64_t seg, uint64_t committed, char *err
 	ps->fd = fd;
 	ps->seg = seg;
 	ps->end = ps->synced = committed;
+	ps->records_synced = ps->records;
+	EVP_MD_CTX_copy_ex(ps->sum_synced, ps->sum);
 	return 0;
 }
 
@@ -376,8 +433,11 @@ pack_store_open(const char *data_dir, sqlite3 *db, char *err, size_t errlen)
 	snprintf(buf, sizeof(buf), "%s/packs/spool", data_dir);
 	ps->spool_dir = strdup(buf);
 	ps->sum = EVP_MD_CTX_new();
+	ps->sum_synced = EVP_MD_CTX_new();
+	ps->mark = EVP_MD_CTX_new();
 	ps->cctx = ZSTD_createCCtx();
-	if (ps->dir == NULL || ps->spool_dir == NULL || ps->sum == NULL || ps->cctx == NULL) {
+	if (ps->dir == NULL || ps->spool_dir == NULL || ps->sum == NULL || ps->sum_synced == NULL ||
+	    ps->mark == NULL || ps->cctx == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -450,6 +510,8 @@ pack_store_close(struct pack_store *ps)
 	sqlite3_finalize(ps->seal);
 	sqlite3_finalize(ps->create);
 	EVP_MD_CTX_free(ps->sum);
+	EVP_MD_CTX_free(ps->sum_synced);
+	EVP_MD_CTX_free(ps->mark);
 	ZSTD_freeCCtx(ps->cctx);
 	free(ps->seen);
 	free(ps->dir);
@@ -481,15 +543,60 @@ pack_store_appended(const struct pack_store *ps)
 	return ps->appended;
 }
 
+/* A failed fdatasync: the tail since the last good one may not be on the
+ * disk, and Linux reports a writeback error once, so a second fdatasync
+ * would succeed over the hole. The tail is cut off and whatever named it
+ * forgotten; its messages are appended again when they come again. */
+static void
+cut_unsynced(struct pack_store *ps, int why)
+{
+	struct cut *c = &ps->cuts[ps->ncuts % CUTS_KEPT];
+
+	if (ftruncate(ps->fd, (off_t)ps->synced) < 0)
+		log_warn(NULL, "cannot cut the unsynced tail off segment %lld: %s (written over, and "
+		    "cut at the seal or the next start)", (long long)ps->seg, strerror(errno));
+	ps->end = ps->synced;
+	ps->records = ps->records_synced;
+	EVP_MD_CTX_copy_ex(ps->sum, ps->sum_synced);
+	c->seg = ps->seg;
+	c->offset = ps->synced;
+	ps->ncuts++;
+	ps->cut_errno = why;
+	seen_drop(ps, ps->seg, ps->synced);
+}
+
 int
 pack_store_sync(struct pack_store *ps)
 {
-	if (ps->synced == ps->end)
+	if (ps->fd < 0 || ps->synced == ps->end)
 		return 0;
-	if (fdatasync(ps->fd) < 0)
+	if (fdatasync(ps->fd) < 0) {
+		int e = errno;
+		cut_unsynced(ps, e);
+		errno = e;
 		return -1;
+	}
 	ps->synced = ps->end;
+	ps->records_synced = ps->records;
+	EVP_MD_CTX_copy_ex(ps->sum_synced, ps->sum);
 	return 0;
+}
+
+int
+pack_store_check(const struct pack_store *ps, const struct pack_location *loc)
+{
+	const struct cut *c;
+
+	if (loc->segment <= 0 || loc->epoch == PACK_COMMITTED || loc->epoch >= ps->ncuts)
+		return 0;
+	/* The first cut after it was appended decides: a later one is never
+	 * below it (cuts are at synced, which only grows in a segment). */
+	c = &ps->cuts[loc->epoch % CUTS_KEPT];
+	if (ps->ncuts - loc->epoch <= CUTS_KEPT &&
+	    (c->seg != loc->segment || loc->offset < c->offset))
+		return 0;	/* another segment: sealed, so synced, before the cut */
+	errno = ps->cut_errno ? ps->cut_errno : EIO;
+	return -1;
 }
 
 int
@@ -497,6 +604,8 @@ pack_store_record(struct pack_store *ps)
 {
 	int rc;
 
+	if (ps->fd < 0)
+		return 0;	/* sealed: its row is final */
 	sqlite3_bind_int64(ps->commit, 1, ps->seg);
 	sqlite3_bind_int64(ps->commit, 2, (sqlite3_int64)ps->synced);
 	rc = sqlite3_step(ps->commit);
@@ -525,8 +634,11 @@ seal(struct pack_store *ps)
 	memcpy(trailer, end_magic, 8);
 	put64(trailer + 8, ps->records);
 	memcpy(trailer + 16, md, 32);
-	if (pwrite_all(ps->fd, trailer, sizeof(trailer), ps->end) < 0 || fdatasync(ps->fd) < 0)
-		return -1;
+	/* A tail a failed cut left past the end goes first: the trailer must
+	 * be the file's last bytes. */
+	if (ftruncate(ps->fd, (off_t)ps->end) < 0 ||
+	    pwrite_all(ps->fd, trailer, sizeof(trailer), ps->end) < 0 || fdatasync(ps->fd) < 0)
+		return -1;	/* the trailer is past the end: written over or cut */
 	hex_of(md, hex);
 	sqlite3_bind_int64(ps->seal, 1, ps->seg);
 	sqlite3_bind_int64(ps->seal, 2, (sqlite3_int64)(ps->end + sizeof(trailer)));
@@ -543,16 +655,17 @@ seal(struct pack_store *ps)
 	ps->nseen = 0;
 	if (ps->seen)
 		memset(ps->seen, 0, ps->capseen * sizeof(*ps->seen));
-	if (new_segment(ps, ps->seg + 1, err, sizeof(err)) < 0) {
-		errno = EIO;
-		return -1;
-	}
-	return 0;
+	/* Sealed: never written again, even when the next cannot be started. */
+	close(ps->fd);
+	ps->fd = -1;
+	return new_segment(ps, ps->seg + 1, err, sizeof(err));
 }
 
 int
 pack_store_committed(struct pack_store *ps)
 {
+	if (ps->fd < 0)
+		return open_next(ps);
 	if (ps->end >= ps->segment_max && ps->synced == ps->end)
 		return seal(ps);
 	return 0;
@@ -725,6 +838,7 @@ already_stored(struct pack_writer *w, struct pack_location *loc)
 	rc = sqlite3_step(ps->lookup);
 	if (rc == SQLITE_ROW) {
 		found = 1;
+		loc->epoch = PACK_COMMITTED;
 		if (sqlite3_column_type(ps->lookup, 0) == SQLITE_NULL) {
 			loc->segment = -1;	/* a blob file of the old layout */
 		} else {
@@ -795,10 +909,17 @@ pack_writer_append(struct pack_writer *w, struct pack_location *loc)
 	void *packed = NULL;
 	size_t plen = 0;
 	int codec, rc;
-	uint64_t start = ps->end;
+	uint64_t start;
 
 	if (!w->finished) {
 		errno = EINVAL;
+		return -1;
+	}
+	if (ps->fd < 0 && open_next(ps) < 0)
+		return -1;
+	start = ps->end;
+	if (EVP_MD_CTX_copy_ex(ps->mark, ps->sum) != 1) {
+		errno = ENOMEM;
 		return -1;
 	}
 	if (w->spool_fd < 0) {
@@ -837,12 +958,11 @@ pack_writer_append(struct pack_writer *w, struct pack_location *loc)
 		/* Nothing names these bytes and the segment ends where it did: a
 		 * full disk leaves no half record behind a later one. */
 		int e = errno;
-		if (ftruncate(ps->fd, (off_t)start) == 0) {
-			ps->end = start;
-			if (ps->synced > start)
-				ps->synced = start;
-			rehash(ps, ps->fd, start);	/* a checksum cannot be unwound */
-		}
+		ps->end = start;
+		EVP_MD_CTX_copy_ex(ps->sum, ps->mark);
+		if (ftruncate(ps->fd, (off_t)start) < 0)
+			log_warn(NULL, "cannot cut a failed record off segment %lld: %s (written over, "
+			    "and cut at the seal or the next start)", (long long)ps->seg, strerror(errno));
 		errno = e;
 		return -1;
 	}
@@ -850,6 +970,7 @@ pack_writer_append(struct pack_writer *w, struct pack_location *loc)
 	loc->offset = start;
 	loc->length = plen;
 	loc->codec = codec;
+	loc->epoch = ps->ncuts;
 	ps->records++;
 	ps->appended++;
 	seen_add(ps, w->hash, loc);

@@ -43,7 +43,10 @@ struct pack_location {
 	uint64_t offset;		/* of the record header */
 	uint64_t length;		/* stored bytes after the header */
 	int codec;
+	uint64_t epoch;			/* the store's cuts when appended (pack_store_check) */
 };
+
+#define PACK_COMMITTED	UINT64_MAX	/* epoch of a location read from archive.db */
 
 struct pack_store;
 struct pack_writer;
@@ -54,13 +57,20 @@ struct pack_store *pack_store_open(const char *data_dir, sqlite3 *db, char *err,
 void pack_store_close(struct pack_store *ps);
 const char *pack_store_dir(const struct pack_store *ps);
 
-/* Makes everything appended so far durable. 0, or -1 with errno. */
+/* Makes everything appended so far durable. 0, or -1 with errno: then
+ * the bytes appended since the last sync that succeeded are cut off (a
+ * failed fdatasync may have lost them, and a second one would not say
+ * so), and every location naming them fails pack_store_check. */
 int pack_store_sync(struct pack_store *ps);
+/* Before recording LOC, after pack_store_sync: 0 when its bytes are still
+ * there, or -1 with errno (the failure that cut them off: fetch it again). */
+int pack_store_check(const struct pack_store *ps, const struct pack_location *loc);
 /* Inside the transaction after pack_store_sync: the segment's new
  * committed length. 0, or -1 (database error). */
 int pack_store_record(struct pack_store *ps);
 /* After that transaction committed: seals the segment if it is full and
- * opens the next one. 0, or -1 with errno (the seal is tried again later). */
+ * opens the next one. 0, or -1 with errno (the seal, or opening the next
+ * segment, is tried again later: nothing is appended to a sealed one). */
 int pack_store_committed(struct pack_store *ps);
 /* Segments are sealed once this big (default PACK_SEGMENT_MAX; tests). */
 void pack_store_set_segment_max(struct pack_store *ps, uint64_t bytes);

@@ -199,6 +199,28 @@ storage_fail(struct archive_job *j, const char *what)
 		job_fail(j, "storage", "%s in %s: %s", what, pack_store_dir(j->p.packs), strerror(e));
 }
 
+/* archive.db refused the batch: said before the rollback, whose own
+ * message would replace SQLite's ("no transaction is active" after a
+ * COMMIT that failed on a full disk and rolled back by itself). */
+static void
+db_fail(struct archive_job *j, int rollback)
+{
+	sqlite3 *h = db_handle(j->p.db);
+	int code = sqlite3_errcode(h) & 0xff;
+	const char *path = sqlite3_db_filename(h, "main");
+	char said[300];
+
+	snprintf(said, sizeof(said), "%s", sqlite3_errmsg(h));
+	if (rollback)
+		db_rollback(j->p.db);
+	if (code == SQLITE_FULL)
+		job_fail(j, "storage", "cannot record messages in archive.db: the disk holding %s is "
+		    "full (%s); free some space: archiving goes on by itself then",
+		    path && *path ? path : "archive.db", said);
+	else
+		job_fail(j, "storage", "cannot record messages in archive.db: %s", said);
+}
+
 /* Reports the end once every command has been answered. */
 static void
 maybe_finish(struct archive_job *j)
@@ -403,8 +425,10 @@ body_end(void *ud)
 		return 0;
 	}
 	if (b->cur && pack_writer_finish(b->cur) < 0) {
+		/* The job fails; the connection stays usable for the retry. */
 		storage_fail(b->job, "cannot spool a message");
-		return -1;
+		pack_writer_free(b->cur);
+		b->cur = NULL;
 	}
 	return 0;
 }
@@ -641,6 +665,11 @@ commit_batch(struct archive_job *j, struct batch *b, struct missing *missing, si
 	/* 1. the bytes appended for it durable, 2. the records. */
 	if (pack_store_sync(j->p.packs) < 0)
 		goto storage;
+	/* A failed sync (of this job or another) may have cut off bytes an
+	 * entry names: never recorded, fetched again. */
+	for (e = b->head; e; e = e->next)
+		if (e->kept && pack_store_check(j->p.packs, &e->loc) < 0)
+			goto storage;
 	if (db_begin(db) < 0)
 		goto database;
 	for (e = b->head; e; e = e->next) {
@@ -692,8 +721,8 @@ commit_batch(struct archive_job *j, struct batch *b, struct missing *missing, si
 	    db_folder_set_progress(db, j->source, j->folder, b->max_uid) < 0 || db_commit(db) < 0)
 		goto rollback;
 	if (pack_store_committed(j->p.packs) < 0)
-		log_warn(j->source, "cannot seal the full segment now (tried again after the next "
-		    "batch): %s", strerror(errno));
+		log_warn(j->source, "cannot seal the full segment or start the next one now (tried "
+		    "again after the next batch): %s", strerror(errno));
 	if (crash_after_batches >= 0 && ++commits_so_far >= crash_after_batches) {
 		log_error(j->source, "crash injection: abort after %ld batches", commits_so_far);
 		abort();
@@ -703,9 +732,10 @@ storage:
 	storage_fail(j, "cannot make the messages durable");
 	return -1;
 rollback:
-	db_rollback(db);
+	db_fail(j, 1);
+	return -1;
 database:
-	job_fail(j, "storage", "cannot record messages in archive.db: %s", db_errmsg(db));
+	db_fail(j, 0);
 	return -1;
 }
 
