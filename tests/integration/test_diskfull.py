@@ -220,8 +220,12 @@ class DiskFullTest(unittest.TestCase):
         e = self.engine()
         self.add_source(e, fetch_batch=5000)
         self.assertEqual(len(wait_archived(e.data, server_state(self.dc), timeout=60)), 1)
-        self.disk.fill(leave=1 << 20)
+        # Paused while the copies arrive, so that they come in one batch
+        # (a slow build would otherwise take them in many small ones).
+        e.eval('vault.pause("box") return 1', timeout=20)
         self.dc.fill({"INBOX": [one] * 5000})
+        self.disk.fill(leave=1 << 20)
+        e.eval('vault.resume("box") return 1', timeout=20)
         err = self.wait_storage_error(e, "cannot record messages in archive.db", timeout=120)
         self.assertIn("the disk holding %s/archive.db is full" % e.data, err["message"])
         self.check_consistent(e)
