@@ -152,6 +152,7 @@ function E.reload(reason)
   -- emailvault.lua first: its handlers then see this reload's events.
   local config_result = E.opts.config_file and
     require("config").reload(E.opts.config_file, E.opts.config_required)
+  if config_result and E.on_config then E.on_config(config_result) end
   local dir = E.opts.sources_dir
   local loaded, err = sources.load_dir(dir)
   if not loaded then

@@ -17,6 +17,7 @@
 #include "lua/archive.h"
 #include "lua/core.h"
 #include "lua/http.h"
+#include "serve/lua_serve.h"
 #include "lua/imap.h"
 #include "lua/store.h"
 #include "mime/headers.h"
@@ -55,6 +56,7 @@ engine_preload_modules(struct vm *vm)
 	vm_preload(vm->L, "vault.store", luaopen_vault_store);
 	vm_preload(vm->L, "vault.archive", luaopen_vault_archive);
 	vm_preload(vm->L, "vault.http", luaopen_vault_http);
+	vm_preload(vm->L, "vault.serve", luaopen_vault_serve);
 }
 
 /* Calls main.FN(...) from lua/main.lua with NARGS arguments on the stack;
@@ -307,6 +309,7 @@ out:
 	event_base_loop(e.base, EVLOOP_NONBLOCK);
 	imap_binding_shutdown();
 	http_binding_shutdown();
+	serve_binding_shutdown();
 	if (e.stop_timer)
 		event_free(e.stop_timer);
 	if (e.sighup) {

@@ -118,6 +118,19 @@ static const char *const migrations[] = {
 	"CREATE TABLE segments ("
 	"  id INTEGER PRIMARY KEY, committed INTEGER NOT NULL DEFAULT 0,"
 	"  sealed INTEGER NOT NULL DEFAULT 0, records INTEGER, sha256 TEXT, created REAL);",
+	/* 4 -> 5: the IMAP view's mailboxes (docs/imap-view.md): UIDs of its
+	 * own, given once and kept, so a client's cache stays right across
+	 * restarts. owner '' for a source's folder (the same for every user),
+	 * a user's name for their All; origin is what a UID stands for
+	 * ("uidvalidity:uid" of the location, or the hash in All). */
+	"CREATE TABLE imap_mailboxes ("
+	"  id INTEGER PRIMARY KEY, owner TEXT NOT NULL, name TEXT NOT NULL,"
+	"  uidvalidity INTEGER NOT NULL, next_uid INTEGER NOT NULL DEFAULT 1, sources TEXT,"
+	"  UNIQUE (owner, name));"
+	"CREATE TABLE imap_uids ("
+	"  mailbox INTEGER NOT NULL, uid INTEGER NOT NULL, hash TEXT NOT NULL, flags TEXT,"
+	"  internaldate INTEGER, origin TEXT NOT NULL, PRIMARY KEY (mailbox, uid));"
+	"CREATE UNIQUE INDEX imap_uids_origin ON imap_uids(mailbox, origin);",
 };
 
 struct archive_db {

@@ -1125,3 +1125,136 @@ fail:
 	}
 	return -1;
 }
+
+/* ---- reading in chunks --------------------------------------------------- */
+
+#define STREAM_IN	(64 * 1024)
+
+struct pack_stream {
+	int fd;				/* our own (dup) */
+	uint64_t at, left;		/* stored bytes: next offset, how many remain */
+	uint64_t raw_left;		/* raw bytes still to give */
+	int codec;
+	ZSTD_DStream *z;
+	unsigned char *in;
+	ZSTD_inBuffer zin;
+	EVP_MD_CTX *md;
+	unsigned char want[32];
+};
+
+struct pack_stream *
+pack_stream_open(int fd, const struct pack_location *loc, const char *hash, uint64_t raw_size)
+{
+	unsigned char hdr[PACK_RECORD_HEADER];
+	struct pack_stream *s = calloc(1, sizeof(*s));
+
+	if (s == NULL)
+		return NULL;
+	s->fd = -1;
+	if (unhex(hash, s->want) < 0 || pread_all(fd, hdr, sizeof(hdr), loc->offset) < 0)
+		goto fail;
+	if (memcmp(hdr, rec_magic, 4) != 0 || hdr[4] != loc->codec || get64(hdr + 16) !=
+	    loc->length || get64(hdr + 8) != raw_size || memcmp(hdr + 24, s->want, 32) != 0) {
+		errno = EIO;
+		goto fail;
+	}
+	s->codec = loc->codec;
+	s->at = loc->offset + sizeof(hdr);
+	s->left = loc->length;
+	s->raw_left = raw_size;
+	if ((s->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0 || (s->md = EVP_MD_CTX_new()) == NULL ||
+	    EVP_DigestInit_ex(s->md, EVP_sha256(), NULL) != 1)
+		goto fail;
+	if (s->codec == PACK_ZSTD && ((s->z = ZSTD_createDStream()) == NULL ||
+	    (s->in = malloc(STREAM_IN)) == NULL)) {
+		errno = ENOMEM;
+		goto fail;
+	}
+	return s;
+fail:
+	{
+		int e = errno;
+		pack_stream_close(s);
+		errno = e;
+	}
+	return NULL;
+}
+
+/* The last bytes given: the hash must be the record's. */
+static ssize_t
+stream_end(struct pack_stream *s)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+
+	if (EVP_DigestFinal_ex(s->md, md, &mdlen) != 1 || memcmp(md, s->want, 32) != 0) {
+		errno = EIO;
+		return -1;
+	}
+	return 0;
+}
+
+ssize_t
+pack_stream_read(struct pack_stream *s, void *buf, size_t cap)
+{
+	size_t got = 0;
+
+	if (s->raw_left == 0) {
+		int rc = s->md ? (int)stream_end(s) : 0;
+		EVP_MD_CTX_free(s->md);
+		s->md = NULL;
+		return rc;
+	}
+	if (cap > s->raw_left)
+		cap = (size_t)s->raw_left;
+	if (s->codec == PACK_RAW) {
+		if (pread_all(s->fd, buf, cap, s->at) < 0)
+			return -1;
+		s->at += cap;
+		s->left -= cap;
+		got = cap;
+	} else {
+		ZSTD_outBuffer out = { buf, cap, 0 };
+		while (out.pos == 0) {
+			if (s->zin.pos == s->zin.size) {
+				size_t n = s->left < STREAM_IN ? (size_t)s->left : STREAM_IN;
+				if (n == 0) {
+					errno = EIO;	/* the frame ends before the message */
+					return -1;
+				}
+				if (pread_all(s->fd, s->in, n, s->at) < 0)
+					return -1;
+				s->at += n;
+				s->left -= n;
+				s->zin.src = s->in;
+				s->zin.size = n;
+				s->zin.pos = 0;
+			}
+			size_t rc = ZSTD_decompressStream(s->z, &out, &s->zin);
+			if (ZSTD_isError(rc)) {
+				errno = EIO;
+				return -1;
+			}
+		}
+		got = out.pos;
+	}
+	s->raw_left -= got;
+	if (EVP_DigestUpdate(s->md, buf, got) != 1) {
+		errno = EIO;
+		return -1;
+	}
+	return (ssize_t)got;
+}
+
+void
+pack_stream_close(struct pack_stream *s)
+{
+	if (s == NULL)
+		return;
+	if (s->fd >= 0)
+		close(s->fd);
+	ZSTD_freeDStream(s->z);
+	free(s->in);
+	EVP_MD_CTX_free(s->md);
+	free(s);
+}

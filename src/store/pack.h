@@ -26,6 +26,7 @@
  */
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <sqlite3.h>
 
@@ -121,6 +122,16 @@ void pack_writer_free(struct pack_writer *w);
  * says; ENODATA: the segment ends before the record). */
 int pack_read(int fd, const struct pack_location *loc, const char *hash, uint64_t raw_size,
     char **data, size_t *len);
+/* The same in chunks, for a message too big to hold (the IMAP view's
+ * BODY[]): pack_stream_read gives up to CAP raw bytes, 0 at the end once
+ * the whole message hashed to HASH, -1 with errno (EIO: it did not; the
+ * bytes already given are then not the message). The stream keeps its own
+ * descriptor. */
+struct pack_stream;
+struct pack_stream *pack_stream_open(int fd, const struct pack_location *loc, const char *hash,
+    uint64_t raw_size);
+ssize_t pack_stream_read(struct pack_stream *s, void *buf, size_t cap);
+void pack_stream_close(struct pack_stream *s);
 /* DIR/<segment>.seg into BUF. */
 void pack_segment_path(const char *dir, int64_t segment, char *buf, size_t len);
 
