@@ -42,7 +42,11 @@ function E.on(name, fn)
   end
 end
 
-function E.has_listeners(name) return #E.listeners[name] > 0 end
+-- Someone to tell: a vault.on listener or a handler of emailvault.lua
+-- (E.wants, set by main.lua).
+function E.has_listeners(name)
+  return #E.listeners[name] > 0 or (E.wants ~= nil and E.wants(name) and true or false)
+end
 
 -- Handlers are the operator's code, but one that never returns would stop
 -- the whole engine: each call has the budget of a hook, and cannot wait.

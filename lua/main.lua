@@ -13,6 +13,7 @@ function M.run(opts)
   E.runner = require("runner").run
   -- emailvault.lua's event handlers run as tasks.
   E.dispatch = require("events").dispatch
+  E.wants = function(name) return require("config").handler(name) ~= nil end
   -- Orphan blobs of a run that died between storing and recording a batch;
   -- --once leaves only after the sweep.
   local reclaim = require "reclaim"
