@@ -1,6 +1,6 @@
 -- The engine's own file, emailvault.lua (docs/configuration.md): what belongs to
 -- no one source. It returns a table of fields; today `on`, the event
--- handlers. It is loaded and checked by lua/loader.lua exactly like a
+-- handlers, and `serve`, the IMAP view. It is loaded and checked by lua/loader.lua exactly like a
 -- source file, and on reload a broken file keeps the last good one.
 --
 -- Each concern is one top-level field with a record of its own, checked
@@ -92,15 +92,126 @@ M.S3.fields.bucket.required = true
 M.S3.fields.access_key.required = true
 M.S3.fields.secret_key.required = true
 
+-- serve = imap { listen =, tls =, cert_file =, key_file =, allow_plaintext =,
+--                users = { NAME = { password =, sources = { ... } } } }: the IMAP
+-- view (docs/imap-view.md), applied by lua/serve.lua.
+local function expect_bool(v)
+  if type(v) ~= "boolean" then return nil, "expected true or false, got " .. loader.type_name(v) end
+  return v
+end
+
+local function existing_file(what)
+  return function(v)
+    if type(v) ~= "string" or v == "" then
+      return nil, "expected the path of " .. what .. " (string), got " .. loader.type_name(v)
+    end
+    local st = core.stat(v)
+    if not st then return nil, "no such file: " .. v end
+    if st.type ~= "file" then return nil, "not a file: " .. v end
+    return v
+  end
+end
+
+local function check_listen(v)
+  if type(v) ~= "string" then
+    return nil, 'expected an address and port such as "127.0.0.1:1993", got ' .. loader.type_name(v)
+  end
+  local host, port = v:match("^%[([%x:]+)%]:(%d+)$")
+  if not host then host, port = v:match("^([^:]+):(%d+)$") end
+  port = tonumber(port)
+  if not host or not port or port < 1 or port > 65535 then
+    return nil, 'expected an address and port such as "127.0.0.1:1993" or "[::1]:1993", got ' ..
+      loader.type_name(v)
+  end
+  return v
+end
+
+local function check_users(v)
+  if type(v) ~= "table" or secret.is(v) then
+    return nil, 'expected a table { NAME = { password = ..., sources = { "id", ... } } }, got ' ..
+      loader.type_name(v)
+  end
+  local out, n = {}, 0
+  for name, u in next, v do
+    if type(name) ~= "string" or not name:find("^[%w._@+-]+$") then
+      return nil, "a user name must be letters, digits and ._@+- (got " .. loader.key_name(name) .. ")"
+    end
+    if type(u) ~= "table" or secret.is(u) then
+      return nil, name .. ": expected a table { password = ..., sources = { ... } }, got " .. loader.type_name(u)
+    end
+    local pw, sources = rawget(u, "password"), rawget(u, "sources")
+    for k in next, u do
+      if k ~= "password" and k ~= "sources" then
+        return nil, name .. ": unknown field " .. loader.key_name(k) .. " (known fields: password, sources)"
+      end
+    end
+    if type(pw) == "string" then
+      if pw == "" then return nil, name .. ".password: must not be empty" end
+      pw = secret.literal(pw)
+    elseif not secret.is(pw) then
+      -- Not even the wrong value is shown: it may be the password.
+      return nil, name .. '.password: expected a string, secret.env "VAR", secret.file "path" or ' ..
+        "secret.command{...}, got a " .. type(pw)
+    end
+    if type(sources) ~= "table" or secret.is(sources) then
+      return nil, name .. '.sources: expected a list of source ids { "work", "home" }, got ' ..
+        loader.type_name(sources)
+    end
+    local list = {}
+    for k, id in next, sources do
+      if math.type(k) ~= "integer" or type(id) ~= "string" or id == "" then
+        return nil, name .. ".sources: expected a list of source ids (strings), found " ..
+          loader.key_name(k) .. " = " .. loader.type_name(id)
+      end
+      list[#list + 1] = id
+    end
+    table.sort(list)
+    out[name] = { password = pw, sources = list }
+    n = n + 1
+  end
+  if n == 0 then return nil, "no users: nobody could log in" end
+  return out
+end
+
+M.SERVE = { name = "imap", order = { "listen", "tls", "cert_file", "key_file", "allow_plaintext", "users" },
+  fields = {
+    listen = { required = true, check = check_listen },
+    tls = { check = expect_bool },
+    cert_file = { check = existing_file("a certificate (PEM)") },
+    key_file = { check = existing_file("a private key (PEM)") },
+    allow_plaintext = { check = expect_bool },
+    users = { required = true, check = check_users },
+  } }
+
 M.fields = {
   on = { record = M.ON, doc = "event handlers" },
+  serve = { made_by = M.SERVE, doc = "the IMAP view" },
   storage = { made_by = M.S3, doc = "where messages' bytes are kept: s3 { ... } (default: the data folder)" },
 }
-M.order = { "on", "storage" }
+M.order = { "on", "serve", "storage" }
 
 -- Constructors the file may call, by name: name -> schema of its fields
 -- (the schema's name is the constructor's).
-local CONSTRUCTORS = { s3 = M.S3 }
+local CONSTRUCTORS = { imap = M.SERVE, s3 = M.S3 }
+
+local function loopback(listen)
+  local host = listen:match("^%[(.*)%]:%d+$") or listen:match("^(.*):%d+$") or ""
+  return host:find("^127%.") or host == "::1" or host == "localhost"
+end
+
+-- What serve = imap{...} must say as a whole, once its fields are checked.
+local function check_serve(s, problem)
+  if not s.listen or not s.users then return end
+  if s.tls and not (s.cert_file and s.key_file) then
+    problem("serve", "tls = true needs cert_file and key_file")
+  elseif (s.cert_file ~= nil) ~= (s.key_file ~= nil) then
+    problem("serve", "cert_file and key_file go together")
+  elseif not s.tls and not s.cert_file and not s.allow_plaintext and not loopback(s.listen) then
+    problem("serve", "plain IMAP on " .. s.listen .. " would send passwords in the clear beyond " ..
+      "this machine: give tls = true with cert_file and key_file (or key and cert for STARTTLS), " ..
+      "or allow_plaintext = true")
+  end
+end
 
 local SCHEMA = { name = "emailvault", fields = M.fields, order = M.order }
 
@@ -143,6 +254,10 @@ local function validate(ctx, result)
   loader.check_fields(result, SCHEMA, { lines = ctx.lines, line = line, defs = ctx.defs,
     problem = ctx.problem }, def)
   def.on = def.on or {}
+  if def.serve then
+    local at = loader.field_line(ctx.lines, "serve", line) or line
+    check_serve(def.serve, function(field, msg) ctx.problem(at, field, msg) end)
+  end
   return def
 end
 
@@ -217,8 +332,10 @@ function M.view(path)
   if cur then
     for _, e in ipairs(M.ON.order) do if cur.on[e] then handlers[#handlers + 1] = e end end
   end
+  local ok, serve = pcall(require, "vault.serve")
   return { file = path, loaded = cur ~= nil and not cur.missing, handlers = handlers,
-    config_error = M.problems and M.problems[1], config_errors = M.problems }
+    config_error = M.problems and M.problems[1], config_errors = M.problems,
+    serve = ok and serve.info() or nil }
 end
 
 return M

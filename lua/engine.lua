@@ -42,7 +42,11 @@ function E.on(name, fn)
   end
 end
 
-function E.has_listeners(name) return #E.listeners[name] > 0 end
+-- Someone to tell: a vault.on listener or a handler of emailvault.lua
+-- (E.wants, set by main.lua).
+function E.has_listeners(name)
+  return #E.listeners[name] > 0 or (E.wants ~= nil and E.wants(name) and true or false)
+end
 
 -- Handlers are the operator's code, but one that never returns would stop
 -- the whole engine: each call has the budget of a hook, and cannot wait.
@@ -107,8 +111,9 @@ function E.set_status(rec, status, err)
     log.info(rec.id, "status", fields)
   end
   E.save(rec)
-  if old ~= status then E.emit("status", E.view(rec), old) end
-  if err then E.emit("error", E.view(rec), err) end
+  -- The view counts the source's messages: only for someone listening.
+  if old ~= status and E.has_listeners("status") then E.emit("status", E.view(rec), old) end
+  if err and E.has_listeners("error") then E.emit("error", E.view(rec), err) end
 end
 
 local function start(rec)
@@ -159,6 +164,8 @@ function E.reload(reason)
       return nil, E.start_error
     end
   end
+  -- the IMAP view reads the store: after the storage started
+  if config_result and E.on_config then E.on_config(config_result) end
   local dir = E.opts.sources_dir
   local loaded, err = sources.load_dir(dir)
   if not loaded then

@@ -13,6 +13,7 @@ function M.run(opts)
   E.runner = require("runner").run
   -- emailvault.lua's event handlers run as tasks.
   E.dispatch = require("events").dispatch
+  E.wants = function(name) return require("config").handler(name) ~= nil end
   -- Orphan blobs of a run that died between storing and recording a batch;
   -- --once leaves only after the sweep.
   local reclaim = require "reclaim"
@@ -20,6 +21,13 @@ function M.run(opts)
   -- An archive of the old layout moves into packs, beside archiving.
   local migrate = require "migrate"
   migrate.start()
+  -- emailvault.lua's serve = imap{...}: the IMAP view follows the file.
+  E.on_config = function(result)
+    if result == "loaded" or result == "none" then
+      local cur = require("config").current
+      require("serve").apply(cur and cur.serve)
+    end
+  end
   E.exit = function(code)
     reclaim.when_idle(function() migrate.when_idle(function() core.exit(code) end) end)
   end
@@ -34,6 +42,7 @@ end
 
 function M.stop()
   require("events").stop()
+  require("serve").stop()
   require("engine").stop()
   require("reclaim").stop()
   require("migrate").stop()
@@ -53,8 +62,14 @@ local function check_config(path, required)
   if def.missing then return { "no engine configuration file " .. path .. " (it is optional)" }, 0 end
   local names = {}
   for _, e in ipairs(require("config").ON.order) do if def.on[e] then names[#names + 1] = e end end
-  return { string.format("engine configuration %s OK (handlers: %s)", path,
-    #names > 0 and table.concat(names, ", ") or "none") }, 0
+  local serving = ""
+  if def.serve then
+    local n = 0
+    for _ in pairs(def.serve.users) do n = n + 1 end
+    serving = string.format("; IMAP view on %s for %d user%s", def.serve.listen, n, n == 1 and "" or "s")
+  end
+  return { string.format("engine configuration %s OK (handlers: %s)%s", path,
+    #names > 0 and table.concat(names, ", ") or "none", serving) }, 0
 end
 
 -- Validates every file of DIR and the engine configuration file CONFIG.

@@ -33,8 +33,7 @@ local function sweep(run)
   while true do
     local state = sw:step(M.step)
     if state == "done" then break end
-    -- "wait": a batch has published blobs it has not recorded yet
-    task.sleep(state == "wait" and 0.05 or M.pause)
+    task.sleep(M.pause)
   end
   local c = sw:counts()
   local fields = { reason = run.reason, scanned = c.scanned, reclaimed = c.reclaimed,

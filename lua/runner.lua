@@ -198,7 +198,11 @@ local function work(rec, conn)
   for _, f in ipairs(chosen) do rec.folders[#rec.folders + 1] = f.name end
   log.info(rec.id, "folders to archive", { count = #chosen, of = #folders })
   E.set_status(rec, rec.import_done and "active" or "importing")
-  local ok, serr = sync.pass(rec, conn, chosen)
+  -- connections > 1: the import reads several folders at once, each more
+  -- connection logged in like the first.
+  local n = rec.def.connections or 1
+  local pool = n > 1 and { size = n, connect = function() return M.connect(rec) end, error_of = M.error_of } or nil
+  local ok, serr = sync.pass(rec, conn, chosen, pool)
   if not ok then return nil, serr end
   rec.attempt = 0
   if not rec.import_done then

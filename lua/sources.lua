@@ -15,6 +15,8 @@ local loader = require "loader"
 
 local M = {}
 
+M.CONNECTIONS_MAX = 16       -- IMAP connections one source may use at once
+
 -- The schema. `check` returns the normalized value or nil, message.
 local function is_integer(v) return math.type(v) == "integer" or (type(v) == "number" and v == math.floor(v)) end
 
@@ -114,6 +116,19 @@ M.fields = {
     end
     return math.tointeger(v)
   end },
+  fetch_batch_bytes = { check = function(v)
+    if type(v) ~= "number" or not is_integer(v) or v < 65536 or v > 1 << 30 then
+      return nil, "expected bytes from 65536 (64 KiB) to 1073741824 (1 GiB), got " .. type_name(v)
+    end
+    return math.tointeger(v)
+  end },
+  connections = { check = function(v)
+    if type(v) ~= "number" or not is_integer(v) or v < 1 or v > M.CONNECTIONS_MAX then
+      return nil, "expected an integer from 1 to " .. M.CONNECTIONS_MAX .. " (IMAP connections at once), got " ..
+        type_name(v)
+    end
+    return math.tointeger(v)
+  end },
   pipeline = { check = function(v)
     if type(v) ~= "number" or not is_integer(v) or v < 1 or v > 64 then
       return nil, "expected an integer from 1 to 64 (commands in flight), got " .. type_name(v)
@@ -135,7 +150,8 @@ M.fields = {
 }
 
 M.field_order = { "name", "host", "port", "username", "password", "tls", "allow_insecure_cert", "ca_file",
-  "folders", "filter", "on_error", "poll", "fetch_batch", "pipeline", "connect_timeout", "command_timeout" }
+  "folders", "filter", "on_error", "poll", "fetch_batch", "fetch_batch_bytes",
+  "pipeline", "connections", "connect_timeout", "command_timeout" }
 
 -- The environment of one source file: loader.env's libraries and secret,
 -- plus imap. DEFS (weak) maps the value imap{...} returns to what it was
@@ -193,7 +209,9 @@ function M.load_file(path, id)
   if def.name == nil then def.name = id end
   if def.poll == nil then def.poll = 300 end
   if def.fetch_batch == nil then def.fetch_batch = 200 end
+  if def.fetch_batch_bytes == nil then def.fetch_batch_bytes = 16 << 20 end
   if def.pipeline == nil then def.pipeline = 4 end
+  if def.connections == nil then def.connections = 1 end
   if def.connect_timeout == nil then def.connect_timeout = 30 end
   if def.command_timeout == nil then def.command_timeout = 120 end
   def.folders = def.folders or {}

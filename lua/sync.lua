@@ -38,8 +38,9 @@ local function as_folder(f)
 end
 
 -- Archives one folder's new mail; with RETRY also the UIDs earlier passes
--- did not get. Returns true or nil, err.
-function S.sync_folder(rec, conn, f, progress, retry)
+-- did not get; WHO numbers the connection when a source uses several.
+-- Returns true or nil, err.
+function S.sync_folder(rec, conn, f, progress, retry, who)
   f = as_folder(f)
   local name = f.name
   local info, err = conn:examine(f.raw and f or name)
@@ -75,7 +76,7 @@ function S.sync_folder(rec, conn, f, progress, retry)
     local def = rec.def
     local res, aerr = conn:archive {
       folder = name, uidvalidity = uidv, last_uid = last, source = rec.id,
-      batch = def.fetch_batch, filter = def.filter, exists = exists,
+      batch = def.fetch_batch, batch_bytes = def.fetch_batch_bytes, filter = def.filter, exists = exists,
       retry_pending = retry and true or false, max_attempts = S.MAX_ATTEMPTS,
       on_progress = progress and function(p) progress(name, p) end or nil,
       on_message = E.has_listeners("message") and function(m)
@@ -86,7 +87,8 @@ function S.sync_folder(rec, conn, f, progress, retry)
     if not res then return nil, aerr end
     if res.messages_done > 0 or res.pending > 0 then
       log.info(rec.id, "folder archived", { folder = name, archived = res.archived, skipped = res.skipped,
-        pending = res.pending, duplicates = res.duplicates, bytes = res.bytes_done, last_uid = res.last_uid })
+        pending = res.pending, duplicates = res.duplicates, bytes = res.bytes_done, last_uid = res.last_uid,
+        connection = who })
     end
   end
   S.reconcile(rec, name, uidv, exists)
@@ -106,7 +108,9 @@ function S.reconcile(rec, name, uidv, on_server)
     log.error(rec.id, "reconciliation shortfall", { folder = name, on_server = on_server,
       archived = archived, skipped = skipped, pending = pending })
     event(rec.id, "shortfall", detail)
-    E.emit("error", E.view(rec), { kind = "storage", message = "reconciliation shortfall: " .. detail })
+    if E.has_listeners("error") then
+      E.emit("error", E.view(rec), { kind = "storage", message = "reconciliation shortfall: " .. detail })
+    end
   end
 end
 
@@ -132,9 +136,73 @@ local function stops_the_pass(conn, err)
   return not info.open
 end
 
+-- The connections of a pass: the source's own, and with POOL ({ size =,
+-- connect = fn, error_of = fn }) size - 1 more, each in a task of its own.
+-- Every connection takes the next folder not yet taken; a failure that
+-- stops the pass stops the others from taking more (each finishes the
+-- folder it has) and is the pass's error. Returns true or nil, err.
+local function run_connections(rec, conn, folders, pool, sync_one)
+  local next_folder, stopped, live, waiting = 1, nil, 0, false
+  local me = task.current()
+  local children = {}
+  -- The source stopped (reload, shutdown) while a pass runs: the other
+  -- connections go with it (their tasks close their connections).
+  local guard <close> = setmetatable({}, { __close = function()
+    for _, h in ipairs(children) do task.cancel(h) end
+  end })
+  local function take()
+    if stopped or rec.stop_requested then return nil end
+    local f = folders[next_folder]
+    next_folder = next_folder + 1
+    return f
+  end
+  local function work(c, who)
+    while true do
+      local f = take()
+      if not f then return true end
+      local err = sync_one(c, f, who)
+      if err then
+        stopped = stopped or err
+        return nil, err
+      end
+    end
+  end
+  local extra = pool and math.min(pool.size, #folders) - 1 or 0
+  for k = 2, extra + 1 do
+    live = live + 1
+    children[#children + 1] = task.spawn("source:" .. rec.id .. ":" .. k, function()
+      local c, err = pool.connect()
+      if not c then
+        err.message = string.format("connection %d of %d: %s (providers cap connections per account: " ..
+          "lower `connections` if this persists)", k, pool.size, tostring(err.message))
+        stopped = stopped or err
+        return
+      end
+      local cc <close> = c
+      log.debug(rec.id, "connection opened", { connection = k })
+      if work(c, k) then c:logout() end
+    end, function(ok, err)
+      live = live - 1
+      if not ok and err ~= "cancelled" then stopped = stopped or pool.error_of(err) end
+      if waiting then task.wake(me) end
+    end)
+  end
+  work(conn, 1)
+  while live > 0 do
+    waiting = true
+    task.suspend()
+    waiting = false
+  end
+  if stopped then return nil, stopped end
+  if rec.stop_requested then return nil, { kind = "protocol", message = "stopped" } end
+  return true
+end
+
 -- One pass over FOLDERS: every folder is tried, a failing one is reported
--- and does not keep the others from being archived. Returns true or nil, err.
-function S.pass(rec, conn, folders)
+-- and does not keep the others from being archived. The import pass uses
+-- POOL's connections (see run_connections); later passes the one CONN.
+-- Returns true or nil, err.
+function S.pass(rec, conn, folders, pool)
   local importing = rec.status == "importing"
   local p = { started = core.monotonic(), done0 = 0, bytes0 = 0 }
   if importing then
@@ -145,37 +213,37 @@ function S.pass(rec, conn, folders)
     rec.progress = { messages_done = d, messages_total = p.total, bytes_done = 0,
       bytes_total = p.bytes_total > 0 and p.bytes_total or nil, rate = 0 }
   end
-  local done_before = 0
-  local bytes_before = 0
-  local failed = {}
-  for _, f in ipairs(folders) do
-    local last
-    local ok, err = S.sync_folder(rec, conn, f, importing and function(_, jp)
-      last = jp
-      local done = p.done0 + done_before + jp.messages_done
-      local bytes = bytes_before + jp.bytes_done
-      local elapsed = core.monotonic() - p.started
-      local rate = elapsed > 0 and (done - p.done0) / elapsed or 0
-      rec.progress = {
-        messages_done = done, messages_total = math.max(p.total or 0, done),
-        bytes_done = bytes, bytes_total = p.bytes_total and p.bytes_total > 0 and p.bytes_total or nil,
-        rate = rate, eta = rate > 0 and math.max(0, ((p.total or 0) - done) / rate) or nil,
-      }
-      E.save(rec)
-    end, true)
-    if not ok then
-      if stops_the_pass(conn, err) then return nil, err end
-      failed[#failed + 1] = { folder = f.name, err = err }
-      log.error(rec.id, "folder failed; the pass goes on with the other folders",
-        { folder = f.name, kind = err.kind, error = err.message })
-      event(rec.id, "folder_error", f.name .. ": " .. tostring(err.message))
-    end
-    if last then
-      done_before = done_before + last.messages_done
-      bytes_before = bytes_before + last.bytes_done
-    end
-    if rec.stop_requested then return nil, { kind = "protocol", message = "stopped" } end
+  -- One progress for the source, summed over the folders being read.
+  local done_sum, bytes_sum, seen = 0, 0, {}
+  local function progress(name, jp)
+    local was = seen[name] or { m = 0, b = 0 }
+    done_sum = done_sum + jp.messages_done - was.m
+    bytes_sum = bytes_sum + jp.bytes_done - was.b
+    seen[name] = { m = jp.messages_done, b = jp.bytes_done }
+    local done = p.done0 + done_sum
+    local elapsed = core.monotonic() - p.started
+    local rate = elapsed > 0 and (done - p.done0) / elapsed or 0
+    rec.progress = {
+      messages_done = done, messages_total = math.max(p.total or 0, done),
+      bytes_done = bytes_sum, bytes_total = p.bytes_total and p.bytes_total > 0 and p.bytes_total or nil,
+      rate = rate, eta = rate > 0 and math.max(0, ((p.total or 0) - done) / rate) or nil,
+    }
+    E.save(rec)
   end
+  local failed = {}
+  local multi = importing and pool and pool.size > 1
+  -- nil, or the error that stops the pass
+  local function sync_one(c, f, who)
+    local ok, err = S.sync_folder(rec, c, f, importing and progress or nil, true, multi and who or nil)
+    if ok then return nil end
+    if stops_the_pass(c, err) then return err end
+    failed[#failed + 1] = { folder = f.name, err = err }
+    log.error(rec.id, "folder failed; the pass goes on with the other folders",
+      { folder = f.name, kind = err.kind, error = err.message })
+    event(rec.id, "folder_error", f.name .. ": " .. tostring(err.message))
+  end
+  local ok, err = run_connections(rec, conn, folders, multi and pool or nil, sync_one)
+  if not ok then return nil, err end
   rec.last_sync = core.now()
   if #failed > 0 then
     local first = failed[1]

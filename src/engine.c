@@ -18,10 +18,12 @@
 #include "lua/core.h"
 #include "lua/http.h"
 #include "lua/storage.h"
+#include "serve/lua_serve.h"
 #include "lua/imap.h"
 #include "lua/store.h"
 #include "mime/headers.h"
 #include "store/store.h"
+#include "sync/archive.h"
 #include "lua/task.h"
 #include "lua/vm.h"
 #include "net/connect.h"
@@ -56,6 +58,7 @@ engine_preload_modules(struct vm *vm)
 	vm_preload(vm->L, "vault.archive", luaopen_vault_archive);
 	vm_preload(vm->L, "vault.http", luaopen_vault_http);
 	vm_preload(vm->L, "vault.storage", luaopen_vault_storage);
+	vm_preload(vm->L, "vault.serve", luaopen_vault_serve);
 }
 
 /* Calls main.FN(...) from lua/main.lua with NARGS arguments on the stack;
@@ -308,6 +311,7 @@ out:
 	event_base_loop(e.base, EVLOOP_NONBLOCK);
 	imap_binding_shutdown();
 	http_binding_shutdown();
+	serve_binding_shutdown();
 	if (e.stop_timer)
 		event_free(e.stop_timer);
 	if (e.sighup) {
@@ -317,6 +321,7 @@ out:
 		event_free(e.sigusr1);
 	}
 	vm_free(e.vm);
+	archive_shutdown();	/* the commit thread, before the base it answers on */
 	net_dns_free();
 	event_base_free(e.base);
 	indexer_stop(e.indexer);

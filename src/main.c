@@ -21,6 +21,7 @@
 
 #include "cli/archive.h"
 #include "cli/storage.h"
+#include "cli/backup.h"
 #include "cli/oauth2.h"
 #include "cli/options.h"
 #include "control/client.h"
@@ -90,6 +91,9 @@ usage(FILE *f)
 	    "           re-hash every archived message and check that none is missing\n"
 	    "           (--reclaim: also remove orphan blobs, which no record names;\n"
 	    "           only with no engine running)\n"
+	    "  backup   [--data DIR] --out DIR\n"
+	    "           a consistent copy of the data folder, also while the engine runs;\n"
+	    "           again into the same DIR copies only what changed (docs/operations.md)\n"
 	    "  version  the versions of emailvault and the libraries it runs with\n"
 	    "  help     this text\n"
 	    "\n"
@@ -560,6 +564,8 @@ main(int argc, char **argv)
 		return cmd_show(argc - 1, argv + 1);
 	if (strcmp(cmd, "export") == 0)
 		return cmd_export(argc - 1, argv + 1);
+	if (strcmp(cmd, "backup") == 0)
+		return cmd_backup(argc - 1, argv + 1);
 	if (strcmp(cmd, "reindex") == 0)
 		return cmd_reindex(argc - 1, argv + 1);
 	if (strcmp(cmd, "storage") == 0)

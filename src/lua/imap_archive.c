@@ -288,7 +288,7 @@ opt_ref(lua_State *L, int t, const char *k)
 }
 
 /*
- * conn:archive{ folder=, uidvalidity=, last_uid=, batch=, source=, filter=fn,
+ * conn:archive{ folder=, uidvalidity=, last_uid=, batch=, batch_bytes=, source=, filter=fn,
  *   on_message=fn, on_progress=fn, hook_budget=, hook_seconds= } -> progress | nil, err
  * Archives the examined folder's messages above last_uid into the store.
  */
@@ -315,12 +315,15 @@ l_archive(lua_State *L)
 	p.uidvalidity = (uint32_t)uidv;
 	p.last_uid = (uint32_t)last;
 	p.batch = (int)opt_number(L, 2, "batch", 200);
+	double batch_bytes = opt_number(L, 2, "batch_bytes", 0);
+	p.batch_bytes = batch_bytes > 0 && batch_bytes < 1e15 ? (uint64_t)batch_bytes : 0;
 	p.retry_pending = opt_boolean(L, 2, "retry_pending");
 	p.max_attempts = (int)opt_number(L, 2, "max_attempts", 3);
 	double exists = opt_number(L, 2, "exists", 0);
 	p.exists = exists > 0 && exists < 1e15 ? (uint64_t)exists : 0;
 	p.packs = st->packs;
 	p.db = st->db;
+	p.base = lc->vm->base;
 	lc->hook_budget = (long)opt_number(L, 2, "hook_budget", 1000000);
 	lc->hook_seconds = opt_number(L, 2, "hook_seconds", 2);
 	lc->filter_ref = opt_ref(L, 2, "filter");

@@ -5,6 +5,7 @@
  * messages) stays in src/sync/archive.c. store.sweep() hands lua/reclaim.lua
  * an orphan-blob sweep to step (src/store/reclaim.c).
  */
+#include <stdio.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -77,6 +78,24 @@ push_column(lua_State *L, sqlite3_stmt *st, int c)
 }
 
 /* store.query(sql, ...) -> { {col = value, ...}, ... } */
+/* SQLite's error as a Lua error; a full disk says which disk. */
+static int
+db_error_was(lua_State *L, sqlite3 *db, int code, const char *msg)
+{
+	const char *path = sqlite3_db_filename(db, "main");
+
+	if ((code & 0xff) == SQLITE_FULL)
+		return luaL_error(L, "archive.db: the disk holding %s is full (%s)",
+		    path && *path ? path : "archive.db", msg);
+	return luaL_error(L, "archive.db: %s", msg);
+}
+
+static int
+db_error(lua_State *L, sqlite3 *db)
+{
+	return db_error_was(L, db, sqlite3_errcode(db), sqlite3_errmsg(db));
+}
+
 static int
 l_query(lua_State *L)
 {
@@ -87,7 +106,7 @@ l_query(lua_State *L)
 	int rc;
 
 	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
-		return luaL_error(L, "archive.db: %s", sqlite3_errmsg(db));
+		return db_error(L, db);
 	bind_args(L, st, 2);
 	lua_newtable(L);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -101,7 +120,7 @@ l_query(lua_State *L)
 	}
 	sqlite3_finalize(st);
 	if (rc != SQLITE_DONE)
-		return luaL_error(L, "archive.db: %s", sqlite3_errmsg(db));
+		return db_error(L, db);
 	return 1;
 }
 
@@ -117,13 +136,29 @@ l_exec(lua_State *L)
 	if (store_current()->readonly)
 		return luaL_error(L, "the archive is open read-only");
 	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
-		return luaL_error(L, "archive.db: %s", sqlite3_errmsg(db));
+		return db_error(L, db);
 	bind_args(L, st, 2);
+	/* A statement of its own (no transaction open) does not wait for the
+	 * disk: the WAL keeps it in order, and the next batch's commit (whose
+	 * WAL is flushed, src/sync/archive.c) or a checkpoint makes it
+	 * durable. Only a power loss before that can undo it, and what Lua
+	 * writes (statuses, progress, folder rows, events) is written again
+	 * by the next pass. On the loop, an fsync per status line would stall
+	 * every source and the control socket. */
+	int own = sqlite3_get_autocommit(db);
+	if (own)
+		sqlite3_exec(db, "PRAGMA synchronous = NORMAL", NULL, NULL, NULL);
 	rc = sqlite3_step(st);
 	sqlite3_finalize(st);
+	/* before the pragma below replaces them */
+	int changes = sqlite3_changes(db), code = sqlite3_errcode(db);
+	char msg[512];
+	snprintf(msg, sizeof(msg), "%s", sqlite3_errmsg(db));
+	if (own)
+		sqlite3_exec(db, "PRAGMA synchronous = FULL", NULL, NULL, NULL);
 	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
-		return luaL_error(L, "archive.db: %s", sqlite3_errmsg(db));
-	lua_pushinteger(L, sqlite3_changes(db));
+		return db_error_was(L, db, code, msg);
+	lua_pushinteger(L, changes);
 	return 1;
 }
 
@@ -180,7 +215,7 @@ l_sweep(lua_State *L)
 	sw = lua_newuserdatauv(L, sizeof(*sw), 0);
 	sw->r = NULL;
 	luaL_setmetatable(L, SWEEP_HANDLE);
-	sw->r = reclaim_new(s->data_dir, db_handle(s->db), s->blobs, 0, sweep_report, NULL, err,
+	sw->r = reclaim_new(s->data_dir, db_handle(s->db), 0, sweep_report, NULL, err,
 	    sizeof(err));
 	if (sw->r == NULL)
 		return luaL_error(L, "%s", err);
@@ -197,7 +232,7 @@ check_sweep(lua_State *L)
 	return sw;
 }
 
-/* sweep:step(n) -> "more" | "wait" | "done"; raises on a database error.
+/* sweep:step(n) -> "more" | "done"; raises on a database error.
  * The archive must still be open: the sweep asks it about every file. */
 static int
 l_sweep_step(lua_State *L)
@@ -211,7 +246,6 @@ l_sweep_step(lua_State *L)
 	rc = reclaim_step(sw->r, n > 0 && n < 1000000 ? (unsigned)n : 256);
 	switch (rc) {
 	case RECLAIM_MORE: lua_pushliteral(L, "more"); break;
-	case RECLAIM_WAIT: lua_pushliteral(L, "wait"); break;
 	case RECLAIM_DONE: lua_pushliteral(L, "done"); break;
 	default: return luaL_error(L, "%s", reclaim_error(sw->r));
 	}

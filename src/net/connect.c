@@ -110,6 +110,11 @@ fail_connect(struct net_connect *nc)
 	else if (e == ETIMEDOUT)
 		net_error_set(&err, "timeout", "connecting to %s:%d timed out: check the host and "
 		    "port, and that no firewall drops the connection", nc->host, nc->port);
+	else if (e == ECONNRESET || e == EPIPE)
+		/* accepted, then dropped before the loop saw it connected: the
+		 * same failure as a reset a moment later, not a wrong address */
+		net_error_set(&err, "protocol", "the connection to %s:%d failed: %s", nc->host,
+		    nc->port, strerror(e));
 	else
 		net_error_set(&err, "refused", "cannot connect to %s:%d: %s: verify the host and "
 		    "port, and that this machine can reach the server", nc->host, nc->port,

@@ -5,7 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -17,6 +20,7 @@
 #define BATCH_TEXT_MAX ((size_t)32 << 20)	/* extracted text held for one transaction */
 #define MESSAGE_MAX ((size_t)512 << 20)		/* bigger blobs: headers only */
 #define IDLE_WAIT_MS 500
+#define INDEXER_NICE 10				/* the thread's priority below the loop's */
 #define INSERT_SQL "INSERT INTO fts(rowid, subject, sender, recipient, cc, body, filename, " \
 	"attachment) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
 #define REMOVE_SQL "DELETE FROM fts WHERE rowid = ?1"
@@ -305,6 +309,12 @@ indexer_main(void *arg)
 	char err[512];
 	int failing = 0;
 
+	/* Below the event loop: on a small machine the loop (the network,
+	 * the control socket) must get the CPU first; the index catches up
+	 * when it is idle. On Linux a thread has a nice value of its own (and
+	 * pdftotext, started from here, inherits it). */
+	if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), INDEXER_NICE) < 0)
+		log_debug(NULL, "indexer: cannot lower its priority: %s", strerror(errno));
 	for (;;) {
 		int n = index_run_step(ix->run, 64, err, sizeof(err));
 

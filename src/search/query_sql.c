@@ -139,8 +139,13 @@ static void
 sb_exists(struct comp *c, struct sbuf *b, const struct sbuf *f, const struct sbuf *s,
     int not)
 {
-	sb_str(c, b, not ? "NOT EXISTS (SELECT 1 FROM locations l WHERE l.hash = m.hash" :
-	    "EXISTS (SELECT 1 FROM locations l WHERE l.hash = m.hash");
+	/* By the message's hash, always: a message has a location or two,
+	 * while a source or a folder holds most of the archive (without
+	 * statistics SQLite chose locations(source, folder) and read every
+	 * location of the source for each message). */
+	sb_str(c, b, not ? "NOT EXISTS (SELECT 1 FROM locations l INDEXED BY locations_hash"
+	    " WHERE l.hash = m.hash" :
+	    "EXISTS (SELECT 1 FROM locations l INDEXED BY locations_hash WHERE l.hash = m.hash");
 	if (f) {
 		sb_str(c, b, " AND ");
 		sb_sbuf(c, b, f);
@@ -490,8 +495,28 @@ build(struct comp *c, const struct search_query *q, const struct search_opts *o,
 		split_and(c, k, n, &sp);
 		free(k);
 	}
-	if (sp.npos) {
-		/* the fast path: one MATCH, joined with messages */
+	if (sp.npos && !sp.cond.len && o && o->limit > 0) {
+		/*
+		 * Text only, one page: ranked in fts alone, and only the rows
+		 * that can be on the page (rank up to the page's last one, so
+		 * ties are broken by date as below) looked up in messages. A
+		 * common word matches tens of thousands of messages; looking
+		 * each one up for its date cost more than the search.
+		 */
+		*ranked = 1;
+		sb_pos_not_neg(c, &fts, &sp);
+		sb_str(c, b, "WITH hit(id, rank) AS MATERIALIZED (SELECT rowid, " BM25
+		    " FROM fts WHERE fts MATCH ");
+		sb_param(c, b, SEARCH_PARAM_TEXT, fts.s, 0);
+		match = c->nparams;
+		sb_str(c, b, ")");
+		sb_str(c, &core, "SELECT m.rowid AS rowid, m.hash AS hash, hit.rank AS rank,"
+		    " m.sort_date AS sort_date FROM hit JOIN messages m ON m.rowid = hit.id"
+		    " WHERE hit.rank <= coalesce((SELECT rank FROM hit ORDER BY rank LIMIT 1 OFFSET ");
+		sb_param(c, &core, SEARCH_PARAM_INT, NULL, o->limit + (o->offset > 0 ? o->offset : 0) - 1);
+		sb_str(c, &core, "), 9e999) ORDER BY 3, 4 DESC, 1 DESC");
+	} else if (sp.npos) {
+		/* one MATCH, joined with messages */
 		*ranked = 1;
 		sb_pos_not_neg(c, &fts, &sp);
 		sb_str(c, &core, "SELECT m.rowid AS rowid, m.hash AS hash, " BM25 " AS rank,"

@@ -1,10 +1,13 @@
 #include "store/db.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "search/tokenize.h"
 
@@ -115,7 +118,20 @@ static const char *const migrations[] = {
 	"CREATE TABLE segments ("
 	"  id INTEGER PRIMARY KEY, committed INTEGER NOT NULL DEFAULT 0,"
 	"  sealed INTEGER NOT NULL DEFAULT 0, records INTEGER, sha256 TEXT, created REAL);",
-	/* 4 -> 5: segments on S3 (store/remote.h): the engine id and run
+	/* 4 -> 5: the IMAP view's mailboxes (docs/imap-view.md): UIDs of its
+	 * own, given once and kept, so a client's cache stays right across
+	 * restarts. owner '' for a source's folder (the same for every user),
+	 * a user's name for their All; origin is what a UID stands for
+	 * ("uidvalidity:uid" of the location, or the hash in All). */
+	"CREATE TABLE imap_mailboxes ("
+	"  id INTEGER PRIMARY KEY, owner TEXT NOT NULL, name TEXT NOT NULL,"
+	"  uidvalidity INTEGER NOT NULL, next_uid INTEGER NOT NULL DEFAULT 1, sources TEXT,"
+	"  UNIQUE (owner, name));"
+	"CREATE TABLE imap_uids ("
+	"  mailbox INTEGER NOT NULL, uid INTEGER NOT NULL, hash TEXT NOT NULL, flags TEXT,"
+	"  internaldate INTEGER, origin TEXT NOT NULL, PRIMARY KEY (mailbox, uid));"
+	"CREATE UNIQUE INDEX imap_uids_origin ON imap_uids(mailbox, origin);",
+	/* 5 -> 6: segments on S3 (store/remote.h): the engine id and run
 	 * count, each uploaded part of a segment, a sealed segment's object. */
 	"CREATE TABLE storage_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
 	"CREATE TABLE segment_parts ("
@@ -127,6 +143,7 @@ static const char *const migrations[] = {
 struct archive_db {
 	sqlite3 *db;
 	sqlite3_stmt *stmts[ST_COUNT];
+	int wal_fd;			/* db_wal_fd; -1 until asked */
 };
 
 static double
@@ -181,6 +198,28 @@ fail:
 	return -1;
 }
 
+/*
+ * Waiting for the write lock (the indexer's short transactions, another
+ * process): 5 s in steps of 0.5 ms. SQLite's own busy_timeout sleeps in
+ * steps up to 100 ms, and in the engine the waiter is the event loop:
+ * it would sleep on long after a 2 ms write ended, with every source and
+ * the control socket waiting behind it.
+ */
+#define BUSY_STEP_US	500
+#define BUSY_MAX_US	5000000
+
+static int
+busy_wait(void *ud, int count)
+{
+	struct timespec ts = { 0, BUSY_STEP_US * 1000L };
+
+	(void)ud;
+	if ((long)count * BUSY_STEP_US >= BUSY_MAX_US)
+		return 0;
+	nanosleep(&ts, NULL);
+	return 1;
+}
+
 struct archive_db *
 db_open(const char *data_dir, int readonly, char *err, size_t errlen)
 {
@@ -192,6 +231,7 @@ db_open(const char *data_dir, int readonly, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
+	db->wal_fd = -1;
 	snprintf(path, sizeof(path), "%s/archive.db", data_dir);
 	if (sqlite3_open_v2(path, &db->db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
 		snprintf(err, errlen, "cannot open %s: %s", path,
@@ -201,7 +241,7 @@ db_open(const char *data_dir, int readonly, char *err, size_t errlen)
 	}
 	if (!readonly)
 		chmod(path, 0600);
-	sqlite3_busy_timeout(db->db, 5000);
+	sqlite3_busy_handler(db->db, busy_wait, NULL);
 	/* The index's tokenizer, before the migration that creates the index. */
 	if (search_tokenizer_register(db->db) != SQLITE_OK) {
 		snprintf(err, errlen, "%s: cannot register the search tokenizer: %s", path,
@@ -214,6 +254,10 @@ db_open(const char *data_dir, int readonly, char *err, size_t errlen)
 		 * synchronous=FULL: a commit is durable when it returns. */
 		if (exec(db, "PRAGMA journal_mode = WAL") != SQLITE_OK ||
 		    exec(db, "PRAGMA synchronous = FULL") != SQLITE_OK ||
+		    /* Pages read through a mapping, not a pread each: the
+		     * indexer's writes empty this connection's page cache at
+		     * every transaction, and the loop re-reads the b-trees. */
+		    exec(db, "PRAGMA mmap_size = 268435456") != SQLITE_OK ||
 		    exec(db, "PRAGMA foreign_keys = ON") != SQLITE_OK ||
 		    migrate(db, err, errlen) < 0) {
 			if (!err[0])
@@ -232,6 +276,8 @@ db_close(struct archive_db *db)
 		return;
 	for (int i = 0; i < ST_COUNT; i++)
 		sqlite3_finalize(db->stmts[i]);
+	if (db->wal_fd >= 0)
+		close(db->wal_fd);
 	sqlite3_close(db->db);
 	free(db);
 }
@@ -294,6 +340,53 @@ void
 db_rollback(struct archive_db *db)
 {
 	exec(db, "ROLLBACK");
+}
+
+void
+db_synchronous(struct archive_db *db, int full)
+{
+	exec(db, full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
+}
+
+int
+db_wal_fd(struct archive_db *db)
+{
+	const char *main = sqlite3_db_filename(db->db, "main");
+	char path[4096];
+
+	if (db->wal_fd < 0) {
+		if (main == NULL || !*main) {
+			errno = ENOENT;
+			return -1;
+		}
+		/* The WAL lives as long as the engine's connection: SQLite
+		 * removes it only when the last connection closes. It holds
+		 * no locks (those are on the -shm file), so closing a copy of
+		 * this descriptor releases none of SQLite's. */
+		snprintf(path, sizeof(path), "%s-wal", main);
+		if ((db->wal_fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+			return -1;
+	}
+	return fcntl(db->wal_fd, F_DUPFD_CLOEXEC, 0);
+}
+
+int
+db_savepoint(struct archive_db *db)
+{
+	return exec(db, "SAVEPOINT batch") == SQLITE_OK ? 0 : -1;
+}
+
+int
+db_release(struct archive_db *db)
+{
+	return exec(db, "RELEASE batch") == SQLITE_OK ? 0 : -1;
+}
+
+void
+db_rollback_to(struct archive_db *db)
+{
+	exec(db, "ROLLBACK TO batch");
+	exec(db, "RELEASE batch");
 }
 
 int

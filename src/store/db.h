@@ -29,6 +29,18 @@ const char *db_errmsg(struct archive_db *db);
 int db_begin(struct archive_db *db);
 int db_commit(struct archive_db *db);
 void db_rollback(struct archive_db *db);
+/* A savepoint inside the transaction: released (kept) or rolled back to
+ * (undone, the transaction goes on). */
+int db_savepoint(struct archive_db *db);
+/* synchronous = FULL (1) or NORMAL (0: a commit does not wait for the disk;
+ * see db_wal_fd). */
+void db_synchronous(struct archive_db *db, int full);
+/* A new descriptor of the WAL file, for making commits made with
+ * synchronous = NORMAL durable by an fdatasync of one's own (off the
+ * loop); the caller closes it. -1 with errno. */
+int db_wal_fd(struct archive_db *db);
+int db_release(struct archive_db *db);
+void db_rollback_to(struct archive_db *db);
 
 struct db_folder {
 	int found;

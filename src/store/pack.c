@@ -36,8 +36,9 @@ struct pack_writer {
 	uint64_t spool_len;
 	uint64_t size;
 	char hash[65];
-	char *head;
+	char *head;			/* once spooled: the first bytes (before, mem is) */
 	size_t head_len;
+	int head_dropped;
 	int finished;
 };
 
@@ -190,6 +191,30 @@ seen_add(struct pack_store *ps, const char *hash, const struct pack_location *lo
 	return 0;
 }
 
+/* Forgets what was appended to segment SEG at or past FROM: those bytes are
+ * gone. Forgetting everything (out of memory) is safe too: a lookup then
+ * falls back to archive.db, and the bytes are appended once more. */
+static void
+seen_drop(struct pack_store *ps, int64_t seg, uint64_t from)
+{
+	struct seen *old = ps->seen, *fresh;
+	size_t cap = ps->capseen;
+
+	if (cap == 0)
+		return;
+	if ((fresh = calloc(cap, sizeof(*fresh))) == NULL) {
+		memset(ps->seen, 0, cap * sizeof(*ps->seen));
+		ps->nseen = 0;
+		return;
+	}
+	ps->seen = fresh;
+	ps->nseen = 0;
+	for (size_t i = 0; i < cap; i++)
+		if (old[i].hash[0] && (old[i].loc.segment != seg || old[i].loc.offset < from))
+			seen_add(ps, old[i].hash, &old[i].loc);	/* fewer: never grows */
+	free(old);
+}
+
 /* ---- segments ---------------------------------------------------------- */
 
 static int
@@ -219,9 +244,11 @@ new_segment(struct pack_store *ps, int64_t seg, char *err, size_t errlen)
 	put64(hdr + 8, (uint64_t)seg);
 	if (fd < 0 || pwrite_all(fd, hdr, sizeof(hdr), 0) < 0 || fdatasync(fd) < 0 ||
 	    sync_dir(ps->dir) < 0) {
-		snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+		int e = errno;
+		snprintf(err, errlen, "cannot create %s: %s", path, strerror(e));
 		if (fd >= 0)
 			close(fd);
+		errno = e;
 		return -1;
 	}
 	sqlite3_bind_int64(ps->create, 1, seg);
@@ -232,6 +259,7 @@ new_segment(struct pack_store *ps, int64_t seg, char *err, size_t errlen)
 	if (rc != SQLITE_DONE) {
 		snprintf(err, errlen, "archive.db: %s", sqlite3_errmsg(ps->db));
 		close(fd);
+		errno = sqlite3_errcode(ps->db) == SQLITE_FULL ? ENOSPC : EIO;
 		return -1;
 	}
 	if (ps->fd >= 0)
@@ -239,10 +267,21 @@ new_segment(struct pack_store *ps, int64_t seg, char *err, size_t errlen)
 	ps->fd = fd;
 	ps->seg = seg;
 	ps->end = ps->synced = PACK_HEADER;
-	ps->records = 0;
+	ps->records = ps->records_synced = 0;
 	EVP_DigestInit_ex(ps->sum, EVP_sha256(), NULL);
 	EVP_DigestUpdate(ps->sum, hdr, sizeof(hdr));
+	EVP_MD_CTX_copy_ex(ps->sum_synced, ps->sum);
 	return 0;
+}
+
+/* After a seal whose next segment could not be started (a full disk):
+ * nothing is appended until it is. */
+static int
+open_next(struct pack_store *ps)
+{
+	char err[512];
+
+	return new_segment(ps, ps->seg + 1, err, sizeof(err));
 }
 
 /* The checksum of FD's first UPTO bytes, read again, and its records counted. */
@@ -310,6 +349,8 @@ resume_segment(struct pack_store *ps, int64_t seg, uint64_t committed, char *err
 	ps->fd = fd;
 	ps->seg = seg;
 	ps->end = ps->synced = committed;
+	ps->records_synced = ps->records;
+	EVP_MD_CTX_copy_ex(ps->sum_synced, ps->sum);
 	return 0;
 }
 
@@ -348,19 +389,17 @@ pack_store_open(const char *data_dir, sqlite3 *db, char *err, size_t errlen)
 	ps->fd = -1;
 	ps->db = db;
 	ps->segment_max = PACK_SEGMENT_MAX;
-	{
-		/* tests: small segments without a million messages */
-		const char *m = getenv("EMAILVAULT_SEGMENT_MAX");
-		if (m && strtoull(m, NULL, 10) >= 4096)
-			ps->segment_max = strtoull(m, NULL, 10);
-	}
 	snprintf(buf, sizeof(buf), "%s/packs", data_dir);
 	ps->dir = strdup(buf);
 	snprintf(buf, sizeof(buf), "%s/packs/spool", data_dir);
 	ps->spool_dir = strdup(buf);
 	ps->sum = EVP_MD_CTX_new();
+	ps->sum_synced = EVP_MD_CTX_new();
+	ps->mark = EVP_MD_CTX_new();
+	ps->sum_syncing = EVP_MD_CTX_new();
 	ps->cctx = ZSTD_createCCtx();
-	if (ps->dir == NULL || ps->spool_dir == NULL || ps->sum == NULL || ps->cctx == NULL) {
+	if (ps->dir == NULL || ps->spool_dir == NULL || ps->sum == NULL || ps->sum_synced == NULL ||
+	    ps->mark == NULL || ps->sum_syncing == NULL || ps->cctx == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -434,6 +473,9 @@ pack_store_close(struct pack_store *ps)
 	sqlite3_finalize(ps->seal);
 	sqlite3_finalize(ps->create);
 	EVP_MD_CTX_free(ps->sum);
+	EVP_MD_CTX_free(ps->sum_synced);
+	EVP_MD_CTX_free(ps->mark);
+	EVP_MD_CTX_free(ps->sum_syncing);
 	ZSTD_freeCCtx(ps->cctx);
 	free(ps->seen);
 	free(ps->dir);
@@ -465,15 +507,102 @@ pack_store_appended(const struct pack_store *ps)
 	return ps->appended;
 }
 
+/* A failed fdatasync: the tail since the last good one may not be on the
+ * disk, and Linux reports a writeback error once, so a second fdatasync
+ * would succeed over the hole. The tail is cut off and whatever named it
+ * forgotten; its messages are appended again when they come again. */
+static void
+cut_unsynced(struct pack_store *ps, int why)
+{
+	struct cut *c = &ps->cuts[ps->ncuts % CUTS_KEPT];
+
+	if (ftruncate(ps->fd, (off_t)ps->synced) < 0)
+		log_warn(NULL, "cannot cut the unsynced tail off segment %lld: %s (written over, and "
+		    "cut at the seal or the next start)", (long long)ps->seg, strerror(errno));
+	ps->end = ps->synced;
+	ps->records = ps->records_synced;
+	EVP_MD_CTX_copy_ex(ps->sum, ps->sum_synced);
+	c->seg = ps->seg;
+	c->offset = ps->synced;
+	ps->ncuts++;
+	ps->cut_errno = why;
+	seen_drop(ps, ps->seg, ps->synced);
+}
+
 int
 pack_store_sync(struct pack_store *ps)
 {
-	if (ps->synced == ps->end)
+	if (ps->fd < 0 || ps->synced == ps->end)
 		return 0;
-	if (fdatasync(ps->fd) < 0)
+	if (fdatasync(ps->fd) < 0) {
+		int e = errno;
+		cut_unsynced(ps, e);
+		errno = e;
 		return -1;
+	}
 	ps->synced = ps->end;
+	ps->records_synced = ps->records;
+	EVP_MD_CTX_copy_ex(ps->sum_synced, ps->sum);
 	return 0;
+}
+
+int
+pack_store_check(const struct pack_store *ps, const struct pack_location *loc)
+{
+	const struct cut *c;
+
+	if (loc->segment <= 0 || loc->epoch == PACK_COMMITTED || loc->epoch >= ps->ncuts)
+		return 0;
+	/* The first cut after it was appended decides: a later one is never
+	 * below it (cuts are at synced, which only grows in a segment). */
+	c = &ps->cuts[loc->epoch % CUTS_KEPT];
+	if (ps->ncuts - loc->epoch <= CUTS_KEPT &&
+	    (c->seg != loc->segment || loc->offset < c->offset))
+		return 0;	/* another segment: sealed, so synced, before the cut */
+	errno = ps->cut_errno ? ps->cut_errno : EIO;
+	return -1;
+}
+
+int
+pack_store_sync_begin(struct pack_store *ps, int *fd, int64_t *seg, uint64_t *end)
+{
+	if (ps->fd < 0 || ps->synced == ps->end)
+		return 1;
+	if ((*fd = fcntl(ps->fd, F_DUPFD_CLOEXEC, 0)) < 0)
+		return -1;
+	if (EVP_MD_CTX_copy_ex(ps->sum_syncing, ps->sum) != 1) {
+		close(*fd);
+		errno = ENOMEM;
+		return -1;
+	}
+	ps->records_syncing = ps->records;
+	*seg = ps->seg;
+	*end = ps->end;
+	return 0;
+}
+
+void
+pack_store_sync_end(struct pack_store *ps, int64_t seg, uint64_t end, int err)
+{
+	if (seg != ps->seg)
+		return;		/* sealed meanwhile: a seal syncs everything itself */
+	if (err) {
+		cut_unsynced(ps, err);
+		return;
+	}
+	/* A later append that failed may have cut the file back, never
+	 * below END (it started past it). */
+	if (end > ps->synced && end <= ps->end) {
+		ps->synced = end;
+		ps->records_synced = ps->records_syncing;
+		EVP_MD_CTX_copy_ex(ps->sum_synced, ps->sum_syncing);
+	}
+}
+
+int
+pack_store_full(const struct pack_store *ps)
+{
+	return ps->end >= ps->segment_max;
 }
 
 int
@@ -481,6 +610,8 @@ pack_store_record(struct pack_store *ps)
 {
 	int rc;
 
+	if (ps->fd < 0)
+		return 0;	/* sealed: its row (and its parts, on S3) are final */
 	if (ps->rs)
 		return pack_remote_record(ps);
 	sqlite3_bind_int64(ps->commit, 1, ps->seg);
@@ -511,8 +642,11 @@ pack_seal(struct pack_store *ps)
 	memcpy(trailer, end_magic, 8);
 	put64(trailer + 8, ps->records);
 	memcpy(trailer + 16, md, 32);
-	if (pwrite_all(ps->fd, trailer, sizeof(trailer), ps->end) < 0 || fdatasync(ps->fd) < 0)
-		return -1;
+	/* A tail a failed cut left past the end goes first: the trailer must
+	 * be the file's last bytes. */
+	if (ftruncate(ps->fd, (off_t)ps->end) < 0 ||
+	    pwrite_all(ps->fd, trailer, sizeof(trailer), ps->end) < 0 || fdatasync(ps->fd) < 0)
+		return -1;	/* the trailer is past the end: written over or cut */
 	hex_of(md, hex);
 	sqlite3_bind_int64(ps->seal, 1, ps->seg);
 	sqlite3_bind_int64(ps->seal, 2, (sqlite3_int64)(ps->end + sizeof(trailer)));
@@ -531,19 +665,22 @@ pack_seal(struct pack_store *ps)
 	ps->nseen = 0;
 	if (ps->seen)
 		memset(ps->seen, 0, ps->capseen * sizeof(*ps->seen));
-	if (new_segment(ps, ps->seg + 1, err, sizeof(err)) < 0) {
-		errno = EIO;
-		return -1;
-	}
-	return 0;
+	/* Sealed: never written again, even when the next cannot be started. */
+	close(ps->fd);
+	ps->fd = -1;
+	return new_segment(ps, ps->seg + 1, err, sizeof(err));
 }
 
 int
 pack_store_committed(struct pack_store *ps)
 {
-	if (ps->rs)
-		return pack_remote_committed(ps);
-	if (ps->end >= ps->segment_max && ps->synced == ps->end)
+	/* on S3: the parts just committed are named now; a full segment is
+	 * sealed once all of it is in S3 */
+	if (ps->rs && pack_remote_committed(ps) < 0)
+		return -1;
+	if (ps->fd < 0)
+		return open_next(ps);
+	if (!ps->rs && ps->end >= ps->segment_max && ps->synced == ps->end)
 		return pack_seal(ps);
 	return 0;
 }
@@ -560,8 +697,7 @@ pack_writer_new(struct pack_store *ps)
 	w->ps = ps;
 	w->spool_fd = -1;
 	w->md = EVP_MD_CTX_new();
-	w->head = malloc(PACK_HEAD_MAX);
-	if (w->md == NULL || w->head == NULL || EVP_DigestInit_ex(w->md, EVP_sha256(), NULL) != 1) {
+	if (w->md == NULL || EVP_DigestInit_ex(w->md, EVP_sha256(), NULL) != 1) {
 		pack_writer_free(w);
 		errno = ENOMEM;
 		return NULL;
@@ -613,6 +749,13 @@ start_spool(struct pack_writer *w)
 	}
 	if (spool_write(w, w->mem, w->mem_len, 0) < 0)
 		return -1;
+	/* The header block's bytes stay readable once the raw bytes go. */
+	if (!w->head_dropped) {
+		if ((w->head = malloc(PACK_HEAD_MAX)) == NULL)
+			return -1;
+		w->head_len = w->mem_len < PACK_HEAD_MAX ? w->mem_len : PACK_HEAD_MAX;
+		memcpy(w->head, w->mem, w->head_len);
+	}
 	free(w->mem);
 	w->mem = NULL;
 	w->mem_len = w->mem_cap = 0;
@@ -622,24 +765,27 @@ start_spool(struct pack_writer *w)
 int
 pack_writer_write(struct pack_writer *w, const void *data, size_t len)
 {
-	if (len == 0)		/* an empty body: DATA may be NULL */
-		return 0;
-	if (w->head && w->head_len < PACK_HEAD_MAX) {
-		size_t take = PACK_HEAD_MAX - w->head_len < len ? PACK_HEAD_MAX - w->head_len : len;
-		memcpy(w->head + w->head_len, data, take);
-		w->head_len += take;
-	}
+	if (len == 0)
+		return 0;	/* an empty body: there may be no buffer to copy into */
 	EVP_DigestUpdate(w->md, data, len);
 	w->size += len;
-	if (w->spool_fd >= 0)
+	if (w->spool_fd >= 0) {
+		/* Only a spooled message copies its first bytes aside; a small
+		 * one's are its buffer. */
+		if (w->head && w->head_len < PACK_HEAD_MAX) {
+			size_t take = PACK_HEAD_MAX - w->head_len < len ? PACK_HEAD_MAX - w->head_len : len;
+			memcpy(w->head + w->head_len, data, take);
+			w->head_len += take;
+		}
 		return spool_write(w, data, len, 0);
+	}
 	if (w->mem_len + len > SPOOL_MEM) {
 		if (start_spool(w) < 0)
 			return -1;
 		return spool_write(w, data, len, 0);
 	}
 	if (w->mem_len + len > w->mem_cap) {
-		size_t cap = w->mem_cap ? w->mem_cap : 16384;
+		size_t cap = w->mem_cap ? w->mem_cap : 16384;	/* pack_writer_expect: none */
 		while (cap < w->mem_len + len)
 			cap *= 2;
 		char *grown = realloc(w->mem, cap);
@@ -687,6 +833,14 @@ pack_writer_size(const struct pack_writer *w)
 const char *
 pack_writer_head(const struct pack_writer *w, size_t *len)
 {
+	if (w->head_dropped) {
+		*len = 0;
+		return NULL;
+	}
+	if (w->spool_fd < 0) {
+		*len = w->mem_len < PACK_HEAD_MAX ? w->mem_len : PACK_HEAD_MAX;
+		return w->mem;
+	}
 	*len = w->head_len;
 	return w->head;
 }
@@ -697,6 +851,20 @@ pack_writer_drop_head(struct pack_writer *w)
 	free(w->head);
 	w->head = NULL;
 	w->head_len = 0;
+	w->head_dropped = 1;
+}
+
+int
+pack_writer_expect(struct pack_writer *w, uint64_t size)
+{
+	/* The announced size of a small message: one buffer, no regrowing
+	 * (a literal's size is the server's word: bounded by SPOOL_MEM). */
+	if (w->mem_cap == 0 && size > 0 && size <= SPOOL_MEM) {
+		if ((w->mem = malloc((size_t)size)) == NULL)
+			return -1;
+		w->mem_cap = (size_t)size;
+	}
+	return 0;
 }
 
 /* A copy of W's bytes already stored: in archive.db or appended lately. */
@@ -715,6 +883,7 @@ already_stored(struct pack_writer *w, struct pack_location *loc)
 	rc = sqlite3_step(ps->lookup);
 	if (rc == SQLITE_ROW) {
 		found = 1;
+		loc->epoch = PACK_COMMITTED;
 		if (sqlite3_column_type(ps->lookup, 0) == SQLITE_NULL) {
 			loc->segment = -1;	/* a blob file of the old layout */
 		} else {
@@ -785,10 +954,17 @@ pack_writer_append(struct pack_writer *w, struct pack_location *loc)
 	void *packed = NULL;
 	size_t plen = 0;
 	int codec, rc;
-	uint64_t start = ps->end;
+	uint64_t start;
 
 	if (!w->finished) {
 		errno = EINVAL;
+		return -1;
+	}
+	if (ps->fd < 0 && open_next(ps) < 0)
+		return -1;
+	start = ps->end;
+	if (EVP_MD_CTX_copy_ex(ps->mark, ps->sum) != 1) {
+		errno = ENOMEM;
 		return -1;
 	}
 	if (w->spool_fd < 0) {
@@ -827,12 +1003,11 @@ pack_writer_append(struct pack_writer *w, struct pack_location *loc)
 		/* Nothing names these bytes and the segment ends where it did: a
 		 * full disk leaves no half record behind a later one. */
 		int e = errno;
-		if (ftruncate(ps->fd, (off_t)start) == 0) {
-			ps->end = start;
-			if (ps->synced > start)
-				ps->synced = start;
-			rehash(ps, ps->fd, start);	/* a checksum cannot be unwound */
-		}
+		ps->end = start;
+		EVP_MD_CTX_copy_ex(ps->sum, ps->mark);
+		if (ftruncate(ps->fd, (off_t)start) < 0)
+			log_warn(NULL, "cannot cut a failed record off segment %lld: %s (written over, "
+			    "and cut at the seal or the next start)", (long long)ps->seg, strerror(errno));
 		errno = e;
 		return -1;
 	}
@@ -840,6 +1015,7 @@ pack_writer_append(struct pack_writer *w, struct pack_location *loc)
 	loc->offset = start;
 	loc->length = plen;
 	loc->codec = codec;
+	loc->epoch = ps->ncuts;
 	ps->records++;
 	ps->appended++;
 	seen_add(ps, w->hash, loc);
@@ -915,4 +1091,137 @@ fail:
 		errno = e;
 	}
 	return -1;
+}
+
+/* ---- reading in chunks --------------------------------------------------- */
+
+#define STREAM_IN	(64 * 1024)
+
+struct pack_stream {
+	int fd;				/* our own (dup) */
+	uint64_t at, left;		/* stored bytes: next offset, how many remain */
+	uint64_t raw_left;		/* raw bytes still to give */
+	int codec;
+	ZSTD_DStream *z;
+	unsigned char *in;
+	ZSTD_inBuffer zin;
+	EVP_MD_CTX *md;
+	unsigned char want[32];
+};
+
+struct pack_stream *
+pack_stream_open(int fd, const struct pack_location *loc, const char *hash, uint64_t raw_size)
+{
+	unsigned char hdr[PACK_RECORD_HEADER];
+	struct pack_stream *s = calloc(1, sizeof(*s));
+
+	if (s == NULL)
+		return NULL;
+	s->fd = -1;
+	if (unhex(hash, s->want) < 0 || pread_all(fd, hdr, sizeof(hdr), loc->offset) < 0)
+		goto fail;
+	if (memcmp(hdr, rec_magic, 4) != 0 || hdr[4] != loc->codec || get64(hdr + 16) !=
+	    loc->length || get64(hdr + 8) != raw_size || memcmp(hdr + 24, s->want, 32) != 0) {
+		errno = EIO;
+		goto fail;
+	}
+	s->codec = loc->codec;
+	s->at = loc->offset + sizeof(hdr);
+	s->left = loc->length;
+	s->raw_left = raw_size;
+	if ((s->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0 || (s->md = EVP_MD_CTX_new()) == NULL ||
+	    EVP_DigestInit_ex(s->md, EVP_sha256(), NULL) != 1)
+		goto fail;
+	if (s->codec == PACK_ZSTD && ((s->z = ZSTD_createDStream()) == NULL ||
+	    (s->in = malloc(STREAM_IN)) == NULL)) {
+		errno = ENOMEM;
+		goto fail;
+	}
+	return s;
+fail:
+	{
+		int e = errno;
+		pack_stream_close(s);
+		errno = e;
+	}
+	return NULL;
+}
+
+/* The last bytes given: the hash must be the record's. */
+static ssize_t
+stream_end(struct pack_stream *s)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+
+	if (EVP_DigestFinal_ex(s->md, md, &mdlen) != 1 || memcmp(md, s->want, 32) != 0) {
+		errno = EIO;
+		return -1;
+	}
+	return 0;
+}
+
+ssize_t
+pack_stream_read(struct pack_stream *s, void *buf, size_t cap)
+{
+	size_t got = 0;
+
+	if (s->raw_left == 0) {
+		int rc = s->md ? (int)stream_end(s) : 0;
+		EVP_MD_CTX_free(s->md);
+		s->md = NULL;
+		return rc;
+	}
+	if (cap > s->raw_left)
+		cap = (size_t)s->raw_left;
+	if (s->codec == PACK_RAW) {
+		if (pread_all(s->fd, buf, cap, s->at) < 0)
+			return -1;
+		s->at += cap;
+		s->left -= cap;
+		got = cap;
+	} else {
+		ZSTD_outBuffer out = { buf, cap, 0 };
+		while (out.pos == 0) {
+			if (s->zin.pos == s->zin.size) {
+				size_t n = s->left < STREAM_IN ? (size_t)s->left : STREAM_IN;
+				if (n == 0) {
+					errno = EIO;	/* the frame ends before the message */
+					return -1;
+				}
+				if (pread_all(s->fd, s->in, n, s->at) < 0)
+					return -1;
+				s->at += n;
+				s->left -= n;
+				s->zin.src = s->in;
+				s->zin.size = n;
+				s->zin.pos = 0;
+			}
+			size_t rc = ZSTD_decompressStream(s->z, &out, &s->zin);
+			if (ZSTD_isError(rc)) {
+				errno = EIO;
+				return -1;
+			}
+		}
+		got = out.pos;
+	}
+	s->raw_left -= got;
+	if (EVP_DigestUpdate(s->md, buf, got) != 1) {
+		errno = EIO;
+		return -1;
+	}
+	return (ssize_t)got;
+}
+
+void
+pack_stream_close(struct pack_stream *s)
+{
+	if (s == NULL)
+		return;
+	if (s->fd >= 0)
+		close(s->fd);
+	ZSTD_freeDStream(s->z);
+	free(s->in);
+	EVP_MD_CTX_free(s->md);
+	free(s);
 }

@@ -18,16 +18,35 @@ struct seen {
 	struct pack_location loc;
 };
 
+/* Where the unsynced tail of a segment was cut off after a failed
+ * fdatasync: the locations appended before it and at or past OFFSET name
+ * bytes that may be lost. The last CUTS_KEPT are kept; a location older
+ * than those is taken as lost (it is fetched again, nothing worse). */
+#define CUTS_KEPT 16
+
+struct cut {
+	int64_t seg;
+	uint64_t offset;
+};
+
 struct pack_store {
 	char *dir, *spool_dir;
 	sqlite3 *db;
 	sqlite3_stmt *lookup, *commit, *seal, *create;
-	int fd;				/* the open segment */
+	int fd;				/* the open segment; -1 after a seal until the next opens */
 	int64_t seg;
 	uint64_t end;			/* where the next record goes */
 	uint64_t synced;		/* durable up to here */
 	uint64_t records;		/* in the open segment */
+	uint64_t records_synced;	/* of those, before synced */
 	EVP_MD_CTX *sum;		/* of the open segment's bytes, in order */
+	EVP_MD_CTX *sum_synced;		/* the same as of synced */
+	EVP_MD_CTX *mark;		/* the same before the record being appended */
+	EVP_MD_CTX *sum_syncing;	/* the same as of the end a sync off the loop is at */
+	uint64_t records_syncing;
+	struct cut cuts[CUTS_KEPT];	/* cut number n at n % CUTS_KEPT */
+	uint64_t ncuts;
+	int cut_errno;			/* why the last cut was made */
 	ZSTD_CCtx *cctx;
 	struct seen *seen;
 	size_t nseen, capseen;		/* open addressing, capseen a power of 2 */

@@ -285,10 +285,13 @@ start_upload(struct pack_store *ps)
 {
 	struct remote_side *rs = ps->rs;
 
-	if (rs->uploading || ps->end <= rs->uploaded)
+	/* Only what is durable on the disk goes up: a failed sync cuts the
+	 * tail off at ps->synced, and bytes in S3 past that point would be
+	 * other bytes once the file is appended to again. */
+	if (rs->uploading || ps->fd < 0 || ps->synced <= rs->uploaded)
 		return;
 	rs->upload_off = rs->uploaded;
-	rs->upload_end = ps->end;
+	rs->upload_end = ps->synced;
 	remote_part_key(rs->r, ps->seg, rs->upload_off, rs->run, rs->upload_key,
 	    sizeof(rs->upload_key));
 	snprintf(rs->upload_key + strlen(rs->upload_key), sizeof(rs->upload_key) -
@@ -318,13 +321,13 @@ pack_store_durable(struct pack_store *ps, pack_durable_fn done, void *ud, uint64
 
 	if (rs == NULL)
 		return pack_store_sync(ps) < 0 ? -1 : 0;
-	if (ps->end <= rs->uploaded)
-		return 0;
+	if (ps->fd < 0 || ps->synced <= rs->uploaded)
+		return 0;	/* sealed (it goes up whole), or all in S3 */
 	if ((w = calloc(1, sizeof(*w))) == NULL)
 		return -1;
 	w->ticket = *ticket = ++rs->next_ticket;
 	w->seg = ps->seg;
-	w->need = ps->end;
+	w->need = ps->synced;
 	w->done = done;
 	w->ud = ud;
 	for (tail = &rs->waiters; *tail; tail = &(*tail)->next)
@@ -388,8 +391,8 @@ pack_remote_committed(struct pack_store *ps)
 	    (rs->nunrec - rs->nrecording) * sizeof(*rs->unrecorded));
 	rs->nunrec -= rs->nrecording;
 	rs->nrecording = 0;
-	if (ps->end >= ps->segment_max && rs->uploaded == ps->end && !rs->uploading &&
-	    rs->waiters == NULL && rs->nunrec == 0)
+	if (ps->fd >= 0 && ps->end >= ps->segment_max && ps->synced == ps->end &&
+	    rs->uploaded == ps->end && !rs->uploading && rs->waiters == NULL && rs->nunrec == 0)
 		return pack_seal(ps);
 	return 0;
 }

@@ -195,3 +195,95 @@ store_reader_get(struct store_reader *r, const char *hash, size_t max, char **da
 		return -1;
 	return pack_read(fd, &loc, hash, size, data, len);
 }
+
+/* ---- streams ---------------------------------------------------------------- */
+
+struct store_stream {
+	struct pack_stream *ps;		/* a packed message */
+	int fd;				/* or a blob file of the old layout */
+	uint64_t left;
+};
+
+struct store_stream *
+store_reader_stream(struct store_reader *r, const char *hash, uint64_t *size)
+{
+	struct pack_location loc;
+	struct store_stream *s;
+	int rc, packed, fd;
+
+	if (!store_hash_valid(hash)) {
+		errno = EINVAL;
+		return NULL;
+	}
+	sqlite3_bind_text(r->where, 1, hash, -1, SQLITE_STATIC);
+	rc = sqlite3_step(r->where);
+	if (rc != SQLITE_ROW) {
+		sqlite3_reset(r->where);
+		errno = rc == SQLITE_DONE ? ENOENT : EIO;
+		return NULL;
+	}
+	packed = sqlite3_column_type(r->where, 0) != SQLITE_NULL;
+	loc.segment = sqlite3_column_int64(r->where, 0);
+	loc.offset = (uint64_t)sqlite3_column_int64(r->where, 1);
+	loc.length = (uint64_t)sqlite3_column_int64(r->where, 2);
+	loc.codec = sqlite3_column_int(r->where, 3);
+	*size = (uint64_t)sqlite3_column_int64(r->where, 4);
+	sqlite3_reset(r->where);
+	if ((s = calloc(1, sizeof(*s))) == NULL)
+		return NULL;
+	s->fd = -1;
+	s->left = *size;
+	if (packed) {
+		if ((fd = segment_fd(r, loc.segment)) < 0 ||
+		    (s->ps = pack_stream_open(fd, &loc, hash, *size)) == NULL) {
+			int e = errno;
+			free(s);
+			errno = e;
+			return NULL;
+		}
+		return s;
+	}
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/%.2s/%.2s/%s", r->root, hash, hash + 2, hash);
+	if ((s->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0) {
+		int e = errno;
+		free(s);
+		errno = e;
+		return NULL;
+	}
+	return s;
+}
+
+ssize_t
+store_stream_read(struct store_stream *s, void *buf, size_t cap)
+{
+	ssize_t n;
+
+	if (s->ps)
+		return pack_stream_read(s->ps, buf, cap);
+	if (s->left == 0)
+		return 0;
+	if (cap > s->left)
+		cap = (size_t)s->left;
+	do
+		n = read(s->fd, buf, cap);
+	while (n < 0 && errno == EINTR);
+	if (n == 0) {
+		errno = EIO;		/* shorter than recorded: the file changed */
+		return -1;
+	}
+	if (n > 0)
+		s->left -= (uint64_t)n;
+	return n;
+}
+
+void
+store_stream_close(struct store_stream *s)
+{
+	if (s == NULL)
+		return;
+	pack_stream_close(s->ps);
+	if (s->fd >= 0)
+		close(s->fd);
+	free(s);
+}

@@ -9,6 +9,7 @@
  */
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 struct store_reader;
 
@@ -23,6 +24,19 @@ void store_reader_close(struct store_reader *r);
  */
 int store_reader_get(struct store_reader *r, const char *hash, size_t max, char **data,
     size_t *len);
+
+/*
+ * The same in chunks, without holding the message: a stream over its bytes
+ * (*SIZE gets how many), NULL with errno. store_stream_read gives up to CAP
+ * bytes, 0 at the end, -1 with errno (EIO: a packed message did not hash
+ * to its name; what was given is then not the message). A stream stays
+ * valid after other reads and keeps its own descriptor; the reader must
+ * outlive it.
+ */
+struct store_stream;
+struct store_stream *store_reader_stream(struct store_reader *r, const char *hash, uint64_t *size);
+ssize_t store_stream_read(struct store_stream *s, void *buf, size_t cap);
+void store_stream_close(struct store_stream *s);
 
 /* 1 if HASH is a well-formed message id (64 lower-case hex digits). */
 int store_hash_valid(const char *hash);

@@ -9,7 +9,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "store/blob.h"
 
 /* The walk: blobs/ (d[0]), blobs/ab/ (d[1]), blobs/ab/cd/ (d[2]). Open
  * directories are kept across steps; entries added or removed meanwhile may
@@ -19,7 +18,6 @@ struct reclaim {
 	char name[2][3];	/* "ab" and "cd" of the open d[1] and d[2] */
 	int depth;		/* deepest open level, -1 when done */
 	sqlite3_stmt *named;
-	struct blob_store *bs;
 	int dry_run;
 	reclaim_fn fn;
 	void *ud;
@@ -41,8 +39,8 @@ is_hex(const char *s, size_t want)
 }
 
 struct reclaim *
-reclaim_new(const char *data_dir, sqlite3 *db, struct blob_store *bs, int dry_run,
-    reclaim_fn fn, void *ud, char *err, size_t errlen)
+reclaim_new(const char *data_dir, sqlite3 *db, int dry_run, reclaim_fn fn, void *ud,
+    char *err, size_t errlen)
 {
 	struct reclaim *r = calloc(1, sizeof(*r));
 	char root[4096];
@@ -51,7 +49,6 @@ reclaim_new(const char *data_dir, sqlite3 *db, struct blob_store *bs, int dry_ru
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	r->bs = bs;
 	r->dry_run = dry_run;
 	r->fn = fn;
 	r->ud = ud;
@@ -188,8 +185,6 @@ reclaim_step(struct reclaim *r, unsigned budget)
 		return RECLAIM_ERROR;
 	if (r->depth < 0)
 		return RECLAIM_DONE;
-	if (r->bs && !r->dry_run && blob_store_unsettled(r->bs) > 0)
-		return RECLAIM_WAIT;	/* a batch may still record what it published */
 	while (budget-- > 0) {
 		struct dirent *de = readdir(r->d[r->depth]);
 

@@ -8,24 +8,22 @@
  * archive.db about that one file right before it is unlinked.
  *
  * That last-moment check is what makes it safe, given one more rule: no
- * batch may be between publishing and committing while a step runs. In the
- * engine that holds because commit_batch publishes and commits in one
- * synchronous call, and a step refuses to run (RECLAIM_WAIT) while any
- * published blob writer is still alive (blob_store_unsettled); offline the
+ * record may name a blob that is not yet committed. Nothing writes blob
+ * files any more (the pack store replaced them), so in the engine only
+ * store/migrate.c changes them, and it records a message's new place
+ * before it removes the file, within one synchronous step; offline the
  * caller must hold DATA/engine.lock.
  *
- * A later pack store replaces one-file-per-blob: this interface (new, step,
- * counts, free) is what callers see; only this file knows the layout.
+ * Only an archive that still has files of the old layout has any.
  */
 #include <stddef.h>
 #include <stdint.h>
 
 #include <sqlite3.h>
 
-struct blob_store;
 struct reclaim;
 
-enum { RECLAIM_DONE = 0, RECLAIM_MORE = 1, RECLAIM_WAIT = 2, RECLAIM_ERROR = -1 };
+enum { RECLAIM_DONE = 0, RECLAIM_MORE = 1, RECLAIM_ERROR = -1 };
 
 struct reclaim_counts {
 	uint64_t scanned;	/* blob files looked at */
@@ -40,15 +38,13 @@ struct reclaim_counts {
 typedef void (*reclaim_fn)(void *ud, const char *hash, uint64_t size, int err);
 
 /*
- * A sweep of DATA_DIR/blobs that checks names against DB. BS, when not
- * NULL, is the engine's blob store: steps wait while it has unsettled
- * writers. DRY_RUN only reports orphans (emailvault verify). NULL with ERR.
+ * A sweep of DATA_DIR/blobs that checks names against DB. DRY_RUN only
+ * reports orphans (emailvault verify). NULL with ERR.
  */
-struct reclaim *reclaim_new(const char *data_dir, sqlite3 *db, struct blob_store *bs,
-    int dry_run, reclaim_fn fn, void *ud, char *err, size_t errlen);
-/* Looks at up to BUDGET directory entries: RECLAIM_MORE, RECLAIM_DONE,
- * RECLAIM_WAIT (nothing done: try again on a later turn), or RECLAIM_ERROR
- * (archive.db could not be asked; nothing more is removed). */
+struct reclaim *reclaim_new(const char *data_dir, sqlite3 *db, int dry_run, reclaim_fn fn,
+    void *ud, char *err, size_t errlen);
+/* Looks at up to BUDGET directory entries: RECLAIM_MORE, RECLAIM_DONE, or
+ * RECLAIM_ERROR (archive.db could not be asked; nothing more is removed). */
 int reclaim_step(struct reclaim *r, unsigned budget);
 const struct reclaim_counts *reclaim_counts(const struct reclaim *r);
 /* The database's message after RECLAIM_ERROR. */

@@ -175,7 +175,7 @@ sweep_orphans(const char *data_dir, sqlite3 *db, int reclaim, FILE *out, struct 
     char *err, size_t errlen)
 {
 	struct orphan_report o = { out, reclaim };
-	struct reclaim *sw = reclaim_new(data_dir, db, NULL, !reclaim, report_orphan, &o, err,
+	struct reclaim *sw = reclaim_new(data_dir, db, !reclaim, report_orphan, &o, err,
 	    errlen);
 	const struct reclaim_counts *c;
 	int rc;

@@ -7,6 +7,9 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
 
 #include "imap/client.h"
 #include "imap/format.h"
@@ -14,6 +17,7 @@
 #include "mime/headers.h"
 #include "store/pack.h"
 #include "store/db.h"
+#include "store/syncer.h"
 
 #define UIDSET_MAX 4000		/* bytes of one command's UID set */
 #define LISTING_SLACK 10000	/* new mail that may arrive while a folder is listed */
@@ -46,6 +50,7 @@ struct batch {
 	char *refused;			/* the tagged NO, when the server refused */
 	struct entry *head, *tail;
 	struct batch *next;
+	struct batch *rnext;		/* in the queue of batches to commit */
 };
 
 struct uid_size {
@@ -61,10 +66,8 @@ struct archive_job {
 	size_t ntodo, captodo;
 	size_t max_listed;		/* distinct new UIDs the folder can hold */
 	struct batch *batches;		/* in command order */
-	struct batch *ready;		/* answered, waiting for S3 before they commit, in order */
-	int awaiting;			/* the first of them waits for an upload */
-	uint64_t ticket;		/* that wait */
 	int pending;			/* commands not yet answered */
+	int queued;			/* answered batches waiting for the commit */
 	int failed, done;
 	struct net_error err;
 	struct archive_progress prog;
@@ -202,11 +205,41 @@ storage_fail(struct archive_job *j, const char *what)
 		job_fail(j, "storage", "%s in %s: %s", what, pack_store_dir(j->p.packs), strerror(e));
 }
 
+/* Why archive.db refused, into BUF: taken before any rollback, whose own
+ * message would replace SQLite's ("no transaction is active" after a
+ * COMMIT that failed on a full disk and rolled back by itself). */
+static void
+db_failure(struct archive_db *db, char *buf, size_t len)
+{
+	sqlite3 *h = db_handle(db);
+	int code = sqlite3_errcode(h) & 0xff;
+	const char *path = sqlite3_db_filename(h, "main");
+
+	if (code == SQLITE_FULL)
+		snprintf(buf, len, "cannot record messages in archive.db: the disk holding %s is "
+		    "full (%s); free some space: archiving goes on by itself then",
+		    path && *path ? path : "archive.db", sqlite3_errmsg(h));
+	else
+		snprintf(buf, len, "cannot record messages in archive.db: %s", sqlite3_errmsg(h));
+}
+
+/* A failed sync (of this group or an earlier one) may have cut off bytes
+ * an entry of B names: then B is not recorded (its UIDs are fetched
+ * again), and errno says why. */
+static int
+batch_cut_off(const struct batch *b, const struct pack_store *ps)
+{
+	for (const struct entry *e = b->head; e; e = e->next)
+		if (e->kept && pack_store_check(ps, &e->loc) < 0)
+			return 1;
+	return 0;
+}
+
 /* Reports the end once every command has been answered. */
 static void
 maybe_finish(struct archive_job *j)
 {
-	if (j->done || j->pending > 0 || j->ready || j->awaiting)
+	if (j->done || j->pending > 0 || j->queued > 0)
 		return;
 	j->done = 1;
 	j->p.on_done(j->p.ud, &j->prog, j->failed ? &j->err : NULL);
@@ -371,7 +404,7 @@ body_begin(void *ud, const struct imap_literal_info *li)
 	}
 	pack_writer_free(b->cur);
 	b->cur = pack_writer_new(j->p.packs);
-	if (b->cur == NULL) {
+	if (b->cur == NULL || pack_writer_expect(b->cur, li->size) < 0) {
 		job_fail(j, "storage", "out of memory receiving a message of %s", j->folder);
 		return -1;
 	}
@@ -406,8 +439,10 @@ body_end(void *ud)
 		return 0;
 	}
 	if (b->cur && pack_writer_finish(b->cur) < 0) {
+		/* The job fails; the connection stays usable for the retry. */
 		storage_fail(b->job, "cannot spool a message");
-		return -1;
+		pack_writer_free(b->cur);
+		b->cur = NULL;
 	}
 	return 0;
 }
@@ -489,7 +524,7 @@ add_message(struct archive_job *j, const struct imap_response *r, uint32_t uid,
 	if (n == NULL || imap_parse_internaldate(imap_node_bytes(n, &hlen), &e->internaldate) < 0)
 		e->internaldate = -1;
 	head = pack_writer_head(w, &hlen);
-	e->headers = mime_headers_parse(head, hlen);
+	e->headers = mime_headers_parse(head ? head : "", hlen);
 	pack_writer_drop_head(w);	/* a batch would hold 256 KiB per message */
 	if (j->p.filter) {
 		message_of(j, e, &m);
@@ -635,25 +670,22 @@ record_missing(struct archive_job *j, struct batch *b, struct missing *out, size
 	return 0;
 }
 
+/* Records batch B inside the open transaction: its messages, locations,
+ * skips, what did not come, the folder's new last UID. 0, or -1 (the
+ * caller rolls back to the batch's savepoint). */
 static int
-commit_batch(struct archive_job *j, struct batch *b, struct missing *missing, size_t *nmissing)
+record_batch(struct archive_job *j, struct batch *b, struct missing *missing, size_t *nmissing)
 {
 	struct archive_db *db = j->p.db;
 	struct entry *e;
 
-	/* 1. the bytes appended for it durable (for a store on S3: uploaded,
-	 * before this is called), 2. the records. */
-	if (!pack_store_is_remote(j->p.packs) && pack_store_sync(j->p.packs) < 0)
-		goto storage;
-	if (db_begin(db) < 0)
-		goto database;
 	for (e = b->head; e; e = e->next) {
 		if (db_pending_delete(db, j->source, j->folder, j->p.uidvalidity, e->uid) < 0)
-			goto rollback;
+			return -1;
 		if (!e->kept) {
 			if (db_skip_add(db, j->source, j->folder, j->p.uidvalidity, e->uid, e->size,
 			    e->skip_reason) < 0)
-				goto rollback;
+				return -1;
 			continue;
 		}
 		struct db_message m;
@@ -688,29 +720,11 @@ commit_batch(struct archive_job *j, struct batch *b, struct missing *missing, si
 		if (db_message_add(db, &m, NULL) < 0 ||
 		    db_location_add(db, j->source, j->folder, j->p.uidvalidity, e->uid, m.hash,
 		    e->flags, e->internaldate) < 0)
-			goto rollback;
+			return -1;
 	}
 	if (record_missing(j, b, missing, nmissing) < 0)
-		goto rollback;
-	if (pack_store_record(j->p.packs) < 0 ||
-	    db_folder_set_progress(db, j->source, j->folder, b->max_uid) < 0 || db_commit(db) < 0)
-		goto rollback;
-	if (pack_store_committed(j->p.packs) < 0)
-		log_warn(j->source, "cannot seal the full segment now (tried again after the next "
-		    "batch): %s", strerror(errno));
-	if (crash_after_batches >= 0 && ++commits_so_far >= crash_after_batches) {
-		log_error(j->source, "crash injection: abort after %ld batches", commits_so_far);
-		abort();
-	}
-	return 0;
-storage:
-	storage_fail(j, "cannot make the messages durable");
-	return -1;
-rollback:
-	db_rollback(db);
-database:
-	job_fail(j, "storage", "cannot record messages in archive.db: %s", db_errmsg(db));
-	return -1;
+		return -1;
+	return db_folder_set_progress(db, j->source, j->folder, b->max_uid);
 }
 
 static int send_batch(struct archive_job *j, const uint32_t *uids, size_t n);
@@ -834,58 +848,413 @@ split_batch(struct archive_job *j, const struct missing *missing, size_t n)
 	free(uids);
 }
 
-/* Commits B and reports its messages (split when the server refused). */
+/*
+ * The commit. Batches whose commands were answered queue up; at the end of
+ * the loop's turn (or once the group ahead is done) every queued batch,
+ * whatever its source or folder, is committed as one group:
+ *
+ * 1. the open segment made durable: fdatasync on the syncer thread;
+ *    for a store on S3 then those durable bytes uploaded as one part
+ *    (answered 200 with their checksum: store/pack_remote.c), the loop
+ *    going on meanwhile; a failed sync cuts the tail off before anything
+ *    of it goes up, and a failed upload fails the group's jobs;
+ * 2. on the loop, one transaction with a savepoint per batch (one that
+ *    fails is undone alone and fails its job), committed without an fsync
+ *    (synchronous = NORMAL);
+ * 3. the WAL made durable: fdatasync on the syncer thread again;
+ * 4. then the batches are reported (counters, hooks, the job's end).
+ *
+ * The order of writes is that of a batch committed alone: bytes durable,
+ * then the records naming them, and nothing is said to be archived before
+ * its records are durable. On a busy disk one fdatasync takes up to a
+ * quarter of a second: on the loop, with fifty sources importing, the
+ * control socket and every other source would wait behind each. When the
+ * segment is full (it is sealed after the commit, which needs every byte
+ * durable) or there is no thread, the group is committed on the loop as
+ * before, with synchronous = FULL.
+ */
+struct group {
+	struct batch **v;		/* NULL: a batch of a job abandoned meanwhile */
+	size_t n;
+	struct missing **missing;	/* per batch once recorded (NULL: not recorded) */
+	size_t *nmissing;
+	struct pack_store *ps;
+	struct archive_db *db;
+	struct event_base *base;
+	int64_t seg;			/* step 1: the segment and length to be durable */
+	uint64_t end;
+	int on_loop;			/* step 2 on the loop (full segment, no thread) */
+	int uploading;			/* step 1 on S3: waiting for the part (ticket) */
+	uint64_t ticket;
+};
+
+static struct batch *ready_head, **ready_tail = &ready_head;
+static int flush_scheduled;
+static struct syncer *syncer;
+static struct group *inflight;
+
+static void schedule_flush(struct event_base *base);
+
 static void
-commit_and_report(struct archive_job *j, struct batch *b)
+drop_batch(struct batch *b)
 {
-	struct missing *missing = malloc(b->nuids * sizeof(*missing));
-	size_t nmissing = 0;
+	struct archive_job *j = b->job;
 
-	if (missing == NULL)
-		job_fail(j, "storage", "out of memory");
-	else if (commit_batch(j, b, missing, &nmissing) == 0) {
-		report_batch(j, b, missing, nmissing);
-		if (nmissing > 0 && missing[0].fate == MISSING_SPLIT)
-			split_batch(j, missing, nmissing);
-	}
-	free(missing);
-}
-
-static void pump_ready(struct archive_job *j);
-
-static void
-uploaded(void *ud, const char *error)
-{
-	struct archive_job *j = ud;
-
-	j->awaiting = 0;
-	if (error)
-		job_fail(j, "storage", "cannot store the messages in S3: %s", error);
-	pump_ready(j);
-}
-
-/* The answered batches of a job on S3, in order: each commits once what
- * was appended for it is stored (one upload may cover several). */
-static void
-pump_ready(struct archive_job *j)
-{
-	while (j->ready && !j->awaiting) {
-		struct batch *b = j->ready;
-		if (!j->failed) {
-			int rc = pack_store_durable(j->p.packs, uploaded, j, &j->ticket);
-			if (rc == 1) {
-				j->awaiting = 1;
-				return;
-			}
-			if (rc < 0)
-				storage_fail(j, "cannot make the messages durable");
-		}
-		j->ready = b->next;
-		if (!j->failed)
-			commit_and_report(j, b);
-		free_batch(b);
-	}
+	j->queued--;
+	free_batch(b);
 	maybe_finish(j);
+}
+
+static void
+group_free(struct group *g)
+{
+	for (size_t i = 0; i < g->n; i++) {
+		if (g->missing)
+			free(g->missing[i]);
+		if (g->v[i])
+			drop_batch(g->v[i]);
+	}
+	free(g->missing);
+	free(g->nmissing);
+	free(g->v);
+	free(g);
+}
+
+static void
+group_fail(struct group *g, const char *what, const char *detail)
+{
+	for (size_t i = 0; i < g->n; i++)
+		if (g->v[i])
+			job_fail(g->v[i]->job, "storage", "%s%s", what, detail);
+}
+
+/* Step 4: the group's records are durable. */
+static void
+report_group(struct group *g)
+{
+	for (size_t i = 0; i < g->n; i++) {
+		struct batch *b = g->v[i];
+		struct archive_job *j;
+		if (b == NULL || g->missing[i] == NULL)
+			continue;	/* abandoned, or not recorded */
+		j = b->job;
+		if (crash_after_batches >= 0 && ++commits_so_far >= crash_after_batches) {
+			log_error(j->source, "crash injection: abort after %ld batches", commits_so_far);
+			abort();
+		}
+		report_batch(j, b, g->missing[i], g->nmissing[i]);
+		if (!j->failed && g->nmissing[i] > 0 && g->missing[i][0].fate == MISSING_SPLIT)
+			split_batch(j, g->missing[i], g->nmissing[i]);
+	}
+}
+
+/* The group is over: its batches go, the next group may start. */
+static void
+group_done(struct group *g)
+{
+	struct event_base *base = g->base;
+
+	if (inflight == g)
+		inflight = NULL;
+	group_free(g);
+	if (ready_head)
+		schedule_flush(base);
+}
+
+static void
+wal_synced(void *ud, int err)
+{
+	struct group *g = ud;
+
+	if (err) {
+		errno = err;
+		group_fail(g, "cannot make archive.db durable: ", strerror(err));
+	} else {
+		report_group(g);
+	}
+	group_done(g);
+}
+
+/* Step 2 (and 3 unless ON_LOOP): the transaction. With ON_LOOP the commit
+ * waits for the disk. */
+static void
+commit_group(struct group *g, int on_loop)
+{
+	struct archive_db *db = g->db;
+	int failed = 0, wal = -1;
+	char why[512] = "";
+
+	g->missing = calloc(g->n, sizeof(*g->missing));
+	g->nmissing = calloc(g->n, sizeof(*g->nmissing));
+	if (g->missing == NULL || g->nmissing == NULL) {
+		group_fail(g, "out of memory", "");
+		goto out;
+	}
+	if (!on_loop && (wal = db_wal_fd(db)) < 0)
+		on_loop = 1;	/* no WAL to sync by hand: SQLite syncs it */
+	if (!on_loop)
+		db_synchronous(db, 0);
+	if (db_begin(db) < 0) {
+		db_failure(db, why, sizeof(why));
+		failed = 1;
+		goto out;
+	}
+	for (size_t i = 0; i < g->n; i++) {
+		struct batch *b = g->v[i];
+		struct archive_job *j;
+		if (b == NULL)
+			continue;
+		j = b->job;
+		/* A job that failed since (or on an earlier batch of this
+		 * group) records nothing more: its later batches would move
+		 * last_uid past what is not recorded. */
+		if (j->failed)
+			continue;
+		if ((g->missing[i] = malloc(b->nuids * sizeof(**g->missing))) == NULL) {
+			job_fail(j, "storage", "out of memory");
+			continue;
+		}
+		if (batch_cut_off(b, g->ps)) {
+			storage_fail(j, "cannot make the messages durable");
+			free(g->missing[i]);
+			g->missing[i] = NULL;
+			continue;
+		}
+		if (db_savepoint(db) < 0 || record_batch(j, b, g->missing[i], &g->nmissing[i]) < 0) {
+			char said[512];
+			db_failure(db, said, sizeof(said));
+			db_rollback_to(db);	/* after: it replaces the message */
+			job_fail(j, "storage", "%s", said);
+			free(g->missing[i]);
+			g->missing[i] = NULL;
+			continue;
+		}
+		if (db_release(db) < 0) {
+			db_failure(db, why, sizeof(why));
+			failed = 1;
+			break;
+		}
+	}
+	if (failed || pack_store_record(g->ps) < 0 || db_commit(db) < 0) {
+		if (!failed)
+			db_failure(db, why, sizeof(why));
+		db_rollback(db);
+		failed = 1;
+		goto out;
+	}
+	/* on S3 the parts just recorded are forgotten as unrecorded then */
+	if ((on_loop || pack_store_is_remote(g->ps)) && pack_store_committed(g->ps) < 0)
+		log_warn(NULL, "cannot seal the full segment now (tried again after the next "
+		    "batch): %s", strerror(errno));
+out:
+	if (wal >= 0 && !on_loop)
+		db_synchronous(db, 1);
+	if (failed)
+		group_fail(g, why, "");
+	if (!failed && wal >= 0 && g->missing) {
+		if (syncer_start(syncer, wal, wal_synced, g) == 0)
+			return;		/* step 3 */
+		/* cannot happen (the group holds the syncer); be safe */
+		if (fdatasync(wal) < 0)
+			group_fail(g, "cannot make archive.db durable: ", strerror(errno));
+		else
+			report_group(g);
+		close(wal);
+	} else {
+		if (wal >= 0)
+			close(wal);
+		if (!failed && g->missing)
+			report_group(g);
+	}
+	group_done(g);
+}
+
+/* Step 1 on S3 is over: the durable bytes are in S3, or not. */
+static void
+group_uploaded(void *ud, const char *error)
+{
+	struct group *g = ud;
+
+	g->uploading = 0;
+	if (error) {
+		group_fail(g, "cannot store the messages in S3: ", error);
+		group_done(g);
+		return;
+	}
+	commit_group(g, g->on_loop);
+}
+
+/* The segment is durable on the disk: for a store on S3 what that made
+ * durable goes up before anything names it (step 1's second half). */
+static void
+upload_group(struct group *g, int on_loop)
+{
+	int rc;
+
+	if (!pack_store_is_remote(g->ps)) {
+		commit_group(g, on_loop);
+		return;
+	}
+	g->on_loop = on_loop;
+	rc = pack_store_durable(g->ps, group_uploaded, g, &g->ticket);
+	if (rc == 1) {
+		g->uploading = 1;
+		return;
+	}
+	if (rc < 0) {
+		for (size_t i = 0; i < g->n; i++)
+			if (g->v[i])
+				storage_fail(g->v[i]->job, "cannot store the messages in S3");
+		group_done(g);
+		return;
+	}
+	commit_group(g, on_loop);
+}
+
+/* Step 1 on the loop (a full segment, no thread, or the thread refused). */
+static void
+sync_on_loop(struct group *g)
+{
+	if (pack_store_sync(g->ps) < 0) {
+		for (size_t i = 0; i < g->n; i++)
+			if (g->v[i])
+				storage_fail(g->v[i]->job, "cannot make the messages durable");
+		group_done(g);
+		return;
+	}
+	upload_group(g, 1);
+}
+
+/* Step 1's fdatasync is over. */
+static void
+segment_synced(void *ud, int err)
+{
+	struct group *g = ud;
+
+	pack_store_sync_end(g->ps, g->seg, g->end, err);
+	if (err) {
+		errno = err;
+		for (size_t i = 0; i < g->n; i++)
+			if (g->v[i])
+				storage_fail(g->v[i]->job, "cannot make the messages durable");
+		group_done(g);
+		return;
+	}
+	upload_group(g, 0);
+}
+
+static void
+flush_ready(evutil_socket_t fd, short what, void *arg)
+{
+	struct event_base *base = arg;
+	struct batch *b, **tail;
+	struct group *g;
+	size_t n = 0, k;
+	int sfd, rc;
+
+	(void)fd;
+	(void)what;
+	flush_scheduled = 0;
+	if (ready_head == NULL || inflight != NULL)
+		return;		/* the group in flight flushes again when done */
+	if ((g = calloc(1, sizeof(*g))) == NULL)
+		goto oom;
+	/* The queued batches of the first one's store (the engine has one). */
+	g->ps = ready_head->job->p.packs;
+	g->db = ready_head->job->p.db;
+	g->base = base;
+	for (b = ready_head; b; b = b->rnext)
+		n += b->job->p.db == g->db;
+	if ((g->v = malloc(n * sizeof(*g->v))) == NULL) {
+		free(g);
+		goto oom;
+	}
+	for (k = 0, tail = &ready_head; (b = *tail) != NULL;) {
+		if (b->job->p.db == g->db) {
+			g->v[k++] = b;
+			*tail = b->rnext;
+		} else {
+			tail = &b->rnext;
+		}
+	}
+	ready_tail = tail;
+	g->n = n;
+	inflight = g;
+	if (syncer == NULL)
+		syncer = syncer_new(base);
+	if (syncer == NULL || pack_store_full(g->ps)) {
+		sync_on_loop(g);
+		return;
+	}
+	rc = pack_store_sync_begin(g->ps, &sfd, &g->seg, &g->end);
+	if (rc == 0 && syncer_start(syncer, sfd, segment_synced, g) == 0)
+		return;
+	if (rc == 0)
+		close(sfd);
+	if (rc == 1)
+		upload_group(g, 0);	/* nothing to sync: on to the upload or step 2 */
+	else
+		sync_on_loop(g);
+	return;
+oom:
+	while ((b = ready_head) != NULL) {
+		ready_head = b->rnext;
+		job_fail(b->job, "storage", "out of memory");
+		drop_batch(b);
+	}
+	ready_tail = &ready_head;
+}
+
+static void
+schedule_flush(struct event_base *base)
+{
+	static const struct timeval now = { 0, 0 };
+
+	if (!flush_scheduled && event_base_once(base, -1, EV_TIMEOUT, flush_ready, base, &now) == 0)
+		flush_scheduled = 1;
+}
+
+/* The batch's commands were answered: committed at the end of this turn
+ * (or after the group ahead of it). */
+static void
+queue_commit(struct batch *b)
+{
+	struct archive_job *j = b->job;
+
+	b->rnext = NULL;
+	*ready_tail = b;
+	ready_tail = &b->rnext;
+	j->queued++;
+	schedule_flush(j->p.base);
+	if (!flush_scheduled && inflight == NULL)
+		flush_ready(-1, 0, j->p.base);	/* no event: now rather than never */
+}
+
+/* A job abandoned with batches still queued: they go with it. */
+static void
+unqueue_job(struct archive_job *j)
+{
+	struct batch **pp = &ready_head;
+
+	while (*pp) {
+		struct batch *b = *pp;
+		if (b->job == j) {
+			*pp = b->rnext;
+			free_batch(b);
+		} else {
+			pp = &b->rnext;
+		}
+	}
+	ready_tail = &ready_head;
+	while (*ready_tail)
+		ready_tail = &(*ready_tail)->rnext;
+	for (size_t i = 0; inflight && i < inflight->n; i++) {
+		if (inflight->v[i] && inflight->v[i]->job == j) {
+			free_batch(inflight->v[i]);
+			inflight->v[i] = NULL;
+		}
+	}
+	j->queued = 0;
 }
 
 static void
@@ -912,18 +1281,10 @@ batch_done(void *ud, const struct imap_response *r, const struct net_error *err)
 	} else {
 		j->batches = b->next;
 	}
-	if (!j->failed && pack_store_is_remote(j->p.packs)) {
-		/* its bytes go to S3 first; batches commit in order */
-		struct batch **tail;
-		b->next = NULL;
-		for (tail = &j->ready; *tail; tail = &(*tail)->next)
-			;
-		*tail = b;
-		pump_ready(j);
+	if (!j->failed) {
+		queue_commit(b);	/* the job ends after its commit */
 		return;
 	}
-	if (!j->failed)
-		commit_and_report(j, b);
 	free_batch(b);
 	maybe_finish(j);
 }
@@ -964,13 +1325,32 @@ send_batch(struct archive_job *j, const uint32_t *uids, size_t n)
 	return 0;
 }
 
-/* The whole list in batches of at most p.batch UIDs whose set fits in one
+/* How many of the UIDs from OFF go in one command: at most p.batch, and
+ * no more bytes (RFC822.SIZE) than p.batch_bytes, so a folder of big
+ * messages is not asked for as hundreds of MiB in one transaction; a
+ * message over the budget goes alone. */
+static size_t
+batch_take(const struct archive_job *j, size_t off)
+{
+	size_t batch = j->p.batch > 0 ? (size_t)j->p.batch : 200, n = 0;
+	uint64_t bytes = 0;
+
+	while (off + n < j->ntodo && n < batch) {
+		uint64_t size = j->todo[off + n].size;
+		if (n > 0 && j->p.batch_bytes > 0 && bytes + size > j->p.batch_bytes)
+			break;
+		bytes += size;
+		n++;
+	}
+	return n;
+}
+
+/* The whole list in batches (batch_take) whose UID set fits in one
  * command. */
 static int
 send_batches(struct archive_job *j)
 {
 	uint32_t *uids;
-	size_t batch = j->p.batch > 0 ? (size_t)j->p.batch : 200;
 	int rc = 0;
 
 	if (j->ntodo == 0)
@@ -981,13 +1361,18 @@ send_batches(struct archive_job *j)
 	for (size_t i = 0; i < j->ntodo; i++)
 		uids[i] = j->todo[i].uid;
 	for (size_t off = 0; off < j->ntodo && rc == 0;) {
-		size_t take = j->ntodo - off < batch ? j->ntodo - off : batch, used, len;
+		size_t take = batch_take(j, off), used, len;
+		uint64_t bytes = 0;
 		char set[UIDSET_MAX];
 
 		if (imap_format_uidset(set, sizeof(set), uids + off, take, &used, &len) < 0 || used == 0) {
 			rc = -1;
 			break;
 		}
+		for (size_t i = 0; i < used; i++)
+			bytes += j->todo[off + i].size;
+		log_debug(j->source, "fetch batch folder=\"%s\" messages=%zu bytes=%llu", j->folder,
+		    used, (unsigned long long)bytes);
 		rc = send_batch(j, uids + off, used);
 		off += used;
 	}
@@ -1077,19 +1462,44 @@ archive_start(struct imap_client *c, const struct archive_params *p)
 }
 
 void
+archive_shutdown(void)
+{
+	struct batch *b;
+
+	syncer_free(syncer);
+	syncer = NULL;
+	if (inflight) {		/* nobody is told any more: batches just go */
+		if (inflight->uploading)
+			pack_store_durable_cancel(inflight->ps, inflight->ticket);
+		for (size_t i = 0; i < inflight->n; i++) {
+			if (inflight->missing)
+				free(inflight->missing[i]);
+			if (inflight->v[i])
+				free_batch(inflight->v[i]);
+		}
+		free(inflight->missing);
+		free(inflight->nmissing);
+		free(inflight->v);
+		free(inflight);
+		inflight = NULL;
+	}
+	while ((b = ready_head) != NULL) {
+		ready_head = b->rnext;
+		free_batch(b);
+	}
+	ready_tail = &ready_head;
+}
+
+void
 archive_free(struct archive_job *j)
 {
 	struct batch *b, *next;
 
 	if (j == NULL)
 		return;
-	if (j->awaiting)
-		pack_store_durable_cancel(j->p.packs, j->ticket);
+	if (j->queued > 0)
+		unqueue_job(j);
 	for (b = j->batches; b; b = next) {
-		next = b->next;
-		free_batch(b);
-	}
-	for (b = j->ready; b; b = next) {
 		next = b->next;
 		free_batch(b);
 	}

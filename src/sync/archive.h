@@ -10,9 +10,11 @@
  *    each batch, pipelined by the client. Each body streams into a blob
  *    writer (temporary file + SHA-256) as it arrives; when its FETCH response
  *    is complete the filter decides, from the headers, whether it is kept.
- * 3. When a batch's tagged OK arrives: sync the blobs, publish them, sync the
- *    names, then one SQLite transaction records the messages, locations,
- *    skips and the folder's new last UID. Batches commit in order.
+ * 3. When a batch's tagged OK arrives it is queued; at the end of the loop's
+ *    turn every queued batch (of any job) is committed together: one
+ *    fdatasync of the open segment, then one SQLite transaction with a
+ *    savepoint per batch records the messages, locations, skips and each
+ *    folder's new last UID. A job's batches commit in order.
  *
  * A crash at any point loses nothing (the folder's last UID only moves in
  * the transaction that records the messages) and duplicates nothing (blobs
@@ -32,6 +34,7 @@
 
 #include "net/error.h"
 
+struct event_base;
 struct imap_client;
 struct pack_store;
 struct archive_db;
@@ -61,11 +64,13 @@ struct archive_params {
 	uint32_t uidvalidity;
 	uint32_t last_uid;		/* archive UIDs above this */
 	int batch;			/* messages per FETCH and per transaction */
+	uint64_t batch_bytes;		/* and at most these bytes (RFC822.SIZE); 0: no bound */
 	int retry_pending;		/* ask again for the UIDs of pending */
 	int max_attempts;		/* passes without a body before a UID is skipped */
 	uint64_t exists;		/* messages in the folder: bounds the listing */
 	struct pack_store *packs;
 	struct archive_db *db;
+	struct event_base *base;	/* the loop: batches commit at the end of its turn */
 	void *ud;
 	/* 1 keep, 0 skip, -1 error (REASON says why: the job fails, kind "hook"). */
 	int (*filter)(void *ud, const struct archive_msg *m, char *reason, size_t rlen);
@@ -83,5 +88,8 @@ struct archive_job *archive_start(struct imap_client *c, const struct archive_pa
 /* Frees a job after on_done was called. To abandon a running job, close
  * its client silently first (imap_client_close(c, 1)), then free it. */
 void archive_free(struct archive_job *j);
+/* At the engine's end, after every job was freed and before the loop's
+ * base is: the commit thread stopped (a flush it runs is finished first). */
+void archive_shutdown(void);
 
 #endif

@@ -84,7 +84,7 @@ static const char harness[] =
     "  if def.tls ~= true and def.tls ~= false and def.tls ~= 'starttls' then fail('tls') end\n"
     "  if type(def.allow_insecure_cert) ~= 'boolean' then fail('allow_insecure_cert') end\n"
     "  if type(def.poll) ~= 'number' or not (def.poll >= 10) then fail('poll') end\n"
-    "  for _, f in ipairs { 'fetch_batch', 'pipeline' } do\n"
+    "  for _, f in ipairs { 'fetch_batch', 'fetch_batch_bytes', 'pipeline', 'connections' } do\n"
     "    if math.type(def[f]) ~= 'integer' then fail('%s is not an integer', f) end\n"
     "  end\n"
     "  if type(def.folders) ~= 'table' then fail('folders') end\n"

@@ -299,13 +299,15 @@ class Dovecot:
     def __init__(self, user=DEFAULT_USER, password=DEFAULT_PASSWORD, users=None,
                  host="127.0.0.1", autocreate_special=True, extra_conf="",
                  start_timeout=10.0, auth_failure_delay=0, auth_mechanisms="plain login",
-                 passdb_first=""):
+                 passdb_first="", nice=0):
         """users: optional dict or list of (user, password); the first one becomes
         self.user/self.password (otherwise user/password are the single account).
         extra_conf: text appended to dovecot.conf (e.g. 'imap_capability = ...').
         auth_mechanisms: what the server offers (e.g. 'plain login xoauth2 oauthbearer').
         passdb_first: passdb blocks placed before the passwd-file one (an oauth2 passdb).
-        autocreate_special: create+subscribe Sent/Trash/Drafts/Junk automatically."""
+        autocreate_special: create+subscribe Sent/Trash/Drafts/Junk automatically.
+        nice: the server's processes run at this nice value (a test of the client's
+        latency on a small machine: the server would be on another one)."""
         if users is None:
             users = [(user, password)]
         elif isinstance(users, dict):
@@ -328,6 +330,7 @@ class Dovecot:
         self.auth_failure_delay = auth_failure_delay
         self.auth_mechanisms = auth_mechanisms
         self.passdb_first = passdb_first
+        self.nice = nice
         self.tls_port = self.plain_port = None
         self.tmpdir = self.conf = self.log_path = self.cert_path = self.key_path = None
         self.cert_sha256 = None
@@ -525,6 +528,11 @@ service imap-login {{
             f.write(conf)
         os.chmod(self.conf, 0o644)
 
+    def _preexec(self):
+        _set_pdeathsig()
+        if self.nice:
+            os.nice(self.nice)
+
     def _spawn(self):
         # -F keeps the master in the foreground as our child, so we can reap it and
         # tie its life to ours (PDEATHSIG); otherwise identical to `dovecot -c conf`.
@@ -532,7 +540,7 @@ service imap-login {{
         try:
             self.proc = subprocess.Popen(
                 [DOVECOT_BIN, "-F", "-c", self.conf], stdin=subprocess.DEVNULL,
-                stdout=errf, stderr=errf, start_new_session=True, preexec_fn=_set_pdeathsig,
+                stdout=errf, stderr=errf, start_new_session=True, preexec_fn=self._preexec,
                 close_fds=True)
         finally:
             errf.close()

@@ -145,6 +145,11 @@ class AlertsTest(AlertsBase):
         self.assertIn("no INBOX for ***", alerts[0]["text"])        # the server's words, not the password
         self.assertLessEqual(len(alerts), (time.time() - t0) // INTERVAL + 1, alerts)
         self.assertSpaced(alerts)
+        # the error as the engine keeps it, not only as it prints it
+        self.assertIs(self.e.eval(
+            "for _ = 1, 100 do local e = vault.status('flappy').error if e then "
+            "return e.message:find('no INBOX for', 1, true) ~= nil and not e.message:find(%s, 1, true) end "
+            "vault.sleep(0.05) end return 'no error seen'" % json.dumps(srv.password)), True)
         # fixed: whatever the last alert said, the last one says it recovered
         broken[0] = False
         deadline = time.time() + 3 * INTERVAL + 5

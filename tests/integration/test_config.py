@@ -230,7 +230,9 @@ class CheckTest(unittest.TestCase):
         }
         for name, body in bodies.items():
             self.write(name + ".lua", body + "\n")
-        r = self.check_quickly()
+        # Each file is stopped by its instruction count or, on a slow (or
+        # sanitizer) build, by its 5 s wall-clock limit at the latest.
+        r = self.check_quickly(seconds=5 * len(bodies) + 15)
         self.assertEqual(r.returncode, 1)
         for name in bodies:
             self.assertRegex(r.stderr, re.escape(os.path.join(self.dir, name + ".lua")) +

@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "check.h"
 #include "paths.h"
 #include "store/blob.h"
@@ -14,20 +16,30 @@
 
 static char dir[] = "/tmp/ev-reclaim-XXXXXX";
 
-/* A finished, published blob holding TEXT; its hash into HASH. The writer
- * is returned alive (its batch has not recorded it yet). */
-static struct blob_writer *
-publish(struct blob_store *bs, const char *text, char hash[65])
+/* A blob file of the old layout holding TEXT; its hash into HASH. */
+static void
+put_blob(struct blob_store *bs, const char *text, char hash[65])
 {
-	struct blob_writer *w = blob_writer_new(bs);
-	int existed;
+	static const char hex[] = "0123456789abcdef";
+	unsigned char md[32];
+	char path[4096];
+	unsigned int mdlen = 0;
+	int fd;
 
-	CHECK(w != NULL);
-	CHECK_INT(blob_writer_write(w, text, strlen(text)), 0);
-	CHECK_INT(blob_writer_finish(w), 0);
-	CHECK_INT(blob_writer_publish(w, &existed), 0);
-	snprintf(hash, 65, "%s", blob_writer_hash(w));
-	return w;
+	CHECK(EVP_Digest(text, strlen(text), md, &mdlen, EVP_sha256(), NULL) == 1);
+	for (int i = 0; i < 32; i++) {
+		hash[2 * i] = hex[md[i] >> 4];
+		hash[2 * i + 1] = hex[md[i] & 15];
+	}
+	hash[64] = '\0';
+	blob_store_path(bs, hash, path, sizeof(path));
+	*strrchr(path, '/') = '\0';
+	CHECK_INT(paths_mkdir_p(path, 0700), 0);
+	blob_store_path(bs, hash, path, sizeof(path));
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	CHECK(fd >= 0);
+	CHECK(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+	close(fd);
 }
 
 static void
@@ -80,39 +92,27 @@ count_report(void *ud, const char *hash, uint64_t size, int err)
 }
 
 static void
-test_orphans_go_recorded_and_unsettled_stay(void)
+test_orphans_go_recorded_stay(void)
 {
-	char err[512], kept[65], orphan[65], pending[65];
+	char err[512], kept[65], orphan[65];
 	struct blob_store *bs = blob_store_open(dir, err, sizeof(err));
 	struct archive_db *db = db_open(dir, 0, err, sizeof(err));
-	struct blob_writer *w;
 	struct reclaim *r;
 	int steps;
 
 	CHECK(bs != NULL && db != NULL);
-	w = publish(bs, "recorded\r\n", kept);
+	put_blob(bs, "recorded\r\n", kept);
 	record(db, kept, 10);
-	blob_writer_free(w);
-	blob_writer_free(publish(bs, "orphan: a crash came before its commit\r\n", orphan));
-	/* a batch between publishing and committing: its writer is alive */
-	w = publish(bs, "about to be committed\r\n", pending);
-	CHECK_INT(blob_store_unsettled(bs), 1);
+	put_blob(bs, "orphan: a crash came before its commit\r\n", orphan);
 
 	reported = 0;
-	r = reclaim_new(dir, db_handle(db), bs, 0, count_report, NULL, err, sizeof(err));
+	r = reclaim_new(dir, db_handle(db), 0, count_report, NULL, err, sizeof(err));
 	CHECK(r != NULL);
-	CHECK_INT(reclaim_step(r, 1000), RECLAIM_WAIT);
-	CHECK(exists(bs, orphan) && exists(bs, pending) && exists(bs, kept));
-	/* the batch commits, then frees its writers */
-	record(db, pending, 23);
-	blob_writer_free(w);
-	CHECK_INT(blob_store_unsettled(bs), 0);
 	CHECK_INT(run_to_end(r, 1, &steps), RECLAIM_DONE);
 	CHECK(steps > 3);	/* one entry per step: many steps */
 	CHECK(exists(bs, kept));
-	CHECK(exists(bs, pending));
 	CHECK(!exists(bs, orphan));
-	CHECK_INT(reclaim_counts(r)->scanned, 3);
+	CHECK_INT(reclaim_counts(r)->scanned, 2);
 	CHECK_INT(reclaim_counts(r)->orphans, 1);
 	CHECK_INT(reclaim_counts(r)->reclaimed, 1);
 	CHECK_INT(reclaim_counts(r)->bytes, strlen("orphan: a crash came before its commit\r\n"));
@@ -134,8 +134,8 @@ test_recorded_after_the_sweep_began_is_kept(void)
 	struct reclaim *r;
 	int steps;
 
-	blob_writer_free(publish(bs, "deduplicated later\r\n", hash));
-	r = reclaim_new(dir, db_handle(db), bs, 0, NULL, NULL, err, sizeof(err));
+	put_blob(bs, "deduplicated later\r\n", hash);
+	r = reclaim_new(dir, db_handle(db), 0, NULL, NULL, err, sizeof(err));
 	CHECK(r != NULL);
 	CHECK_INT(reclaim_step(r, 1), RECLAIM_MORE);	/* begun */
 	record(db, hash, 20);
@@ -196,10 +196,10 @@ test_what_is_not_a_blob_is_left_alone(void)
 	snprintf(path, sizeof(path), "%s/blobs/ab/cd/abcd%.60s", dir, h);
 	CHECK_INT(paths_mkdir_p(path, 0700), 0);
 
-	r = reclaim_new(dir, db_handle(db), bs, 0, NULL, NULL, err, sizeof(err));
+	r = reclaim_new(dir, db_handle(db), 0, NULL, NULL, err, sizeof(err));
 	CHECK(r != NULL);
 	CHECK_INT(run_to_end(r, 7, &steps), RECLAIM_DONE);
-	CHECK_INT(reclaim_counts(r)->scanned, 3);	/* the blobs recorded above */
+	CHECK_INT(reclaim_counts(r)->scanned, 2);	/* the blobs recorded above */
 	CHECK_INT(reclaim_counts(r)->reclaimed, 0);
 	reclaim_free(r);
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
@@ -224,9 +224,9 @@ test_dry_run_counts_and_removes_nothing(void)
 	struct reclaim *r;
 	int steps;
 
-	blob_writer_free(publish(bs, "counted, not removed\r\n", hash));
+	put_blob(bs, "counted, not removed\r\n", hash);
 	reported = 0;
-	r = reclaim_new(dir, db_handle(db), NULL, 1, count_report, NULL, err, sizeof(err));
+	r = reclaim_new(dir, db_handle(db), 1, count_report, NULL, err, sizeof(err));
 	CHECK(r != NULL);
 	CHECK_INT(run_to_end(r, 4096, &steps), RECLAIM_DONE);
 	CHECK_INT(reclaim_counts(r)->orphans, 1);
@@ -249,7 +249,7 @@ test_no_blobs_folder_yet(void)
 	CHECK(mkdtemp(empty) != NULL);
 	db = db_open(empty, 0, err, sizeof(err));
 	CHECK(db != NULL);
-	r = reclaim_new(empty, db_handle(db), NULL, 0, NULL, NULL, err, sizeof(err));
+	r = reclaim_new(empty, db_handle(db), 0, NULL, NULL, err, sizeof(err));
 	CHECK(r != NULL);
 	CHECK_INT(reclaim_step(r, 10), RECLAIM_DONE);
 	reclaim_free(r);
@@ -265,7 +265,7 @@ main(void)
 
 	if (mkdtemp(dir) == NULL)
 		return 1;
-	RUN(test_orphans_go_recorded_and_unsettled_stay);
+	RUN(test_orphans_go_recorded_stay);
 	RUN(test_recorded_after_the_sweep_began_is_kept);
 	RUN(test_what_is_not_a_blob_is_left_alone);
 	RUN(test_dry_run_counts_and_removes_nothing);

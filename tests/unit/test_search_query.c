@@ -29,6 +29,7 @@ static const char schema[] =
     "  internaldate INTEGER, archived_at REAL,"
     "  PRIMARY KEY (source, folder, uidvalidity, uid));"
     "CREATE INDEX locations_hash ON locations(hash);"
+    "CREATE INDEX locations_source_folder ON locations(source, folder);"
     "CREATE INDEX messages_sort_date ON messages(sort_date);"
     "CREATE VIRTUAL TABLE fts USING fts5(subject, sender, recipient, cc, body,"
     "  filename, attachment, tokenize = 'emailvault');";
@@ -592,6 +593,56 @@ test_snippets(void)
 	CHECK_STR(run_opts("zurich", NULL, 0, "|"), "6");
 }
 
+/* The plan of Q as run with a page of 20 (EXPLAIN QUERY PLAN details, "|"). */
+static const char *
+plan(const char *q)
+{
+	static char out[4096];
+	struct search_opts o = { "snippet(fts, -1, '[', ']', '...', 8)", 20, 0 };
+	struct search_query *sq;
+	struct search_sql s;
+	sqlite3_stmt *st;
+	char err[256], *sql;
+	size_t len = 0;
+
+	out[0] = '\0';
+	CHECK_INT(search_query_parse(q, strlen(q), &sq, err, sizeof err, NULL), 0);
+	CHECK_INT(search_query_sql(sq, &o, &s, err, sizeof err), 0);
+	search_query_free(sq);
+	sql = malloc(strlen(s.sql) + 32);
+	sprintf(sql, "EXPLAIN QUERY PLAN %s", s.sql);
+	CHECK_INT(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+	CHECK_INT(search_sql_bind(st, &s), SQLITE_OK);
+	while (sqlite3_step(st) == SQLITE_ROW)
+		len += (size_t)snprintf(out + len, sizeof out - len, "%s|",
+		    (const char *)sqlite3_column_text(st, 3));
+	sqlite3_finalize(st);
+	search_sql_free(&s);
+	free(sql);
+	return out;
+}
+
+/*
+ * The plans that keep a search fast in a big archive: a page of text-only
+ * hits looks up in messages only the rows that can be on it, and locations
+ * are looked up by the message's hash (a source or folder holds most of
+ * them: reading all of its locations for each message was quadratic).
+ */
+static void
+test_plans(void)
+{
+	const char *p = plan("invoice");
+
+	CHECK(strstr(p, "MATERIALIZE hit") != NULL);
+	CHECK(strstr(p, "SCAN fts") != NULL);
+	p = plan("folder:INBOX source:work -invoice");
+	CHECK(strstr(p, "SEARCH l USING INDEX locations_hash (hash=?)") != NULL);
+	CHECK(strstr(p, "locations_source_folder") == NULL);
+	p = plan("zebra -folder:Zoo");
+	CHECK(strstr(p, "SEARCH l USING INDEX locations_hash (hash=?)") != NULL);
+	CHECK(strstr(p, "locations_source_folder") == NULL);
+}
+
 /* LIMIT/OFFSET pages through the same order, in every form of the SQL */
 static void
 test_paging(void)
@@ -618,6 +669,12 @@ test_paging(void)
 			strcat(paged, p);
 		}
 		CHECK_STR(paged, full);
+	}
+	/* equal rank (the same text) across a page boundary: the newer first */
+	for (off = 0; off < 3; off++) {
+		struct search_opts o = { "snippet(fts, -1, '', '', '', 4)", 1, off };
+
+		CHECK_STR(run_opts("quokka", &o, 1, " "), off == 0 ? "t2" : off == 1 ? "t1" : "");
 	}
 	{
 		struct search_opts o = { NULL, 0, NMSGS - 4 };	/* offset alone */
@@ -748,6 +805,7 @@ main(void)
 	RUN(test_sql_shape);
 	RUN(test_snippets);
 	RUN(test_paging);
+	RUN(test_plans);
 	RUN(test_errors);
 	RUN(test_limits);
 	sqlite3_close(db);
