@@ -128,11 +128,12 @@ uploader(void *ud)
 		pthread_mutex_unlock(&r->mu);
 
 		int rc;
+		/* No fdatasync here: the bytes are durable already (the commit
+		 * group's sync, or the seal's), and a second sync on this file
+		 * could take the writeback error that the group's own sync must
+		 * see to cut the tail off (store/pack.c, cut_unsynced). */
 		if (j->fd < 0) {
 			rc = s3_delete(r->client, j->key, &j->err);
-		} else if (fdatasync(j->fd) < 0) {
-			err_set(&j->err, "cannot make the segment durable: %s", strerror(errno));
-			rc = -1;
 		} else {
 			rc = s3_put_fd(r->client, j->key, j->fd, j->off, j->len,
 			    j->if_none_match ? S3_IF_NONE_MATCH : 0, &j->err);

@@ -64,8 +64,8 @@ void remote_segment_key(const struct remote *r, int64_t seg, char *buf, size_t l
 /* DONE runs on the loop with ERR NULL once the object is stored (200 and
  * the expected ETag), else with what went wrong. */
 typedef void (*remote_done_fn)(void *ud, const struct s3_error *err);
-/* Uploads FD's bytes [OFF, OFF+LEN) as KEY (fdatasync'd first). FD is
- * duplicated. IF_NONE_MATCH for parts (immutable). 0, or -1 (ENOMEM). */
+/* Uploads FD's bytes [OFF, OFF+LEN) as KEY; the caller made them durable
+ * on the disk first (the upload does not sync). FD is duplicated. IF_NONE_MATCH for parts (immutable). 0, or -1 (ENOMEM). */
 int remote_upload(struct remote *r, int fd, uint64_t off, uint64_t len, const char *key,
     int if_none_match, remote_done_fn done, void *ud);
 /* Deletes KEY in the background (a failure is logged; the sweep retries). */
