@@ -45,15 +45,50 @@ static struct rule rules[RULES_MAX];
 static int nrules;
 static struct stat ctl_seen;
 
-/* Per descriptor: the span pwritten since the last good sync. */
-#define FDS_MAX 4096
-static off_t dirty_lo[FDS_MAX], dirty_hi[FDS_MAX];
+/* Per file (device and inode, as the kernel's page cache keeps it: any
+ * descriptor of the file, a dup too, syncs and loses the same pages): the
+ * span pwritten since the last good sync. Keyed by descriptor number, a
+ * sync of a dup would lose nothing, and a number reused by another file
+ * would zero a closed file's offsets in it. */
+#define FILES_MAX 256
+struct dirty {
+	dev_t dev;
+	ino_t ino;
+	off_t lo, hi;		/* lo == hi: clean (the slot is free) */
+};
+static struct dirty dirty[FILES_MAX];
+
+/* The slot of FD's file (a free one when CREATE), or NULL. Under lock. */
+static struct dirty *
+dirty_of(int fd, int create)
+{
+	struct stat st;
+	struct dirty *free_slot = NULL;
+
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+		return NULL;
+	for (int i = 0; i < FILES_MAX; i++) {
+		struct dirty *d = &dirty[i];
+		if (d->lo == d->hi) {
+			if (free_slot == NULL)
+				free_slot = d;
+		} else if (d->dev == st.st_dev && d->ino == st.st_ino) {
+			return d;
+		}
+	}
+	if (!create || free_slot == NULL)
+		return NULL;
+	free_slot->dev = st.st_dev;
+	free_slot->ino = st.st_ino;
+	return free_slot;
+}
 
 static ssize_t (*real_write)(int, const void *, size_t);
 static ssize_t (*real_pwrite)(int, const void *, size_t, off_t);
 static ssize_t (*real_pwrite64)(int, const void *, size_t, off_t);
 static int (*real_fdatasync)(int);
 static int (*real_fsync)(int);
+static int (*real_unlink)(const char *);
 
 static void
 resolve(void)
@@ -65,6 +100,7 @@ resolve(void)
 		    "pwrite64");
 		real_fdatasync = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
 		real_fsync = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+		real_unlink = (int (*)(const char *))dlsym(RTLD_NEXT, "unlink");
 	}
 }
 
@@ -163,13 +199,22 @@ fault(int fd, int sync, const char *op)
 static void
 dirtied(int fd, off_t off, ssize_t n)
 {
-	if (fd < 0 || fd >= FDS_MAX || n <= 0)
+	struct dirty *d;
+
+	if (fd < 0 || n <= 0)
 		return;
 	pthread_mutex_lock(&lock);
-	if (dirty_hi[fd] == dirty_lo[fd] || off < dirty_lo[fd])
-		dirty_lo[fd] = off;
-	if (off + n > dirty_hi[fd])
-		dirty_hi[fd] = off + n;
+	if ((d = dirty_of(fd, 1)) != NULL) {
+		if (d->hi == d->lo) {
+			d->lo = off;
+			d->hi = off + n;
+		} else {
+			if (off < d->lo)
+				d->lo = off;
+			if (off + n > d->hi)
+				d->hi = off + n;
+		}
+	}
 	pthread_mutex_unlock(&lock);
 }
 
@@ -180,12 +225,18 @@ synced(int fd, int failed)
 	static const char zeros[65536];
 	off_t lo, hi;
 
-	if (fd < 0 || fd >= FDS_MAX)
+	struct dirty *d;
+
+	if (fd < 0)
 		return;
 	pthread_mutex_lock(&lock);
-	lo = dirty_lo[fd];
-	hi = dirty_hi[fd];
-	dirty_lo[fd] = dirty_hi[fd] = 0;
+	if ((d = dirty_of(fd, 0)) == NULL) {
+		pthread_mutex_unlock(&lock);
+		return;
+	}
+	lo = d->lo;
+	hi = d->hi;
+	d->lo = d->hi = 0;
 	pthread_mutex_unlock(&lock);
 	for (off_t o = lo; failed && o < hi;) {
 		size_t n = hi - o < (off_t)sizeof(zeros) ? (size_t)(hi - o) : sizeof(zeros);
@@ -268,4 +319,23 @@ fsync(int fd)
 	if ((err = real_fsync(fd)) == 0)
 		synced(fd, 0);
 	return err;
+}
+
+/* A removed file's pages go with it: its inode may come back as another
+ * file's, which must not inherit the span. */
+int
+unlink(const char *path)
+{
+	struct stat st;
+
+	resolve();
+	if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+		pthread_mutex_lock(&lock);
+		for (int i = 0; i < FILES_MAX; i++)
+			if (dirty[i].lo != dirty[i].hi && dirty[i].dev == st.st_dev &&
+			    dirty[i].ino == st.st_ino)
+				dirty[i].lo = dirty[i].hi = 0;
+		pthread_mutex_unlock(&lock);
+	}
+	return real_unlink(path);
 }
