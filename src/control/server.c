@@ -97,6 +97,12 @@ client_free(struct client *c)
 	free(c);
 }
 
+static int
+is_interrupt(const unsigned char hdr[FRAME_HEADER])
+{
+	return hdr[0] == 0 && hdr[1] == 0 && hdr[2] == 0 && hdr[3] == 1 && hdr[4] == 'I';
+}
+
 /* Called every so many instructions while a chunk runs and the loop is
  * blocked: looks at the socket itself for an interrupt or a hang-up. */
 static int
@@ -110,9 +116,11 @@ watchdog(void *ud)
 	if (c->interrupted)
 		return 1;
 	in = bufferevent_get_input(c->bev);
+	/* Only a whole interrupt frame (length 1, 'I'): taking the header of a
+	 * longer one would leave its payload to be read as frames of its own. */
 	if (evbuffer_get_length(in) >= FRAME_HEADER) {
 		evbuffer_copyout(in, peek, FRAME_HEADER);
-		if (peek[4] == 'I') {
+		if (is_interrupt(peek)) {
 			evbuffer_drain(in, FRAME_HEADER);
 			return c->interrupted = 1;
 		}
@@ -120,7 +128,7 @@ watchdog(void *ud)
 	r = recv(c->fd, peek, sizeof(peek), MSG_PEEK | MSG_DONTWAIT);
 	if (r == 0)
 		return c->interrupted = 1;	/* the client went away */
-	if (r == FRAME_HEADER && peek[4] == 'I') {
+	if (r == FRAME_HEADER && is_interrupt(peek)) {
 		if (recv(c->fd, peek, sizeof(peek), MSG_DONTWAIT) == FRAME_HEADER)
 			return c->interrupted = 1;
 	}

@@ -20,7 +20,13 @@ from vault import Engine, source_file
 SOURCES = int(os.environ.get("EMAILVAULT_MANY_SOURCES", "50"))
 PER_FOLDER = 120
 FOLDERS = ("INBOX", "Work")
-LATENCY_FAIL = 0.250     # seconds: the target is 100 ms; the margin is for a loaded machine
+# The loop's answers, in seconds. The median tells a loop that waits on the
+# disk per batch (103 ms before the flushes moved to a thread) from one that
+# does not (7-20 ms, also on a loaded machine); a single answer is left a
+# wide margin, as on 2 shared cores one slow answer is the scheduler's as
+# often as the engine's (benchmarks measure: tests/bench/bench_many_sources.py).
+MEDIAN_FAIL = 0.060
+WORST_FAIL = 1.5
 
 
 def user(i):
@@ -80,8 +86,10 @@ class ManySourcesTest(unittest.TestCase):
         self.assertGreater(len(probe.samples), 10)
         # Under AddressSanitizer every instruction of the loop costs 2-3
         # times as much: the bound says nothing about the engine then.
-        bound = LATENCY_FAIL * (3 if archivecheck.sanitized(self.e.proc.pid) else 1)
-        self.assertLess(worst, bound, "the loop was blocked")
+        slow = 3 if archivecheck.sanitized(self.e.proc.pid) else 1
+        self.assertLess(statistics.median(probe.samples), MEDIAN_FAIL * slow,
+                        "the loop waits for something on every batch")
+        self.assertLess(worst, WORST_FAIL * slow, "the loop was blocked")
 
         # Every source complete, each message once.
         total = 0
