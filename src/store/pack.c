@@ -309,8 +309,7 @@ rehash(struct pack_store *ps, int fd, uint64_t upto)
 	return 0;
 }
 
-/* The open segment after a restart: cut back to what was committed, and
- * its checksum so far read again. */
+/* The open segment after a restart: cut back to what was committed. */
 static int
 resume_segment(struct pack_store *ps, int64_t seg, uint64_t committed, char *err, size_t errlen)
 {
@@ -341,16 +340,28 @@ resume_segment(struct pack_store *ps, int64_t seg, uint64_t committed, char *err
 		close(fd);
 		return -1;
 	}
-	if (rehash(ps, fd, committed) < 0) {
-		snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
-		close(fd);
-		return -1;
-	}
+	/* Its checksum is read back before the first append (catch_up), not
+	 * here: a start that appends nothing (a re-sync, every offline
+	 * command) need not read up to 64 MiB. */
 	ps->fd = fd;
 	ps->seg = seg;
 	ps->end = ps->synced = committed;
+	ps->records = ps->records_synced = 0;
+	ps->unhashed = 1;
+	return 0;
+}
+
+/* The resumed segment's checksum and record count, read back once. */
+static int
+catch_up(struct pack_store *ps)
+{
+	if (!ps->unhashed)
+		return 0;
+	if (rehash(ps, ps->fd, ps->end) < 0)
+		return -1;
 	ps->records_synced = ps->records;
 	EVP_MD_CTX_copy_ex(ps->sum_synced, ps->sum);
+	ps->unhashed = 0;
 	return 0;
 }
 
@@ -632,6 +643,10 @@ pack_seal(struct pack_store *ps)
 	EVP_MD_CTX *copy = EVP_MD_CTX_new();
 	int rc;
 
+	if (catch_up(ps) < 0) {
+		EVP_MD_CTX_free(copy);
+		return -1;
+	}
 	if (copy == NULL || EVP_MD_CTX_copy_ex(copy, ps->sum) != 1 ||
 	    EVP_DigestFinal_ex(copy, md, &mdlen) != 1) {
 		EVP_MD_CTX_free(copy);
@@ -961,6 +976,8 @@ pack_writer_append(struct pack_writer *w, struct pack_location *loc)
 		return -1;
 	}
 	if (ps->fd < 0 && open_next(ps) < 0)
+		return -1;
+	if (catch_up(ps) < 0)
 		return -1;
 	start = ps->end;
 	if (EVP_MD_CTX_copy_ex(ps->mark, ps->sum) != 1) {

@@ -44,6 +44,7 @@ struct pack_store {
 	EVP_MD_CTX *mark;		/* the same before the record being appended */
 	EVP_MD_CTX *sum_syncing;	/* the same as of the end a sync off the loop is at */
 	uint64_t records_syncing;
+	int unhashed;			/* resumed: sum and records not read back yet */
 	struct cut cuts[CUTS_KEPT];	/* cut number n at n % CUTS_KEPT */
 	uint64_t ncuts;
 	int cut_errno;			/* why the last cut was made */
