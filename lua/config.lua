@@ -32,6 +32,66 @@ M.ON = { name = "on", noun = "event", order = { "status", "error" }, fields = {
   error = handler("when a source fails"),
 } }
 
+local function str(doc, pattern, what)
+  return { doc = doc, check = function(v)
+    if type(v) ~= "string" or v == "" then return nil, "expected a non-empty string, got " .. loader.type_name(v) end
+    if pattern and not v:find(pattern) then return nil, what end
+    return v
+  end }
+end
+
+local function secret_or_string(doc)
+  return { doc = doc, check = function(v)
+    if secret.is(v) then return v end
+    if type(v) ~= "string" or v == "" then
+      return nil, "expected a string or secret.env/file/command(...), got " .. loader.type_name(v)
+    end
+    return v
+  end }
+end
+
+local function size(doc, min)
+  return { doc = doc, check = function(v)
+    if math.type(v) ~= "integer" or v < min then
+      return nil, "expected a whole number of bytes, at least " .. min .. ", got " .. tostring(v)
+    end
+    return v
+  end }
+end
+
+-- storage = s3 { ... }: the archive's segments on S3-compatible object
+-- storage (docs/storage.md); without it, the data folder holds them.
+M.S3 = { name = "s3", order = { "endpoint", "region", "bucket", "prefix", "access_key",
+  "secret_key", "path_style", "ca_file", "part_size", "multipart_threshold", "segment_size",
+  "cache_size" }, fields = {
+  endpoint = str("http(s)://host[:port] of the S3 service", "^https?://[^/]+/?$",
+    "expected http://host[:port] or https://host[:port], without a path"),
+  region = str("the bucket's region (us-east-1 when not set)"),
+  bucket = str("the bucket", "^[a-z0-9][a-z0-9.-]+[a-z0-9]$",
+    "expected a bucket name: 3-63 lower-case letters, digits, dots and hyphens"),
+  prefix = { doc = "prefix of every object name, e.g. \"archive/\"", check = function(v)
+    if type(v) ~= "string" then return nil, "expected a string, got " .. loader.type_name(v) end
+    if v:sub(1, 1) == "/" then return nil, "must not start with /" end
+    return v
+  end },
+  access_key = secret_or_string("the access key id"),
+  secret_key = secret_or_string("the secret access key"),
+  path_style = { doc = "true: http://host/bucket/key (the default); false: http://bucket.host/key",
+    check = function(v)
+      if type(v) ~= "boolean" then return nil, "expected true or false, got " .. loader.type_name(v) end
+      return v
+    end },
+  ca_file = str("trust only this CA file's certificates (https)"),
+  part_size = size("multipart part size (default 8 MiB)", 5 * 1024),
+  multipart_threshold = size("objects bigger than this are uploaded in parts (default 16 MiB)", 5 * 1024),
+  segment_size = size("segments are sealed and stored whole at this size (default 64 MiB)", 4096),
+  cache_size = size("local segment files kept as a cache (default 1 GiB)", 0),
+} }
+M.S3.fields.endpoint.required = true
+M.S3.fields.bucket.required = true
+M.S3.fields.access_key.required = true
+M.S3.fields.secret_key.required = true
+
 -- serve = imap { listen =, tls =, cert_file =, key_file =, allow_plaintext =,
 --                users = { NAME = { password =, sources = { ... } } } }: the IMAP
 -- view (docs/imap-view.md), applied by lua/serve.lua.
@@ -126,12 +186,13 @@ M.SERVE = { name = "imap", order = { "listen", "tls", "cert_file", "key_file", "
 M.fields = {
   on = { record = M.ON, doc = "event handlers" },
   serve = { made_by = M.SERVE, doc = "the IMAP view" },
+  storage = { made_by = M.S3, doc = "where messages' bytes are kept: s3 { ... } (default: the data folder)" },
 }
-M.order = { "on", "serve" }
+M.order = { "on", "serve", "storage" }
 
 -- Constructors the file may call, by name: name -> schema of its fields
 -- (the schema's name is the constructor's).
-local CONSTRUCTORS = { imap = M.SERVE }
+local CONSTRUCTORS = { imap = M.SERVE, s3 = M.S3 }
 
 local function loopback(listen)
   local host = listen:match("^%[(.*)%]:%d+$") or listen:match("^(.*):%d+$") or ""
@@ -250,7 +311,18 @@ function M.reload(path, required)
   local names = {}
   for _, e in ipairs(M.ON.order) do if def.on[e] then names[#names + 1] = e end end
   log.info(nil, "engine configuration loaded", { file = path, handlers = names })
+  if old and not old.missing and M.storage_text(old) ~= M.storage_text(def) then
+    log.warn(nil, "the storage of emailvault.lua changed: it takes effect when the engine restarts",
+      { file = path })
+  end
   return "loaded"
+end
+
+-- What identifies DEF's storage (for telling a change on reload).
+function M.storage_text(def)
+  local s = def and def.storage
+  if not s then return "local" end
+  return table.concat({ s.endpoint or "", s.bucket or "", s.prefix or "", s.region or "" }, "|")
 end
 
 -- What vault.config() shows.

@@ -156,6 +156,15 @@ function E.reload(reason)
   -- emailvault.lua first: its handlers then see this reload's events.
   local config_result = E.opts.config_file and
     require("config").reload(E.opts.config_file, E.opts.config_required)
+  if reason == "start" then
+    -- before any source: where their messages go must work first
+    local ok, kind, msg = require("storage").start(require("config").current)
+    if not ok then
+      E.start_error = "storage (" .. tostring(kind) .. "): " .. tostring(msg)
+      return nil, E.start_error
+    end
+  end
+  -- the IMAP view reads the store: after the storage started
   if config_result and E.on_config then E.on_config(config_result) end
   local dir = E.opts.sources_dir
   local loaded, err = sources.load_dir(dir)
@@ -236,6 +245,7 @@ function E.start(opts)
   log.info(nil, "engine started", { pid = core.pid(), sources = opts.sources_dir, data = opts.data_dir,
     config = opts.config_file })
   E.reload("start")
+  if E.start_error then return nil, E.start_error end
   if opts.once then
     -- Nothing will run (no source, all broken or paused): done already.
     local running = false

@@ -40,6 +40,10 @@ function vault.reclaim() return require("reclaim").run("vault.reclaim") end
 -- Messages, bytes, unique blobs and what deduplication saved.
 vault.stats = require("stats").stats
 
+-- Where the archive's segments are: { kind = "local" } or { kind = "s3",
+-- engine_id, endpoint (host:port), bucket, prefix, uploading }.
+function vault.storage() return require("storage").view() end
+
 -- Finding and taking out (docs/search.md).
 local A = require "archive"
 vault.search = A.search

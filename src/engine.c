@@ -17,6 +17,7 @@
 #include "lua/archive.h"
 #include "lua/core.h"
 #include "lua/http.h"
+#include "lua/storage.h"
 #include "serve/lua_serve.h"
 #include "lua/imap.h"
 #include "lua/store.h"
@@ -56,6 +57,7 @@ engine_preload_modules(struct vm *vm)
 	vm_preload(vm->L, "vault.store", luaopen_vault_store);
 	vm_preload(vm->L, "vault.archive", luaopen_vault_archive);
 	vm_preload(vm->L, "vault.http", luaopen_vault_http);
+	vm_preload(vm->L, "vault.storage", luaopen_vault_storage);
 	vm_preload(vm->L, "vault.serve", luaopen_vault_serve);
 }
 

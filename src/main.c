@@ -20,6 +20,7 @@
 #include <sqlite3.h>
 
 #include "cli/archive.h"
+#include "cli/storage.h"
 #include "cli/backup.h"
 #include "cli/oauth2.h"
 #include "cli/options.h"
@@ -69,6 +70,10 @@ usage(FILE *f)
 	    "  pause    [--data DIR] ID    stop archiving a source until resumed (kept across restarts)\n"
 	    "  resume   [--data DIR] ID    resume a paused source, or retry one in error now\n"
 	    "  sync     [--data DIR] ID    look for new mail in every folder of a source now\n"
+	    "  storage  check | verify | migrate s3|local [--sources DIR] [--data DIR]\n"
+	    "           [--config FILE]: try emailvault.lua's storage = s3 { ... }, check every\n"
+	    "           object the archive names, move the archive to S3 or back, resumably\n"
+	    "           (docs/storage.md; migrate needs the engine stopped)\n"
 	    "  oauth2 login [--sources DIR] [--data DIR] ID\n"
 	    "           sign a source with password = oauth2{...} in: prints a URL and a code to\n"
 	    "           enter in any browser, then stores the refresh token (docs/oauth2.md)\n"
@@ -563,6 +568,8 @@ main(int argc, char **argv)
 		return cmd_backup(argc - 1, argv + 1);
 	if (strcmp(cmd, "reindex") == 0)
 		return cmd_reindex(argc - 1, argv + 1);
+	if (strcmp(cmd, "storage") == 0)
+		return cmd_storage(argc - 1, argv + 1);
 	if (strcmp(cmd, "oauth2") == 0)
 		return cmd_oauth2(argc - 1, argv + 1);
 	if (strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0 || strcmp(cmd, "sync") == 0)

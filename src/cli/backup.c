@@ -55,6 +55,11 @@ cmd_backup(int argc, char **argv)
 	    (unsigned long long)r.blob_copied, (unsigned long long)r.blob_linked,
 	    (unsigned long long)r.blob_kept, (unsigned long long)r.tokens,
 	    (double)r.bytes_copied / 1e6, (unsigned long long)r.removed, seconds() - start);
+	if (r.seg_remote)
+		printf("%llu sealed segments are only on S3 (not in the local cache): the backup's "
+		    "archive.db names their objects, and a restore reads them from the bucket with "
+		    "the same storage = s3 { ... } (docs/operations.md)\n",
+		    (unsigned long long)r.seg_remote);
 	if (r.damaged) {
 		fprintf(stderr, "emailvault: the archive in %s is damaged (%llu problems above): the "
 		    "backup holds what there is; run emailvault verify --data %s\n", cli.data,

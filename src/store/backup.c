@@ -354,8 +354,9 @@ backup_segments(struct bk *b)
 
 	snprintf(sdir, sizeof(sdir), "%s/packs", b->data);
 	snprintf(odir, sizeof(odir), "%s/packs", b->out);
-	if ((st = prepare2(b, "SELECT id, committed, sealed, sha256 FROM segments ORDER BY id",
-	    NULL)) == NULL)
+	/* object: the segment is whole on S3 (schema 6, store/remote.h) */
+	if ((st = prepare2(b, "SELECT id, committed, sealed, sha256, object FROM segments ORDER BY id",
+	    "SELECT id, committed, sealed, sha256, NULL FROM segments ORDER BY id")) == NULL)
 		return 0;	/* an archive from before the pack store */
 	if (make_dir(b, odir) < 0) {
 		sqlite3_finalize(st);
@@ -366,6 +367,7 @@ backup_segments(struct bk *b)
 		uint64_t committed = (uint64_t)sqlite3_column_int64(st, 1);
 		int sealed = sqlite3_column_int(st, 2), fd, shortp;
 		const char *sha = (const char *)sqlite3_column_text(st, 3);
+		int on_s3 = sealed && sqlite3_column_type(st, 4) != SQLITE_NULL;
 		char src[PATH_MAX], dst[PATH_MAX];
 
 		b->r->segments++;
@@ -386,6 +388,14 @@ backup_segments(struct bk *b)
 			if (errno != ENOENT) {
 				rc = failed(b, "cannot read", src);
 				break;
+			}
+			if (on_s3) {
+				/* evicted from the local cache: S3 holds it whole,
+				 * and the backup's archive.db names its object; it
+				 * is not fetched (the backup reads only the data
+				 * folder, and needs no keys: docs/operations.md) */
+				b->r->seg_remote++;
+				continue;
 			}
 			damaged(b, "segment %s is missing (run emailvault verify --data %s)", src,
 			    b->data);
@@ -764,9 +774,10 @@ write_manifest(struct bk *b)
 	n = snprintf(text, sizeof(text),
 	    "emailvault backup (complete): restore by copying this folder to an empty data folder\n"
 	    "version %s\ncreated %s\ndata %s\nmessages %llu\nsegments %llu\nblobs %llu\n"
-	    "oauth2_tokens %llu\n", EMAILVAULT_VERSION, when, b->data_real,
+	    "oauth2_tokens %llu\nsegments_only_on_s3 %llu\n", EMAILVAULT_VERSION, when, b->data_real,
 	    (unsigned long long)b->r->messages, (unsigned long long)b->r->segments,
-	    (unsigned long long)b->r->blobs, (unsigned long long)b->r->tokens);
+	    (unsigned long long)b->r->blobs, (unsigned long long)b->r->tokens,
+	    (unsigned long long)b->r->seg_remote);
 	snprintf(path, sizeof(path), "%s/%s", b->out, BACKUP_MANIFEST);
 	return install_bytes(b, path, text, n < (int)sizeof(text) ? (size_t)n : sizeof(text) - 1);
 }

@@ -9,7 +9,9 @@
  * each segment up to its committed length (sealed ones never change, so an
  * identical copy already in the backup is kept, or the file is hard-linked
  * on the same filesystem), the old layout's blob files, and the OAuth2
- * tokens. Everything is written under temporary names, synced and renamed;
+ * tokens. A sealed segment of an archive on S3 that is not in the local
+ * cache is not fetched: the backup's archive.db names its object, and the
+ * manifest counts such segments (segments_only_on_s3). Everything is written under temporary names, synced and renamed;
  * DIR/backup.partial says a backup is being written (or was interrupted)
  * and DIR/BACKUP, written last, says it is complete. archive.db is put in
  * place only after every file it names, so at every moment DIR's
@@ -24,6 +26,7 @@
 struct backup_result {
 	uint64_t messages;			/* recorded in the snapshot */
 	uint64_t segments, seg_copied, seg_linked, seg_kept;
+	uint64_t seg_remote;			/* sealed, on S3 only (evicted here): named, not copied */
 	uint64_t blobs, blob_copied, blob_linked, blob_kept;
 	uint64_t tokens;			/* DATA/oauth2 files */
 	uint64_t bytes_copied;

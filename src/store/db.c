@@ -131,6 +131,13 @@ static const char *const migrations[] = {
 	"  mailbox INTEGER NOT NULL, uid INTEGER NOT NULL, hash TEXT NOT NULL, flags TEXT,"
 	"  internaldate INTEGER, origin TEXT NOT NULL, PRIMARY KEY (mailbox, uid));"
 	"CREATE UNIQUE INDEX imap_uids_origin ON imap_uids(mailbox, origin);",
+	/* 5 -> 6: segments on S3 (store/remote.h): the engine id and run
+	 * count, each uploaded part of a segment, a sealed segment's object. */
+	"CREATE TABLE storage_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+	"CREATE TABLE segment_parts ("
+	"  segment INTEGER NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL,"
+	"  key TEXT NOT NULL UNIQUE, PRIMARY KEY (segment, offset));"
+	"ALTER TABLE segments ADD COLUMN object TEXT;",
 };
 
 struct archive_db {

@@ -16,6 +16,7 @@
 
 #include "log.h"
 #include "paths.h"
+#include "store/pack_internal.h"
 
 #define SPOOL_MEM	((size_t)1 << 20)	/* bigger messages spool compressed to a file */
 #define ZSTD_LEVEL	3			/* measured: see docs/performance.md */
@@ -23,49 +24,6 @@
 static const char seg_magic[8] = { 'E', 'V', 'S', 'E', 'G', '0', '0', '1' };
 static const char end_magic[8] = { 'E', 'V', 'E', 'N', 'D', '0', '0', '1' };
 static const char rec_magic[4] = { 'E', 'V', 'M', '1' };
-
-/* Messages appended since the store opened, by hash: a second copy that
- * arrives before the first is committed is not stored twice. */
-struct seen {
-	char hash[65];
-	struct pack_location loc;
-};
-
-/* Where the unsynced tail of a segment was cut off after a failed
- * fdatasync: the locations appended before it and at or past OFFSET name
- * bytes that may be lost. The last CUTS_KEPT are kept; a location older
- * than those is taken as lost (it is fetched again, nothing worse). */
-#define CUTS_KEPT 16
-
-struct cut {
-	int64_t seg;
-	uint64_t offset;
-};
-
-struct pack_store {
-	char *dir, *spool_dir;
-	sqlite3 *db;
-	sqlite3_stmt *lookup, *commit, *seal, *create;
-	int fd;				/* the open segment; -1 after a seal until the next opens */
-	int64_t seg;
-	uint64_t end;			/* where the next record goes */
-	uint64_t synced;		/* durable up to here */
-	uint64_t records;		/* in the open segment */
-	uint64_t records_synced;	/* of those, before synced */
-	EVP_MD_CTX *sum;		/* of the open segment's bytes, in order */
-	EVP_MD_CTX *sum_synced;		/* the same as of synced */
-	EVP_MD_CTX *mark;		/* the same before the record being appended */
-	EVP_MD_CTX *sum_syncing;	/* the same as of the end a sync off the loop is at */
-	uint64_t records_syncing;
-	struct cut cuts[CUTS_KEPT];	/* cut number n at n % CUTS_KEPT */
-	uint64_t ncuts;
-	int cut_errno;			/* why the last cut was made */
-	ZSTD_CCtx *cctx;
-	struct seen *seen;
-	size_t nseen, capseen;		/* open addressing, capseen a power of 2 */
-	uint64_t appended, spool_seq;
-	uint64_t segment_max;
-};
 
 struct pack_writer {
 	struct pack_store *ps;
@@ -351,8 +309,7 @@ rehash(struct pack_store *ps, int fd, uint64_t upto)
 	return 0;
 }
 
-/* The open segment after a restart: cut back to what was committed, and
- * its checksum so far read again. */
+/* The open segment after a restart: cut back to what was committed. */
 static int
 resume_segment(struct pack_store *ps, int64_t seg, uint64_t committed, char *err, size_t errlen)
 {
@@ -383,16 +340,28 @@ resume_segment(struct pack_store *ps, int64_t seg, uint64_t committed, char *err
 		close(fd);
 		return -1;
 	}
-	if (rehash(ps, fd, committed) < 0) {
-		snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
-		close(fd);
-		return -1;
-	}
+	/* Its checksum is read back before the first append (catch_up), not
+	 * here: a start that appends nothing (a re-sync, every offline
+	 * command) need not read up to 64 MiB. */
 	ps->fd = fd;
 	ps->seg = seg;
 	ps->end = ps->synced = committed;
+	ps->records = ps->records_synced = 0;
+	ps->unhashed = 1;
+	return 0;
+}
+
+/* The resumed segment's checksum and record count, read back once. */
+static int
+catch_up(struct pack_store *ps)
+{
+	if (!ps->unhashed)
+		return 0;
+	if (rehash(ps, ps->fd, ps->end) < 0)
+		return -1;
 	ps->records_synced = ps->records;
 	EVP_MD_CTX_copy_ex(ps->sum_synced, ps->sum);
+	ps->unhashed = 0;
 	return 0;
 }
 
@@ -507,6 +476,7 @@ pack_store_close(struct pack_store *ps)
 {
 	if (ps == NULL)
 		return;
+	pack_remote_free(ps);
 	if (ps->fd >= 0)
 		close(ps->fd);
 	sqlite3_finalize(ps->lookup);
@@ -652,7 +622,9 @@ pack_store_record(struct pack_store *ps)
 	int rc;
 
 	if (ps->fd < 0)
-		return 0;	/* sealed: its row is final */
+		return 0;	/* sealed: its row (and its parts, on S3) are final */
+	if (ps->rs)
+		return pack_remote_record(ps);
 	sqlite3_bind_int64(ps->commit, 1, ps->seg);
 	sqlite3_bind_int64(ps->commit, 2, (sqlite3_int64)ps->synced);
 	rc = sqlite3_step(ps->commit);
@@ -662,8 +634,8 @@ pack_store_record(struct pack_store *ps)
 
 /* Writes the trailer, makes it durable and records the seal; then the
  * next segment. Runs between batches, when every byte is committed. */
-static int
-seal(struct pack_store *ps)
+int
+pack_seal(struct pack_store *ps)
 {
 	unsigned char trailer[PACK_TRAILER], md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
@@ -671,6 +643,10 @@ seal(struct pack_store *ps)
 	EVP_MD_CTX *copy = EVP_MD_CTX_new();
 	int rc;
 
+	if (catch_up(ps) < 0) {
+		EVP_MD_CTX_free(copy);
+		return -1;
+	}
 	if (copy == NULL || EVP_MD_CTX_copy_ex(copy, ps->sum) != 1 ||
 	    EVP_DigestFinal_ex(copy, md, &mdlen) != 1) {
 		EVP_MD_CTX_free(copy);
@@ -697,6 +673,8 @@ seal(struct pack_store *ps)
 		errno = EIO;
 		return -1;
 	}
+	if (ps->rs)
+		pack_remote_sealed(ps, ps->seg, ps->fd, ps->end + sizeof(trailer));
 	/* What was appended is committed and sealed now: the map only needs
 	 * what the next segment will hold. */
 	ps->nseen = 0;
@@ -711,10 +689,14 @@ seal(struct pack_store *ps)
 int
 pack_store_committed(struct pack_store *ps)
 {
+	/* on S3: the parts just committed are named now; a full segment is
+	 * sealed once all of it is in S3 */
+	if (ps->rs && pack_remote_committed(ps) < 0)
+		return -1;
 	if (ps->fd < 0)
 		return open_next(ps);
-	if (ps->end >= ps->segment_max && ps->synced == ps->end)
-		return seal(ps);
+	if (!ps->rs && ps->end >= ps->segment_max && ps->synced == ps->end)
+		return pack_seal(ps);
 	return 0;
 }
 
@@ -994,6 +976,8 @@ pack_writer_append(struct pack_writer *w, struct pack_location *loc)
 		return -1;
 	}
 	if (ps->fd < 0 && open_next(ps) < 0)
+		return -1;
+	if (catch_up(ps) < 0)
 		return -1;
 	start = ps->end;
 	if (EVP_MD_CTX_copy_ex(ps->mark, ps->sum) != 1) {

@@ -114,6 +114,31 @@ int pack_writer_store(struct pack_writer *w, int *existed, struct pack_location 
 int pack_writer_append(struct pack_writer *w, struct pack_location *loc);
 void pack_writer_free(struct pack_writer *w);
 
+/* ---- segments on S3 (pack_remote.c, docs/storage.md) ------------------ */
+
+struct remote;
+
+/* From now on what batches append is uploaded to R before they commit;
+ * sealed segments go up whole. Also finishes what a crash interrupted
+ * (sealed segments not uploaded yet). 0, or -1 with ERR. */
+int pack_store_set_remote(struct pack_store *ps, struct remote *r, char *err, size_t errlen);
+int pack_store_is_remote(const struct pack_store *ps);
+/* This store's run: how many times it was opened with a remote. */
+int64_t pack_store_run(const struct pack_store *ps);
+
+/* Called with NULL once what pack_store_durable was asked for is stored
+ * (for a remote store: uploaded), else with why not. */
+typedef void (*pack_durable_fn)(void *ud, const char *error);
+/* A local store: pack_store_sync. On S3: uploads what is durable on the
+ * disk (after pack_store_sync or pack_store_sync_end), never the unsynced
+ * tail a failed sync may cut off. 0 it is stored already (commit now), 1
+ * DONE will be called from the loop (*TICKET names the wait), -1 errno. */
+int pack_store_durable(struct pack_store *ps, pack_durable_fn done, void *ud, uint64_t *ticket);
+/* The wait TICKET ends without its DONE being called. */
+void pack_store_durable_cancel(struct pack_store *ps, uint64_t ticket);
+/* Uploads in flight or waiting. */
+int pack_store_uploading(const struct pack_store *ps);
+
 /* ---- reading ----------------------------------------------------------- */
 
 /* The bytes of the record at LOC of segment file DIR/<segment>.seg (FD

@@ -10,7 +10,9 @@
 
 #include <sqlite3.h>
 
+#include "log.h"
 #include "store/pack.h"
+#include "store/remote.h"
 
 #define FD_CACHE 8
 
@@ -84,6 +86,17 @@ segment_fd(struct store_reader *r, int64_t id)
 	pack_segment_path(r->packs, id, path, sizeof(path));
 	slot->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	slot->id = id;
+	if (slot->fd < 0 && errno == ENOENT && remote_current()) {
+		/* on S3 and not in the local cache (evicted, or never here):
+		 * the whole segment comes back, and stays for the next reads */
+		struct s3_error err;
+		if (remote_fetch_segment(remote_current(), r->db, id, path, &err) < 0) {
+			log_error(NULL, "cannot fetch segment %lld from S3: %s", (long long)id, err.message);
+			errno = EIO;
+			return -1;
+		}
+		slot->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	}
 	return slot->fd;
 }
 

@@ -9,6 +9,7 @@
 #include "store/blob.h"
 #include "store/db.h"
 #include "store/pack.h"
+#include "store/remote.h"
 
 static struct store *current;
 
@@ -59,6 +60,10 @@ store_close(struct store *s)
 		return;
 	if (current == s)
 		current = NULL;
+	/* first: what is in flight ends and is recorded, then its thread
+	 * stops, and no upload's end reaches the packs after */
+	remote_drain(s->remote, 120);
+	remote_close(s->remote);
 	pack_store_close(s->packs);
 	db_close(s->db);
 	blob_store_close(s->blobs);

@@ -9,12 +9,14 @@
 struct blob_store;
 struct pack_store;
 struct archive_db;
+struct remote;
 
 struct store {
 	char *data_dir;
 	struct pack_store *packs;	/* where messages go; NULL when read-only */
 	struct blob_store *blobs;	/* the old layout, while an archive has one */
 	struct archive_db *db;
+	struct remote *remote;		/* segments on S3 too (store/remote.h), or NULL */
 	int readonly;
 };
 

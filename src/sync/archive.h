@@ -7,17 +7,19 @@
  * 1. UID FETCH last+1:* (UID RFC822.SIZE): which UIDs are new, and the
  *    totals for progress. One command, whatever the UIDs' spread.
  * 2. UID FETCH <batch> (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[]) for
- *    each batch, pipelined by the client. Each body streams into a blob
- *    writer (temporary file + SHA-256) as it arrives; when its FETCH response
- *    is complete the filter decides, from the headers, whether it is kept.
+ *    each batch, pipelined by the client. Each body streams into a pack
+ *    writer (the open segment + SHA-256) as it arrives; when its FETCH
+ *    response is complete the filter decides, from the headers, whether it
+ *    is kept.
  * 3. When a batch's tagged OK arrives it is queued; at the end of the loop's
  *    turn every queued batch (of any job) is committed together: one
  *    fdatasync of the open segment, then one SQLite transaction with a
  *    savepoint per batch records the messages, locations, skips and each
- *    folder's new last UID. A job's batches commit in order.
+ *    folder's new last UID. A job's batches commit in order. That part is
+ *    sync/commit.c.
  *
  * A crash at any point loses nothing (the folder's last UID only moves in
- * the transaction that records the messages) and duplicates nothing (blobs
+ * the transaction that records the messages) and duplicates nothing (messages
  * are named by content; locations are keyed by folder, UIDVALIDITY, UID).
  *
  * Nothing is skipped silently. A UID that was asked for but came back with

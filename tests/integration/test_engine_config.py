@@ -73,7 +73,9 @@ class CheckTest(unittest.TestCase):
         self.assertProblem("return {\n  on = {\n    stauts = function() end,\n  },\n}\n", 3, "on.stauts",
                            "unknown event (did you mean 'status'?)")
         self.assertProblem("return {\n  on = {},\n  onn = 1,\n}\n", 3, "onn", "unknown field (did you mean 'on'?)")
-        self.assertProblem("return { storage = 1 }\n", 1, "storage", "unknown field (known fields: on, serve)")
+        self.assertProblem("return { srve = 1 }\n", 1, "srve", "unknown field (did you mean 'serve'?)")
+        self.assertProblem("return { bogus = 1 }\n", 1, "bogus", "unknown field (known fields: on, serve, storage)")
+        self.assertProblem("return { storage = 1 }\n", 1, "storage", "expected s3 { ... }, got number 1")
         self.assertProblem("return { on = 5 }\n", 1, "on", "expected a table { status = ..., error = ... }, got number 5")
         self.assertProblem("return { on = { [1] = print } }\n", 1, "on", "unexpected function without a event name")
         self.assertProblem("return 42\n", 2, "file", "must return a table { on = { ... } } (it returned number 42)")

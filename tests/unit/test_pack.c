@@ -183,6 +183,58 @@ test_uncommitted_bytes_are_cut(void)
 	db_close(db);
 }
 
+/* A segment resumed after a restart (its checksum read back only at the
+ * first append) seals with the checksum and record count of every byte
+ * in it, those from before the restart included. */
+static void
+test_resumed_segment_seals_whole(void)
+{
+	char err[512], h[65], path[4200];
+	struct archive_db *db = db_open(dir, 0, err, sizeof(err));
+	struct pack_store *ps = pack_store_open(dir, db_handle(db), err, sizeof(err));
+	struct pack_location loc;
+	unsigned char *seg, md[32], hdr[PACK_RECORD_HEADER];
+	uint64_t records = 0, rec_trailer = 0;
+	int64_t id;
+	int existed, fd;
+	struct stat st;
+
+	CHECK(ps != NULL);
+	store_one(db, ps, "before the restart\r\n", 20, &existed, &loc, h);
+	id = pack_store_segment(ps);
+	pack_store_close(ps);
+	ps = pack_store_open(dir, db_handle(db), err, sizeof(err));
+	CHECK(ps != NULL);
+	CHECK_INT(pack_store_segment(ps), id);		/* resumed, not a new one */
+	pack_store_set_segment_max(ps, 1);		/* this commit seals */
+	store_one(db, ps, "after the restart\r\n", 19, &existed, &loc, h);
+	CHECK_INT(loc.segment, id);
+	CHECK_INT(pack_store_segment(ps), id + 1);
+	pack_segment_path(pack_store_dir(ps), id, path, sizeof(path));
+	CHECK((fd = open(path, O_RDONLY)) >= 0);
+	CHECK_INT(fstat(fd, &st), 0);
+	CHECK((seg = malloc((size_t)st.st_size)) != NULL);
+	CHECK(pread(fd, seg, (size_t)st.st_size, 0) == st.st_size);
+	close(fd);
+	SHA256(seg, (size_t)st.st_size - PACK_TRAILER, md);
+	CHECK(memcmp(seg + st.st_size - PACK_TRAILER + 16, md, 32) == 0);
+	for (off_t off = PACK_HEADER; off + PACK_RECORD_HEADER <= st.st_size - PACK_TRAILER;) {
+		uint64_t len = 0;
+		memcpy(hdr, seg + off, sizeof(hdr));
+		for (int i = 7; i >= 0; i--)
+			len = len << 8 | hdr[16 + i];
+		records++;
+		off += PACK_RECORD_HEADER + (off_t)len;
+	}
+	for (int i = 7; i >= 0; i--)
+		rec_trailer = rec_trailer << 8 | seg[st.st_size - PACK_TRAILER + 8 + i];
+	CHECK(records >= 2);
+	CHECK_INT(rec_trailer, records);
+	free(seg);
+	pack_store_close(ps);
+	db_close(db);
+}
+
 static void
 test_sealing_and_damage(void)
 {
@@ -235,6 +287,7 @@ main(void)
 		return 1;
 	RUN(test_round_trip_dedup_and_codecs);
 	RUN(test_uncommitted_bytes_are_cut);
+	RUN(test_resumed_segment_seals_whole);
 	RUN(test_sealing_and_damage);
 	{
 		char cmd[128];
