@@ -16,6 +16,8 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "search/body.h"
+#include "search/decode.h"
 #include "search/pdf.h"
 
 #define LEAK_FD 47	/* a descriptor of ours, not close-on-exec */
@@ -129,6 +131,52 @@ test_cannot_run(void)
 	CHECK(no_children());
 }
 
+
+/* "obj" found wherever it is, across the decoder's chunks too; random
+ * bytes without it start no pdftotext. */
+static void
+test_objects_looked_for(void)
+{
+	static const char b64[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t n = 40000;
+	char *raw = malloc(n), *enc = malloc(n * 2);
+	unsigned x = 12345;
+
+	for (size_t i = 0; i < n; i++) {
+		x = x * 1103515245u + 12345u;
+		raw[i] = (char)('A' + (x >> 16) % 26);	/* capitals: never "obj" */
+	}
+	CHECK_INT(body_pdf_has_objects(raw, n, ENC_NONE), 0);
+	/* at the start, at the end, and straddling each chunk edge (8192) */
+	size_t at[] = { 0, n - 3, 8189, 8190, 8191, 8192, 16382, 16383 };
+	for (size_t k = 0; k < sizeof(at) / sizeof(at[0]); k++) {
+		char keep[3];
+		memcpy(keep, raw + at[k], 3);
+		memcpy(raw + at[k], "obj", 3);
+		CHECK_INT(body_pdf_has_objects(raw, n, ENC_NONE), 1);
+		/* the same in base64 with line breaks, decoded in chunks */
+		size_t e = 0, col = 0;
+		for (size_t i = 0; i + 3 <= n; i += 3) {
+			unsigned v = (unsigned char)raw[i] << 16 | (unsigned char)raw[i + 1] << 8 |
+			    (unsigned char)raw[i + 2];
+			enc[e++] = b64[v >> 18 & 63];
+			enc[e++] = b64[v >> 12 & 63];
+			enc[e++] = b64[v >> 6 & 63];
+			enc[e++] = b64[v & 63];
+			if ((col += 4) == 76) {
+				enc[e++] = '\r';
+				enc[e++] = '\n';
+				col = 0;
+			}
+		}
+		CHECK_INT(body_pdf_has_objects(enc, e, ENC_BASE64), (at[k] + 3 <= n / 3 * 3));
+		memcpy(raw + at[k], keep, 3);
+	}
+	free(raw);
+	free(enc);
+}
+
 int
 main(void)
 {
@@ -138,6 +186,7 @@ main(void)
 	}
 	RUN(test_child);
 	RUN(test_cannot_run);
+	RUN(test_objects_looked_for);
 	unlink(script);
 	rmdir(dir);
 	DONE();
