@@ -1,3 +1,4 @@
+#define _GNU_SOURCE	/* memmem */
 /*
  * One leaf part's body into a field: transfer decoding, then for text the
  * charset (with what the first bytes say about it) and HTML to text, for
@@ -126,6 +127,52 @@ pdf_bytes(void *ud, const char *s, size_t n)
 	return 0;
 }
 
+/* Looks for the keyword "obj" across the chunks of a decoded body. */
+struct obj_scan {
+	char tail[2];			/* the last bytes of the chunk before */
+	size_t ntail;
+	int found;
+};
+
+static int
+scan_bytes(void *ud, const char *s, size_t n)
+{
+	struct obj_scan *o = ud;
+	char edge[4];
+	size_t k = n < 2 ? n : 2, m;
+
+	memcpy(edge, o->tail, o->ntail);
+	memcpy(edge + o->ntail, s, k);
+	m = o->ntail + k;
+	if (memmem(edge, m, "obj", 3) || memmem(s, n, "obj", 3)) {
+		o->found = 1;
+		return 0;
+	}
+	/* the last two bytes seen, for the next chunk's edge */
+	if (n >= 2) {
+		memcpy(o->tail, s + n - 2, 2);
+		o->ntail = 2;
+	} else {
+		o->ntail = m < 2 ? m : 2;
+		memcpy(o->tail, edge + m - o->ntail, o->ntail);
+	}
+	return 0;
+}
+
+/* Every page, font and content stream of a PDF is an indirect object
+ * ("12 0 obj"), so bytes without "obj" give no text whatever pdftotext
+ * does with them: a damaged or mislabelled attachment (random bytes named
+ * .pdf) then costs a decode instead of a process. */
+int
+body_pdf_has_objects(const char *body, size_t n, int enc)
+{
+	struct obj_scan o = { .ntail = 0, .found = 0 };
+
+	if (decode_body(body, n, enc, scan_bytes, &o, &o.found) < 0)
+		return 1;
+	return o.found;
+}
+
 int
 body_pdf(const char *body, size_t n, int enc, const struct extract_limits *lim,
     struct tbuf *dest, int *why)
@@ -142,6 +189,8 @@ body_pdf(const char *body, size_t n, int enc, const struct extract_limits *lim,
 		*why = BODY_PDF_BIG;
 		return 0;
 	}
+	if (!body_pdf_has_objects(body, n, enc))
+		return 0;
 	if (pdf_start(&j, lim->pdf_seconds, dest->b->left) == -1)
 		return 0;	/* cannot fork now: the name is still there */
 	rc = decode_body(body, n, enc, pdf_bytes, &j, &stop);

@@ -29,4 +29,8 @@ int body_text(const char *body, size_t n, int enc, const char *charset,
 int body_pdf(const char *body, size_t n, int enc,
     const struct extract_limits *lim, struct tbuf *dest, int *why);
 
+/* Whether a PDF's bytes (encoded as ENC) name an object ("obj") at all:
+ * without one pdftotext can find no text, and body_pdf starts none. */
+int body_pdf_has_objects(const char *body, size_t n, int enc);
+
 #endif

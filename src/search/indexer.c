@@ -19,6 +19,7 @@
 
 #define BATCH_TEXT_MAX ((size_t)32 << 20)	/* extracted text held for one transaction */
 #define MESSAGE_MAX ((size_t)512 << 20)		/* bigger blobs: headers only */
+#define EXTRACTORS_MAX 4			/* threads extracting one batch */
 #define IDLE_WAIT_MS 500
 #define INDEXER_NICE 10				/* the thread's priority below the loop's */
 #define INSERT_SQL "INSERT INTO fts(rowid, subject, sender, recipient, cc, body, filename, " \
@@ -28,7 +29,9 @@
 struct index_run {
 	struct archive_db *adb;
 	sqlite3 *db;
-	struct store_reader *reader;
+	/* one reader per extracting thread: a reader is one thread's */
+	struct store_reader *reader[EXTRACTORS_MAX];
+	int extractors;
 	struct extract_limits lim;
 	sqlite3_stmt *pick, *insert, *remove, *mark, *first_date, *lag;
 };
@@ -36,11 +39,25 @@ struct index_run {
 /* One message between its extraction and the commit. */
 struct pending_row {
 	int64_t rowid;
+	char hash[65];
+	int taken;		/* an extractor had it (the others wait for the next step) */
 	struct extract_text t;
 	int ok;			/* text extracted */
 	int missing;		/* the blob could not be read */
+	int deferred;		/* out of memory: left for the next step */
 	int64_t sort_date;
 	char note[300];
+};
+
+/* One step's extraction, shared by its threads. */
+struct batch {
+	struct index_run *r;
+	struct pending_row *rows;
+	int n;
+	pthread_mutex_t mu;
+	int next;		/* the next row to take */
+	size_t text;		/* text extracted so far */
+	int stop;		/* out of memory: take no more */
 };
 
 static int
@@ -62,7 +79,8 @@ index_run_close(struct index_run *r)
 	sqlite3_finalize(r->first_date);
 	sqlite3_finalize(r->lag);
 	db_close(r->adb);
-	store_reader_close(r->reader);
+	for (int i = 0; i < EXTRACTORS_MAX; i++)
+		store_reader_close(r->reader[i]);
 	free(r);
 }
 
@@ -83,10 +101,15 @@ index_run_open(const char *data_dir, char *err, size_t errlen)
 	 * commit that a power loss undoes takes its `indexed` flags with it: no
 	 * fsync per indexer transaction. */
 	sqlite3_exec(r->db, "PRAGMA synchronous = NORMAL", NULL, NULL, NULL);
-	if ((r->reader = store_reader_open(data_dir)) == NULL) {
-		snprintf(err, errlen, "out of memory");
-		goto fail;
-	}
+	/* Extraction waits for pdftotext children and the disk as much as it
+	 * computes: a thread more than there are cores keeps them busy. */
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	r->extractors = cpus < 1 ? 2 : cpus + 1 > EXTRACTORS_MAX ? EXTRACTORS_MAX : (int)cpus + 1;
+	for (int i = 0; i < r->extractors; i++)
+		if ((r->reader[i] = store_reader_open(data_dir)) == NULL) {
+			snprintf(err, errlen, "out of memory");
+			goto fail;
+		}
 	if (prepare(r, &r->pick, "SELECT rowid, hash, date_unix, first_seen FROM messages "
 	    "WHERE indexed = 0 ORDER BY rowid LIMIT ?1") < 0 ||
 	    prepare(r, &r->insert, INSERT_SQL) < 0 || prepare(r, &r->remove, REMOVE_SQL) < 0 ||
@@ -184,50 +207,124 @@ write_row(struct index_run *r, struct pending_row *p)
 	return rc == SQLITE_DONE ? 0 : -1;
 }
 
+/* Reads and extracts one message (any thread, its own reader). */
+static void
+extract_row(struct batch *b, struct store_reader *reader, struct pending_row *p)
+{
+	char *data;
+	size_t len;
+
+	if (p->hash[0] == '\0' || store_reader_get(reader, p->hash, MESSAGE_MAX, &data, &len) < 0) {
+		p->missing = 1;
+		snprintf(p->note, sizeof(p->note), "not indexed: cannot read the message: %s",
+		    strerror(errno));
+		return;
+	}
+	if (extract_message(data, len, &b->r->lim, &p->t) < 0) {
+		free(data);
+		memset(&p->t, 0, sizeof(p->t));
+		p->deferred = 1;
+		pthread_mutex_lock(&b->mu);
+		b->stop = 1;
+		pthread_mutex_unlock(&b->mu);
+		return;
+	}
+	free(data);
+	p->ok = 1;
+	if (p->t.truncated)
+		snprintf(p->note, sizeof(p->note), "%s", p->t.note);
+	size_t text = strlen(p->t.body) + strlen(p->t.attachments);
+	pthread_mutex_lock(&b->mu);
+	b->text += text;
+	pthread_mutex_unlock(&b->mu);
+}
+
+/* Takes rows in order until they are all taken, the batch holds
+ * BATCH_TEXT_MAX of text, or memory ran out. */
+static void
+extract_rows(struct batch *b, struct store_reader *reader)
+{
+	for (;;) {
+		pthread_mutex_lock(&b->mu);
+		int i = b->next < b->n && b->text < BATCH_TEXT_MAX && !b->stop ? b->next++ : -1;
+		if (i >= 0)
+			b->rows[i].taken = 1;
+		pthread_mutex_unlock(&b->mu);
+		if (i < 0)
+			return;
+		extract_row(b, reader, &b->rows[i]);
+	}
+}
+
+struct extractor {
+	pthread_t thread;
+	struct batch *b;
+	struct store_reader *reader;
+};
+
+static void *
+extractor_main(void *arg)
+{
+	struct extractor *x = arg;
+
+	extract_rows(x->b, x->reader);
+	return NULL;
+}
+
 int
 index_run_step(struct index_run *r, int max, char *err, size_t errlen)
 {
 	struct pending_row *rows = calloc((size_t)max, sizeof(*rows));
-	size_t text = 0;
-	int n = 0, rc = -1;
+	struct extractor helper[EXTRACTORS_MAX];
+	struct batch b;
+	int n = 0, helpers = 0, done = 0, rc = -1;
 
 	if (rows == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
 	/* 1. Read and extract outside any transaction: the archiver's commits
-	 * never wait for text extraction. */
+	 * never wait for text extraction. The rows first (this connection is
+	 * this thread's), then the messages on several threads: one blocked
+	 * on a pdftotext child or a read leaves the others working. */
 	sqlite3_bind_int(r->pick, 1, max);
-	while (n < max && text < BATCH_TEXT_MAX && sqlite3_step(r->pick) == SQLITE_ROW) {
+	while (n < max && sqlite3_step(r->pick) == SQLITE_ROW) {
 		struct pending_row *p = &rows[n++];
 		const char *hash = (const char *)sqlite3_column_text(r->pick, 1);
 		int has_date = sqlite3_column_type(r->pick, 2) != SQLITE_NULL;
-		char *data;
-		size_t len;
 
 		p->rowid = sqlite3_column_int64(r->pick, 0);
 		p->sort_date = sort_date_of(r, p->rowid, sqlite3_column_int64(r->pick, 2), has_date,
 		    sqlite3_column_double(r->pick, 3));
-		if (hash == NULL || store_reader_get(r->reader, hash, MESSAGE_MAX, &data, &len) < 0) {
-			p->missing = 1;
-			snprintf(p->note, sizeof(p->note), "not indexed: cannot read the message: %s",
-			    strerror(errno));
-			continue;
-		}
-		if (extract_message(data, len, &r->lim, &p->t) < 0) {
-			free(data);
-			n--;
-			memset(p, 0, sizeof(*p));
-			break;	/* out of memory: the rest waits for the next step */
-		}
-		free(data);
-		p->ok = 1;
-		if (p->t.truncated)
-			snprintf(p->note, sizeof(p->note), "%s", p->t.note);
-		text += strlen(p->t.body) + strlen(p->t.attachments);
+		if (hash != NULL && strlen(hash) < sizeof(p->hash))
+			memcpy(p->hash, hash, strlen(hash) + 1);	/* else unreadable */
 	}
 	sqlite3_reset(r->pick);
 	if (n == 0) {
+		free(rows);
+		return 0;
+	}
+	memset(&b, 0, sizeof(b));
+	b.r = r;
+	b.rows = rows;
+	b.n = n;
+	pthread_mutex_init(&b.mu, NULL);
+	for (int i = 1; i < r->extractors && i < n; i++) {
+		helper[helpers].b = &b;
+		helper[helpers].reader = r->reader[i];
+		if (pthread_create(&helper[helpers].thread, NULL, extractor_main,
+		    &helper[helpers]) != 0)
+			break;	/* fewer threads do the same work */
+		helpers++;
+	}
+	extract_rows(&b, r->reader[0]);
+	for (int i = 0; i < helpers; i++)
+		pthread_join(helper[i].thread, NULL);
+	pthread_mutex_destroy(&b.mu);
+	for (int i = 0; i < n; i++)
+		if (rows[i].taken && !rows[i].deferred)
+			done++;
+	if (done == 0) {	/* out of memory at the first: try again later */
 		free(rows);
 		return 0;
 	}
@@ -235,6 +332,8 @@ index_run_step(struct index_run *r, int max, char *err, size_t errlen)
 	if (sqlite3_exec(r->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
 		goto fail;
 	for (int i = 0; i < n; i++) {
+		if (!rows[i].taken || rows[i].deferred)
+			continue;	/* the next step's */
 		if (write_row(r, &rows[i]) < 0) {
 			sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
 			goto fail;
@@ -248,7 +347,7 @@ index_run_step(struct index_run *r, int max, char *err, size_t errlen)
 		if (rows[i].missing)
 			log_warn(NULL, "message not indexed rowid=%lld reason=\"%s\"",
 			    (long long)rows[i].rowid, rows[i].note);
-	rc = n;
+	rc = done;
 	goto out;
 fail:
 	snprintf(err, errlen, "archive.db: %s", sqlite3_errmsg(r->db));
