@@ -208,7 +208,7 @@ function M.load_file(path, id)
   if def.allow_insecure_cert == nil then def.allow_insecure_cert = false end
   if def.name == nil then def.name = id end
   if def.poll == nil then def.poll = 300 end
-  if def.fetch_batch == nil then def.fetch_batch = 200 end
+  if def.fetch_batch == nil then def.fetch_batch = 1000 end
   if def.fetch_batch_bytes == nil then def.fetch_batch_bytes = 16 << 20 end
   if def.pipeline == nil then def.pipeline = 4 end
   if def.connections == nil then def.connections = 1 end

@@ -50,6 +50,9 @@ new_ctx(int verify, const char *ca_file, struct net_error *err)
 	}
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	/* No read-ahead (fewer read(2)s per record): bytes OpenSSL holds
+	 * ahead are invisible to the bufferevent's poll, and an import
+	 * stalled until the read timeout (measured: every run). */
 	if (ca_file) {
 		if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
 			net_error_set(err, "config", "cannot load CA file %s: %s", ca_file,

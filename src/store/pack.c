@@ -16,10 +16,12 @@
 
 #include "log.h"
 #include "paths.h"
+#include "store/compress.h"
 #include "store/pack_internal.h"
 
 #define SPOOL_MEM	((size_t)1 << 20)	/* bigger messages spool compressed to a file */
 #define ZSTD_LEVEL	3			/* measured: see docs/performance.md */
+#define COMPRESS_AWAY	4096			/* smaller ones are compressed in place */
 
 static const char seg_magic[8] = { 'E', 'V', 'S', 'E', 'G', '0', '0', '1' };
 static const char end_magic[8] = { 'E', 'V', 'E', 'N', 'D', '0', '0', '1' };
@@ -40,6 +42,8 @@ struct pack_writer {
 	size_t head_len;
 	int head_dropped;
 	int finished;
+	int compressing;		/* job submitted: mem is the thread's to read */
+	struct compress_job job;
 };
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -477,6 +481,7 @@ pack_store_close(struct pack_store *ps)
 	if (ps == NULL)
 		return;
 	pack_remote_free(ps);
+	compressor_free(ps->compressor);
 	if (ps->fd >= 0)
 		close(ps->fd);
 	sqlite3_finalize(ps->lookup);
@@ -814,6 +819,26 @@ pack_writer_write(struct pack_writer *w, const void *data, size_t len)
 	return 0;
 }
 
+/* A message in memory is compressed on the compressor's thread from now
+ * until it is appended (or freed); without a thread, when appended. */
+static void
+start_compression(struct pack_writer *w)
+{
+	struct pack_store *ps = w->ps;
+
+	if (w->spool_fd >= 0 || w->mem_len < COMPRESS_AWAY)
+		return;
+	if (ps->compressor == NULL && !ps->compressor_tried) {
+		ps->compressor_tried = 1;
+		ps->compressor = compressor_new();
+	}
+	if (ps->compressor == NULL)
+		return;
+	compress_job_init(&w->job, w->mem, w->mem_len, ZSTD_LEVEL);
+	w->compressing = 1;
+	compressor_submit(ps->compressor, &w->job);	/* refused: done, out NULL */
+}
+
 int
 pack_writer_finish(struct pack_writer *w)
 {
@@ -830,6 +855,7 @@ pack_writer_finish(struct pack_writer *w)
 	if (w->spool_fd >= 0 && spool_write(w, "", 0, 1) < 0)
 		return -1;
 	w->finished = 1;
+	start_compression(w);
 	return 0;
 }
 
@@ -984,13 +1010,22 @@ pack_writer_append(struct pack_writer *w, struct pack_location *loc)
 		errno = ENOMEM;
 		return -1;
 	}
+	if (w->compressing) {
+		compress_job_wait(&w->job);
+		packed = w->job.out;	/* ours now; NULL: the thread could not */
+		plen = w->job.out_len;
+		w->job.out = NULL;
+	}
 	if (w->spool_fd < 0) {
-		/* small: compressed here, kept raw when that is no bigger */
-		size_t bound = ZSTD_compressBound(w->mem_len);
-		if ((packed = malloc(bound ? bound : 1)) == NULL)
-			return -1;
-		plen = ZSTD_compressCCtx(ps->cctx, packed, bound, w->mem ? w->mem : "", w->mem_len,
-		    ZSTD_LEVEL);
+		/* small: compressed here (or on the compressor's thread), kept
+		 * raw when that is no bigger */
+		if (packed == NULL) {
+			size_t bound = ZSTD_compressBound(w->mem_len);
+			if ((packed = malloc(bound ? bound : 1)) == NULL)
+				return -1;
+			plen = ZSTD_compressCCtx(ps->cctx, packed, bound, w->mem ? w->mem : "",
+			    w->mem_len, ZSTD_LEVEL);
+		}
 		codec = !ZSTD_isError(plen) && plen < w->mem_len ? PACK_ZSTD : PACK_RAW;
 		if (codec == PACK_RAW)
 			plen = w->mem_len;
@@ -1048,6 +1083,8 @@ pack_writer_free(struct pack_writer *w)
 		close(w->spool_fd);
 		unlink(w->spool_path);
 	}
+	if (w->compressing)
+		compress_job_destroy(&w->job);	/* before mem goes */
 	ZSTD_freeCCtx(w->zs);
 	EVP_MD_CTX_free(w->md);
 	free(w->mem);

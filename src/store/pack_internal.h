@@ -49,6 +49,8 @@ struct pack_store {
 	uint64_t ncuts;
 	int cut_errno;			/* why the last cut was made */
 	ZSTD_CCtx *cctx;
+	struct compressor *compressor;	/* NULL until a writer finishes, or none */
+	int compressor_tried;
 	struct seen *seen;
 	size_t nseen, capseen;		/* open addressing, capseen a power of 2 */
 	uint64_t appended, spool_seq;

@@ -402,6 +402,38 @@ inline_body(struct archive_job *j, const struct imap_node *body)
 	return w;
 }
 
+/* Appends the held message: 0, or -1 with the job failed. */
+static int
+store_held(struct archive_job *j)
+{
+	struct entry *e = j->held;
+	struct pack_writer *w = j->held_w;
+	int rc = 0;
+
+	if (e == NULL)
+		return 0;
+	j->held = NULL;
+	j->held_w = NULL;
+	if (pack_writer_store(w, &e->existed, &e->loc) < 0) {
+		storage_fail(j, "cannot store a message");
+		rc = -1;
+	} else if (!e->existed && crash_after_blobs >= 0 && ++blobs_so_far >= crash_after_blobs) {
+		log_error(j->source, "crash injection: abort after %ld stored messages", blobs_so_far);
+		abort();
+	}
+	pack_writer_free(w);
+	return rc;
+}
+
+/* A failed or abandoned job's held message goes unstored. */
+static void
+drop_held(struct archive_job *j)
+{
+	pack_writer_free(j->held_w);
+	j->held = NULL;
+	j->held_w = NULL;
+}
+
 /* The body of one of the batch's UIDs arrived complete in W: keep it as an
  * entry, unless the filter says skip. W is owned from here on. */
 /* The batch that asked for UID. A server may answer pipelined commands'
@@ -465,22 +497,20 @@ add_message(struct archive_job *j, const struct imap_response *r, uint32_t uid,
 			e->kept = 0;
 		}
 	}
-	/* Stored now, not at the commit: the batch holds no message bytes,
-	 * only where they are (or that they were stored already). */
-	if (e->kept) {
-		if (pack_writer_store(w, &e->existed, &e->loc) < 0) {
-			storage_fail(j, "cannot store a message");
-			pack_writer_free(w);
-			free_entry(e);
-			return;
-		}
-		if (!e->existed && crash_after_blobs >= 0 && ++blobs_so_far >= crash_after_blobs) {
-			log_error(j->source, "crash injection: abort after %ld stored messages",
-			    blobs_so_far);
-			abort();
-		}
+	/* Stored when the next message has arrived (or the batch ends), not
+	 * at the commit: the batch holds the bytes of one message at most,
+	 * and that one is compressed on the pack store's thread meanwhile. */
+	if (store_held(j) < 0) {
+		pack_writer_free(w);
+		free_entry(e);
+		return;
 	}
-	pack_writer_free(w);
+	if (e->kept) {
+		j->held = e;
+		j->held_w = w;
+	} else {
+		pack_writer_free(w);
+	}
 	b->got[i] = 1;
 	if (b->tail)
 		b->tail->next = e;
@@ -601,6 +631,11 @@ batch_done(void *ud, const struct imap_response *r, const struct net_error *err)
 
 	if (command_ended(j, r, err, 1, said, sizeof(said)))
 		b->refused = strdup(said);
+	/* Its last message is stored before it is committed. */
+	if (j->failed)
+		drop_held(j);
+	else
+		store_held(j);
 	/* Batches must end in command order (tagged answers come in order on
 	 * one connection); one that ends early would move last_uid past the
 	 * messages of the batches before it. */
@@ -809,6 +844,7 @@ archive_free(struct archive_job *j)
 
 	if (j == NULL)
 		return;
+	drop_held(j);
 	if (j->queued > 0)
 		commit_forget_job(j);
 	for (b = j->batches; b; b = next) {

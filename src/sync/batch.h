@@ -61,6 +61,8 @@ struct archive_job {
 	int pending;			/* commands not yet answered */
 	int queued;			/* answered batches waiting for the commit */
 	int failed, done;
+	struct entry *held;		/* received, appended with the next (store_held) */
+	struct pack_writer *held_w;
 	struct net_error err;
 	struct archive_progress prog;
 };

@@ -1,0 +1,43 @@
+#ifndef EMAILVAULT_STORE_COMPRESS_H
+#define EMAILVAULT_STORE_COMPRESS_H
+/*
+ * zstd compression of a message held in memory, on a thread of its own:
+ * the event loop receives the next message while this one is compressed
+ * (zstd was a quarter of the loop's time importing small mail).
+ *
+ * A job belongs to whoever submits it (a pack writer). The thread only
+ * reads the job's input, fills its output and says when it is done; the
+ * input must stay unchanged until then. Waiting on a job, destroying it or
+ * freeing the compressor never blocks for longer than one compression.
+ */
+#include <pthread.h>
+#include <stddef.h>
+
+struct compressor;
+
+struct compress_job {
+	const void *src;
+	size_t len;
+	int level;
+	void *out;			/* malloc'd zstd frame once done; NULL: compress it yourself */
+	size_t out_len;
+	int state;			/* private */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct compress_job *next;
+};
+
+/* NULL when no thread can be started: callers compress themselves. */
+struct compressor *compressor_new(void);
+/* Waits for the job running; jobs still queued end with out == NULL. */
+void compressor_free(struct compressor *c);
+
+void compress_job_init(struct compress_job *j, const void *src, size_t len, int level);
+/* 0, or -1 (the compressor stopped): the job is then done, out == NULL. */
+int compressor_submit(struct compressor *c, struct compress_job *j);
+/* Until the job is done (at once if never submitted). */
+void compress_job_wait(struct compress_job *j);
+/* Waits, then frees what the job holds. */
+void compress_job_destroy(struct compress_job *j);
+
+#endif
