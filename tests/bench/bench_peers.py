@@ -84,6 +84,19 @@ def proc_cpu(pid):
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
+def rss_anon_kib(pid):
+    """The process's private memory now (peak RSS also counts the pages
+    of archive.db it reads through its mapping: the kernel's page cache)."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def child_of(pid, timeout=5):
     """The process /usr/bin/time started."""
     t0 = time.time()
@@ -147,7 +160,9 @@ def engine_rounds(d, args, box, tmp):
     pid = child_of(t.proc.pid)
     imported = caught_up = cpu_at_import = None
     db = None
+    anon_kib = 0
     while time.monotonic() - t.t0 < 3600:
+        anon_kib = max(anon_kib, rss_anon_kib(pid))
         if t.proc.poll() is not None:
             raise RuntimeError("the engine exited (%s); log %s" % (t.proc.returncode, log))
         if db is None and os.path.exists(os.path.join(data, "archive.db")):
@@ -174,8 +189,10 @@ def engine_rounds(d, args, box, tmp):
         raise RuntimeError("the engine archived %d of %d messages; log %s" % (
             stored[0], box.messages, log))
     imp = row("emailvault import", stored[0], stored[1], imported, cpu_at_import[0],
-              cpu_at_import[1], t.rss_mib, "index +%.2f s" % (caught_up - imported))
+              cpu_at_import[1], t.rss_mib, "index +%.2f s; anonymous memory at most %.1f MiB" % (
+                  caught_up - imported, anon_kib / 1024))
     imp["lag"] = caught_up - imported
+    imp["anon"] = anon_kib / 1024
     imp["cpu_total"] = t.user + t.sys
     pack = pack_sizes(data)
 
@@ -270,11 +287,11 @@ def discard_round(d, args, box, tmp):
 def median_row(rows):
     m = statistics.median
     out = dict(rows[0])
-    for k in ("wall", "user", "sys", "rss", "mb", "lag", "cpu_total"):
+    for k in ("wall", "user", "sys", "rss", "mb", "lag", "cpu_total", "anon"):
         if k in out:
             out[k] = m(r[k] for r in rows)
     if "lag" in out:
-        out["extra"] = "index +%.2f s" % out["lag"]
+        out["extra"] = "index +%.2f s, anonymous memory at most %.1f MiB" % (out["lag"], out["anon"])
     return out
 
 
