@@ -402,36 +402,44 @@ inline_body(struct archive_job *j, const struct imap_node *body)
 	return w;
 }
 
-/* Appends the held message: 0, or -1 with the job failed. */
+/* Appends the oldest held messages until KEEP are left and, with ROOM,
+ * until ROOM more bytes fit: 0, or -1 with the job failed. */
 static int
-store_held(struct archive_job *j)
+store_held(struct archive_job *j, int keep, uint64_t room)
 {
-	struct entry *e = j->held;
-	struct pack_writer *w = j->held_w;
-	int rc = 0;
+	int rc = 0, k = 0;
 
-	if (e == NULL)
-		return 0;
-	j->held = NULL;
-	j->held_w = NULL;
-	if (pack_writer_store(w, &e->existed, &e->loc) < 0) {
-		storage_fail(j, "cannot store a message");
-		rc = -1;
-	} else if (!e->existed && crash_after_blobs >= 0 && ++blobs_so_far >= crash_after_blobs) {
-		log_error(j->source, "crash injection: abort after %ld stored messages", blobs_so_far);
-		abort();
+	while (j->nheld - k > keep || (j->nheld - k > 0 && j->held_bytes + room > HELD_BYTES)) {
+		struct entry *e = j->held[k].e;
+		struct pack_writer *w = j->held[k].w;
+		k++;
+		j->held_bytes -= e->size;
+		if (rc == 0 && pack_writer_store(w, &e->existed, &e->loc) < 0) {
+			storage_fail(j, "cannot store a message");
+			rc = -1;	/* the job failed: the rest go unstored */
+		} else if (rc == 0 && !e->existed && crash_after_blobs >= 0 &&
+		    ++blobs_so_far >= crash_after_blobs) {
+			log_error(j->source, "crash injection: abort after %ld stored messages",
+			    blobs_so_far);
+			abort();
+		}
+		pack_writer_free(w);
+		if (rc < 0)
+			keep = 0;
 	}
-	pack_writer_free(w);
+	memmove(j->held, j->held + k, (size_t)(j->nheld - k) * sizeof(j->held[0]));
+	j->nheld -= k;
 	return rc;
 }
 
-/* A failed or abandoned job's held message goes unstored. */
+/* A failed or abandoned job's held messages go unstored. */
 static void
 drop_held(struct archive_job *j)
 {
-	pack_writer_free(j->held_w);
-	j->held = NULL;
-	j->held_w = NULL;
+	for (int i = 0; i < j->nheld; i++)
+		pack_writer_free(j->held[i].w);
+	j->nheld = 0;
+	j->held_bytes = 0;
 }
 
 /* The body of one of the batch's UIDs arrived complete in W: keep it as an
@@ -497,17 +505,19 @@ add_message(struct archive_job *j, const struct imap_response *r, uint32_t uid,
 			e->kept = 0;
 		}
 	}
-	/* Stored when the next message has arrived (or the batch ends), not
-	 * at the commit: the batch holds the bytes of one message at most,
-	 * and that one is compressed on the pack store's thread meanwhile. */
-	if (store_held(j) < 0) {
+	/* Stored a few messages later (HELD_MAX, HELD_BYTES) or when the batch
+	 * ends, not at the commit: the batch holds no more bytes than that, and
+	 * the compressor thread works on them meanwhile. */
+	if (store_held(j, HELD_MAX - 1, e->kept ? e->size : 0) < 0) {
 		pack_writer_free(w);
 		free_entry(e);
 		return;
 	}
 	if (e->kept) {
-		j->held = e;
-		j->held_w = w;
+		j->held[j->nheld].e = e;
+		j->held[j->nheld].w = w;
+		j->nheld++;
+		j->held_bytes += e->size;
 	} else {
 		pack_writer_free(w);
 	}
@@ -635,7 +645,7 @@ batch_done(void *ud, const struct imap_response *r, const struct net_error *err)
 	if (j->failed)
 		drop_held(j);
 	else
-		store_held(j);
+		store_held(j, 0, 0);
 	/* Batches must end in command order (tagged answers come in order on
 	 * one connection); one that ends early would move last_uid past the
 	 * messages of the batches before it. */

@@ -14,6 +14,10 @@
 #include "sync/archive.h"
 
 #define NO_BODY "the server returned no body for it"
+/* Messages received but not yet appended, per job, while the compressor
+ * thread works on them: enough that the loop seldom waits for it. */
+#define HELD_MAX 16
+#define HELD_BYTES (4u << 20)
 
 /* One message of a batch, between its FETCH response and the commit. */
 struct entry {
@@ -61,8 +65,12 @@ struct archive_job {
 	int pending;			/* commands not yet answered */
 	int queued;			/* answered batches waiting for the commit */
 	int failed, done;
-	struct entry *held;		/* received, appended with the next (store_held) */
-	struct pack_writer *held_w;
+	struct held {			/* received, appended a few messages later */
+		struct entry *e;
+		struct pack_writer *w;
+	} held[HELD_MAX];		/* oldest first */
+	int nheld;
+	uint64_t held_bytes;
 	struct net_error err;
 	struct archive_progress prog;
 };
