@@ -331,6 +331,8 @@ def main():
     ap.add_argument("--messages", type=int, default=20000)
     ap.add_argument("--mix", choices=MIXES, default="small")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--folders", type=int, default=12,
+                    help="folders the mail is spread over (e.g. 1000 for the many-folder re-sync)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--connections", type=int, default=0,
                     help="connections = N in the engine's source (if the engine has the field)")
@@ -339,6 +341,8 @@ def main():
     ap.add_argument("--write-mix", metavar="DIR",
                     help="only write the mailbox's messages as files under DIR (for bench_zstd)")
     args = ap.parse_args()
+    if args.folders != 12:
+        FOLDERS[:] = ["INBOX"] + ["F%04d" % i for i in range(1, args.folders)]
     if args.write_mix:
         box = Mailbox(args.mix, args.seed)
         for folder, n in zip(FOLDERS, split(args.messages, len(FOLDERS))):
