@@ -22,6 +22,7 @@ this Python would count the pages it had before exec) and its CPU is what
 wait4 reports, threads and children included.
 """
 import argparse
+import atexit
 import os
 import random
 import shutil
@@ -36,6 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "harness"))
 import dovecot  # noqa: E402
 import mailgen  # noqa: E402
+import rgw      # noqa: E402
 import vault    # noqa: E402
 
 FOLDERS = ["INBOX"] + ["Folder%02d" % i for i in range(1, 12)]
@@ -148,15 +150,26 @@ def source_text(d, args):
     return vault.source_file(port=d.tls_port, username=d.user, password=d.password, **fields)
 
 
-def engine_rounds(d, args, box, tmp):
-    """The initial import (index on), then a no-change re-sync."""
+def engine_rounds(d, args, box, tmp, s3=None):
+    """The initial import (index on), then a no-change re-sync; with S3 (an
+    rgw.Rgw) the messages stored in its bucket "bench", under a prefix of
+    their own."""
     sources = os.path.join(tmp, "sources.d")
     data = os.path.join(tmp, "data")
+    config = os.path.join(tmp, "emailvault.lua")
     os.makedirs(sources)
     with open(os.path.join(sources, "bench.lua"), "w") as f:
         f.write(source_text(d, args))
+    with open(config, "w") as f:
+        if s3:
+            f.write('return { storage = s3 { endpoint = "%s", bucket = "bench", prefix = "%s/", '
+                    'access_key = "%s", secret_key = "%s" } }\n' % (
+                        s3.endpoint, os.path.basename(tmp), s3.access_key, s3.secret_key))
+        else:
+            f.write("return {}\n")
     log = os.path.join(tmp, "engine.log")
-    t = Timed([args.bin, "run", "--sources", sources, "--data", data, "--log", log], tmp)
+    t = Timed([args.bin, "run", "--sources", sources, "--data", data, "--config", config,
+               "--log", log], tmp)
     pid = child_of(t.proc.pid)
     imported = caught_up = cpu_at_import = None
     db = None
@@ -188,7 +201,8 @@ def engine_rounds(d, args, box, tmp):
     if stored[0] != box.messages:
         raise RuntimeError("the engine archived %d of %d messages; log %s" % (
             stored[0], box.messages, log))
-    imp = row("emailvault import", stored[0], stored[1], imported, cpu_at_import[0],
+    name = "emailvault import (S3)" if s3 else "emailvault import"
+    imp = row(name, stored[0], stored[1], imported, cpu_at_import[0],
               cpu_at_import[1], t.rss_mib, "index +%.2f s; anonymous memory at most %.1f MiB" % (
                   caught_up - imported, anon_kib / 1024))
     imp["lag"] = caught_up - imported
@@ -197,10 +211,10 @@ def engine_rounds(d, args, box, tmp):
     pack = pack_sizes(data)
 
     r = Timed([args.bin, "run", "--once", "--sources", sources, "--data", data,
-               "--log", log + ".resync"], tmp)
+               "--config", config, "--log", log + ".resync"], tmp)
     if r.wait() != 0:
         raise RuntimeError("the re-sync failed; log %s.resync" % log)
-    resync = row("emailvault re-sync", 0, 0, r.wall, r.user, r.sys, r.rss_mib)
+    resync = row("emailvault re-sync (S3)" if s3 else "emailvault re-sync", 0, 0, r.wall, r.user, r.sys, r.rss_mib)
     return imp, resync, pack
 
 
@@ -334,6 +348,9 @@ def main():
     ap.add_argument("--folders", type=int, default=12,
                     help="folders the mail is spread over (e.g. 1000 for the many-folder re-sync)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--s3", action="store_true",
+                    help="also the engine storing on S3: a throw-away Ceph RADOS Gateway on "
+                    "127.0.0.1 (tests/harness/rgw.py), in the same rotation")
     ap.add_argument("--connections", type=int, default=0,
                     help="connections = N in the engine's source (if the engine has the field)")
     ap.add_argument("--bin", default=vault.BIN)
@@ -358,6 +375,11 @@ def main():
     if shutil.which("mbsync") is None:
         sys.exit("mbsync is missing: apt-get install -y isync")
 
+    s3 = None
+    if args.s3:
+        s3 = rgw.Rgw().start()
+        atexit.register(s3.stop)
+        rgw.S3(s3.endpoint, s3.access_key, s3.secret_key).create_bucket("bench")
     with dovecot.Dovecot(autocreate_special=False) as d:
         if args.connections:
             chk = tempfile.mkdtemp(prefix="ev-peers-")
@@ -374,24 +396,31 @@ def main():
         d.fill({f: box.folder(n) for f, n in zip(FOLDERS, split(args.messages, len(FOLDERS)))})
         print("server: %d messages, %.1f MB in %d folders, filled in %.0f s" % (
             box.messages, box.bytes / 1e6, len(FOLDERS), time.monotonic() - t0), flush=True)
-        results = {t: [] for t in ("emailvault import", "emailvault re-sync", "mbsync (fsync)",
-                                   "discard client")}
+        tools = ["emailvault import", "emailvault re-sync"]
+        units = ["engine"]
+        if s3:
+            tools += ["emailvault import (S3)", "emailvault re-sync (S3)"]
+            units.append("engine-s3")
+        results = {t: [] for t in tools + ["mbsync (fsync)", "discard client"]}
         packs = []
-        units = ["engine", "mbsync", "discard"]
+        units += ["mbsync", "discard"]
         loads = []
         for rnd in range(args.rounds):
-            order = units[rnd % 3:] + units[:rnd % 3]
+            order = units[rnd % len(units):] + units[:rnd % len(units)]
             for unit in order:
                 loads.append(os.getloadavg()[0])
                 tmp = tempfile.mkdtemp(prefix="ev-peers-")
                 try:
-                    if unit == "engine":
-                        imp, resync, pack = engine_rounds(d, args, box, tmp)
-                        results["emailvault import"].append(imp)
-                        results["emailvault re-sync"].append(resync)
-                        packs.append(pack)
-                        print("round %d: import %.2f s (index +%.2f s), re-sync %.3f s" % (
-                            rnd + 1, imp["wall"], imp["lag"], resync["wall"]), flush=True)
+                    if unit in ("engine", "engine-s3"):
+                        imp, resync, pack = engine_rounds(d, args, box, tmp,
+                                                          s3 if unit == "engine-s3" else None)
+                        results[imp["tool"]].append(imp)
+                        results[resync["tool"]].append(resync)
+                        if unit == "engine":
+                            packs.append(pack)
+                        print("round %d: %s %.2f s (index +%.2f s), re-sync %.3f s" % (
+                            rnd + 1, imp["tool"], imp["wall"], imp["lag"], resync["wall"]),
+                            flush=True)
                     elif unit == "mbsync":
                         r = mbsync_round(d, args, box, tmp)
                         results["mbsync (fsync)"].append(r)
