@@ -26,7 +26,8 @@
 #include "search/query_tree.h"
 
 /* subject, sender, recipient, cc, body, filename, attachment */
-#define BM25 "bm25(fts, 3.0, 2.0, 1.0, 1.0, 1.0, 2.0, 0.5)"
+#define WEIGHTS "3.0, 2.0, 1.0, 1.0, 1.0, 2.0, 0.5"
+#define BM25 "bm25(fts, " WEIGHTS ")"
 
 struct sbuf {
 	char *s;
@@ -501,19 +502,28 @@ build(struct comp *c, const struct search_query *q, const struct search_opts *o,
 		 * that can be on the page (rank up to the page's last one, so
 		 * ties are broken by date as below) looked up in messages. A
 		 * common word matches tens of thousands of messages; looking
-		 * each one up for its date cost more than the search.
+		 * each one up for its date cost more than the search. bm25
+		 * itself is asked only for the matches whose bound can reach
+		 * the page (bm25_topk, search/rank.h): its lookup of each
+		 * row's length was most of what was left. K counts the rows
+		 * up to the page's last (vault.search takes any integer).
 		 */
+		int64_t off = o->offset > 0 ? o->offset : 0;
+		int64_t k = o->limit > INT64_MAX - off ? INT64_MAX : o->limit + off;
+
 		*ranked = 1;
 		sb_pos_not_neg(c, &fts, &sp);
 		sb_str(c, b, "WITH hit(id, rank) AS MATERIALIZED (SELECT rowid, " BM25
 		    " FROM fts WHERE fts MATCH ");
 		sb_param(c, b, SEARCH_PARAM_TEXT, fts.s, 0);
 		match = c->nparams;
-		sb_str(c, b, ")");
+		sb_str(c, b, " AND bm25_topk(fts, ");
+		sb_param(c, b, SEARCH_PARAM_INT, NULL, k);
+		sb_str(c, b, ", " WEIGHTS "))");
 		sb_str(c, &core, "SELECT m.rowid AS rowid, m.hash AS hash, hit.rank AS rank,"
 		    " m.sort_date AS sort_date FROM hit JOIN messages m ON m.rowid = hit.id"
 		    " WHERE hit.rank <= coalesce((SELECT rank FROM hit ORDER BY rank LIMIT 1 OFFSET ");
-		sb_param(c, &core, SEARCH_PARAM_INT, NULL, o->limit + (o->offset > 0 ? o->offset : 0) - 1);
+		sb_param(c, &core, SEARCH_PARAM_INT, NULL, k - 1);
 		sb_str(c, &core, "), 9e999) ORDER BY 3, 4 DESC, 1 DESC");
 	} else if (sp.npos) {
 		/* one MATCH, joined with messages */

@@ -23,6 +23,7 @@
 
 #include <glib.h>
 
+#include "search/rank.h"
 #include "search/tokenize.h"
 
 /* Classes of a folded code point */
@@ -624,5 +625,8 @@ search_tokenizer_register(sqlite3 *db)
 	sqlite3_finalize(st);
 	if (rc != SQLITE_ROW || api == NULL || api->iVersion < 2)
 		return SQLITE_ERROR;
-	return api->xCreateTokenizer(api, "emailvault", NULL, &tk, NULL);
+	if ((rc = api->xCreateTokenizer(api, "emailvault", NULL, &tk, NULL)) != SQLITE_OK)
+		return rc;
+	/* the search SQL ranks a page with it (search/rank.h) */
+	return search_rank_register(api);
 }
