@@ -40,9 +40,17 @@ end
 -- Archives one folder's new mail; with RETRY also the UIDs earlier passes
 -- did not get; WHO numbers the connection when a source uses several.
 -- Returns true or nil, err.
-function S.sync_folder(rec, conn, f, progress, retry, who)
+-- With SEEN (this folder's STATUS from S.statuses), a folder whose
+-- UIDVALIDITY, UIDNEXT and message count are what the archive last
+-- recorded, and that owes nothing, is not EXAMINEd at all.
+function S.sync_folder(rec, conn, f, progress, retry, who, seen)
   f = as_folder(f)
   local name = f.name
+  if seen and S.unchanged(rec, name, seen) then
+    log.debug(rec.id, "folder unchanged", { folder = name, uidnext = seen.uidnext })
+    S.reconcile(rec, name, seen.uidvalidity, seen.messages)
+    return true
+  end
   local info, err = conn:examine(f.raw and f or name)
   if not info then
     if err.code == "NONEXISTENT" then
@@ -93,6 +101,32 @@ function S.sync_folder(rec, conn, f, progress, retry, who)
   end
   S.reconcile(rec, name, uidv, exists)
   return true
+end
+
+-- Whether STATUS says nothing happened in the folder since its last pass:
+-- same UIDVALIDITY, no UID given out past the last archived one, the same
+-- number of messages (an expunge changes it), and nothing owed.
+function S.unchanged(rec, name, st)
+  local row = folder_row(rec.id, name)
+  if not (row and st.uidvalidity and st.uidnext and st.messages) then return false end
+  if row.uidvalidity ~= st.uidvalidity or row.on_server ~= st.messages then return false end
+  if st.uidnext > (row.last_uid or 0) + 1 and st.messages > 0 then return false end
+  local owed = store.query("SELECT count(*) AS n FROM pending WHERE source = ? AND folder = ? " ..
+    "AND uidvalidity = ?", rec.id, name, st.uidvalidity)[1].n
+  return owed == 0
+end
+
+-- STATUS of every folder in one round trip (conn:status_many), by folder
+-- name; nil when the connection cannot (the pass then EXAMINEs each).
+function S.statuses(conn, folders)
+  if #folders < 2 or not conn.status_many then return nil end
+  local list = {}
+  for i, f in ipairs(folders) do list[i] = f.raw and f or f.name end
+  local got = conn:status_many(list, "MESSAGES UIDNEXT UIDVALIDITY")
+  if not got then return nil end
+  local by_name = {}
+  for _, f in ipairs(folders) do by_name[f.name] = got[f.raw or f.name] end
+  return by_name
 end
 
 -- What the server holds vs archived + skipped + pending: a shortfall is never silent.
@@ -232,9 +266,12 @@ function S.pass(rec, conn, folders, pool)
   end
   local failed = {}
   local multi = importing and pool and pool.size > 1
+  -- A later pass asks what changed first, in one round trip.
+  local seen = not importing and S.statuses(conn, folders) or nil
   -- nil, or the error that stops the pass
   local function sync_one(c, f, who)
-    local ok, err = S.sync_folder(rec, c, f, importing and progress or nil, true, multi and who or nil)
+    local ok, err = S.sync_folder(rec, c, f, importing and progress or nil, true, multi and who or nil,
+      seen and seen[f.name])
     if ok then return nil end
     if stops_the_pass(c, err) then return err end
     failed[#failed + 1] = { folder = f.name, err = err }

@@ -316,7 +316,8 @@ on_done(void *ud, const struct imap_response *r, const struct net_error *err)
 			lc->failed = 1;
 			lc->err = *err;
 		}
-	} else if (r->status != IMAP_STATUS_OK && lc->op != OP_LOGOUT) {
+	} else if (r->status != IMAP_STATUS_OK && lc->op != OP_LOGOUT &&
+	    lc->op != OP_STATUS_MANY) {	/* a refused folder is left out of the many */
 		char said[600];
 		imap_response_describe(r, said, sizeof(said));
 		if (!lc->failed) {
@@ -697,45 +698,56 @@ folder_arg(lua_State *L, int idx, char *buf, size_t cap, size_t *outlen, const c
 		    "record of conn:list() to use the server's own bytes)", name);
 }
 
-/* Sends PREFIX <folder> SUFFIX as one command (two parts with a literal). */
+/* Queues VERB <folder at IDX> SUFFIX as one command (two parts with a
+ * literal): 0, or -1 when the connection is closed. */
 static int
-send_folder_cmd(lua_State *L, struct lconn *lc, enum op op, const char *verb, int idx,
-    const char *suffix)
+queue_folder_cmd(lua_State *L, struct lconn *lc, const char *verb, int idx, const char *suffix)
 {
 	struct imap_handler h = handler_for(lc);
-	char arg[2048], head[2200], what[300];
+	char arg[2048], head[2200];
 	const char *lit, *display;
 	size_t alen, litlen;
 	const char *parts[2];
 	size_t lens[2];
+	int rc;
 
 	folder_arg(L, idx, arg, sizeof(arg), &alen, &lit, &litlen, &display);
-	snprintf(what, sizeof(what), "%s %s", verb, display);
-	snprintf(lc->what, sizeof(lc->what), "%s", what);
-	begin_result(L, lc);
-	lc->pending = 1;
 	if (lit == NULL) {
 		snprintf(head, sizeof(head), "%s %.*s%s", verb, (int)alen, arg, suffix);
 		parts[0] = head;
 		lens[0] = strlen(head);
-		if (imap_client_send_parts(lc->client, parts, lens, 1, &h) < 0)
-			return closed_now(L, lc);
-	} else {
-		snprintf(head, sizeof(head), "%s %.*s", verb, (int)alen, arg);
-		char *tail = malloc(litlen + strlen(suffix) + 1);
-		if (tail == NULL)
-			return luaL_error(L, "not enough memory");
-		memcpy(tail, lit, litlen);
-		memcpy(tail + litlen, suffix, strlen(suffix) + 1);
-		parts[0] = head;
-		lens[0] = strlen(head);
-		parts[1] = tail;
-		lens[1] = litlen + strlen(suffix);
-		int rc = imap_client_send_parts(lc->client, parts, lens, 2, &h);
-		free(tail);
-		if (rc < 0)
-			return closed_now(L, lc);
+		return imap_client_send_parts(lc->client, parts, lens, 1, &h) < 0 ? -1 : 0;
 	}
+	snprintf(head, sizeof(head), "%s %.*s", verb, (int)alen, arg);
+	char *tail = malloc(litlen + strlen(suffix) + 1);
+	if (tail == NULL)
+		return luaL_error(L, "not enough memory");
+	memcpy(tail, lit, litlen);
+	memcpy(tail + litlen, suffix, strlen(suffix) + 1);
+	parts[0] = head;
+	lens[0] = strlen(head);
+	parts[1] = tail;
+	lens[1] = litlen + strlen(suffix);
+	rc = imap_client_send_parts(lc->client, parts, lens, 2, &h);
+	free(tail);
+	return rc < 0 ? -1 : 0;
+}
+
+/* Sends VERB <folder> SUFFIX and waits for its answer. */
+static int
+send_folder_cmd(lua_State *L, struct lconn *lc, enum op op, const char *verb, int idx,
+    const char *suffix)
+{
+	char arg[2048];
+	const char *lit, *display;
+	size_t alen, litlen;
+
+	folder_arg(L, idx, arg, sizeof(arg), &alen, &lit, &litlen, &display);
+	snprintf(lc->what, sizeof(lc->what), "%s %s", verb, display);
+	begin_result(L, lc);
+	lc->pending = 1;
+	if (queue_folder_cmd(L, lc, verb, idx, suffix) < 0)
+		return closed_now(L, lc);
 	return wait_op(L, lc, op);
 }
 
@@ -768,6 +780,48 @@ l_status(lua_State *L)
 		return luaL_error(L, "conn:status: too many items");
 	snprintf(suffix, sizeof(suffix), " (%s)", items);
 	return send_folder_cmd(L, lc, OP_STATUS, "STATUS", 2, suffix);
+}
+
+/* conn:status_many(folders [, items]) -> { [raw name] = { messages=, ... } }:
+ * one STATUS per folder, all sent at once (one round trip for a pass that
+ * only needs to know what changed). A folder the server refuses is left
+ * out; a lost connection gives nil, err. Keys are the names as the server
+ * sends them back (a record's raw bytes). */
+static int
+l_status_many(lua_State *L)
+{
+	struct lconn *lc = check_conn(L, 1);
+	if (lc == NULL)
+		return 2;	/* nil, err: the connection was lost */
+	luaL_checktype(L, 2, LUA_TTABLE);
+	const char *items = luaL_optstring(L, 3, "MESSAGES UIDNEXT UIDVALIDITY");
+	lua_Integer n = luaL_len(L, 2);
+	char suffix[300];
+
+	for (const char *p = items; *p; p++)
+		if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || *p == ' ' || *p == '-'))
+			return luaL_error(L, "conn:status_many: items are names separated by spaces");
+	if (strlen(items) > 200)
+		return luaL_error(L, "conn:status_many: too many items");
+	snprintf(suffix, sizeof(suffix), " (%s)", items);
+	snprintf(lc->what, sizeof(lc->what), "STATUS of %lld folders", (long long)n);
+	begin_result(L, lc);
+	if (n == 0) {
+		lua_rawgeti(L, LUA_REGISTRYINDEX, lc->result_ref);
+		luaL_unref(L, LUA_REGISTRYINDEX, lc->result_ref);
+		lc->result_ref = LUA_NOREF;
+		return 1;
+	}
+	lc->pending = 0;
+	for (lua_Integer i = 1; i <= n; i++) {
+		lua_rawgeti(L, 2, i);
+		int rc = queue_folder_cmd(L, lc, "STATUS", lua_gettop(L), suffix);
+		lua_pop(L, 1);
+		if (rc < 0)
+			return closed_now(L, lc);
+		lc->pending++;
+	}
+	return wait_op(L, lc, OP_STATUS_MANY);
 }
 
 /* conn:search(criteria) -> sorted UIDs (UID SEARCH; ESEARCH when offered) */
@@ -1132,6 +1186,7 @@ luaopen_vault_imap(lua_State *L)
 		{ "list", l_list },
 		{ "examine", l_examine },
 		{ "status", l_status },
+		{ "status_many", l_status_many },
 		{ "search", l_search },
 		{ "fetch", l_fetch },
 		{ "idle", l_idle },

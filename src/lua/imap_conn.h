@@ -21,8 +21,8 @@ struct vm;
 #define CONN_HANDLE "vault.imap.conn"
 #define LUA_LITERAL_MAX ((size_t)256 << 20)
 
-enum op { OP_NONE, OP_CONNECT, OP_SIMPLE, OP_LIST, OP_EXAMINE, OP_STATUS, OP_SEARCH,
-	OP_FETCH, OP_IDLE, OP_LOGOUT, OP_ARCHIVE };
+enum op { OP_NONE, OP_CONNECT, OP_SIMPLE, OP_LIST, OP_EXAMINE, OP_STATUS, OP_STATUS_MANY,
+	OP_SEARCH, OP_FETCH, OP_IDLE, OP_LOGOUT, OP_ARCHIVE };
 
 struct litbuf {
 	char *data;

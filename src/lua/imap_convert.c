@@ -255,10 +255,28 @@ convert_untagged(lua_State *L)
 		}
 		break;
 	}
+	case OP_STATUS_MANY:
 	case OP_STATUS: {
 		if (r->kind != IMAP_RESP_DATA || r->kw != IMAP_KW_STATUS || r->data == NULL)
 			break;
 		const struct imap_node *name = imap_node_child(r->data);
+		int sub = 0;
+		if (lc->op == OP_STATUS_MANY) {
+			/* one table per folder, under the name the server gave */
+			size_t nlen;
+			const char *nb = name ? imap_node_bytes(name, &nlen) : NULL;
+			if (nb == NULL)
+				break;
+			lua_pushlstring(L, nb, nlen);
+			if (lua_rawget(L, -2) != LUA_TTABLE) {
+				lua_pop(L, 1);
+				lua_newtable(L);
+				lua_pushlstring(L, nb, nlen);
+				lua_pushvalue(L, -2);
+				lua_rawset(L, -4);
+			}
+			sub = 1;
+		}
 		const struct imap_node *items = name ? imap_node_next(name) : NULL;
 		for (const struct imap_node *k = imap_node_child(items); k; ) {
 			const struct imap_node *v = imap_node_next(k);
@@ -279,6 +297,8 @@ convert_untagged(lua_State *L)
 			lua_setfield(L, -2, key);
 			k = imap_node_next(v);
 		}
+		if (sub)
+			lua_pop(L, 1);
 		break;
 	}
 	case OP_SEARCH: {

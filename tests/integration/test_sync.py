@@ -4,6 +4,7 @@ filters and retry, through the real binary."""
 import hashlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import stat
@@ -165,6 +166,47 @@ class SyncTest(unittest.TestCase):
         self.assertEqual(len([l for l in locs if l[1] == "Box" and l[2] == new]), 30)
         self.assertEqual(len(msgs), 30)                  # blobs/messages not doubled
         self.assertIn("UIDVALIDITY changed", self.e.log())
+
+    def test_unchanged_folders_are_not_examined(self):
+        # A later pass asks STATUS of every folder at once and EXAMINEs only
+        # those where something happened: new mail, an expunge, a new
+        # UIDVALIDITY. What it skips must still be reconciled.
+        for f in ("Box", "Other", "Renewed"):
+            self.d.create_folder(f)
+        self.d.fill(mailgen.build_mailbox({"INBOX": 5, "Box": 5, "Other": 5, "Renewed": 5},
+                                          seed=8, duplicates=0))
+        self.e.write_source("work", self.src())
+        self.e.start(once=True)
+        self.assertEqual(self.e.wait(120), 0, self.e.log()[-2000:])
+        gen = mailgen.MailGen(seed=9)
+        self.d.deliver("Box", gen.message())                        # new mail
+        self.d.doveadm(("expunge", "mailbox", "Other", "uid", "1"), user=self.d.user)  # one gone
+        self.d.recreate_folder("Renewed")                            # new UIDVALIDITY
+        self.d.fill({"Renewed": [gen.message()]})
+        mark = len(self.e.log())
+        self.e.start(once=True)
+        self.assertEqual(self.e.wait(120), 0, self.e.log()[-2000:])
+        log = self.e.log()[mark:]
+        ours = {"INBOX", "Box", "Other", "Renewed"}   # beside Dovecot's empty special folders
+        unchanged = set(re.findall(r'folder unchanged folder=(\S+)', log)) & ours
+        self.assertEqual(unchanged, {"INBOX"}, log[-3000:])
+        locs, _, _ = archive_state(self.e.data)
+        self.assertEqual(set((l[1], l[3]) for l in locs if l[1] == "Box"),
+                         set(("Box", u) for u in range(1, 7)))
+        self.assertIn("UIDVALIDITY changed", log)
+        db = sqlite3.connect(os.path.join(self.e.data, "archive.db"))
+        on_server = {n: c for n, c in db.execute("SELECT name, on_server FROM folders WHERE "
+                                                 "source = 'work'") if n in ours}
+        db.close()
+        self.assertEqual(on_server, {"INBOX": 5, "Box": 6, "Other": 4, "Renewed": 1})
+        self.assertNotIn("shortfall", log)
+        # and a pass with nothing new EXAMINEs nothing
+        mark = len(self.e.log())
+        self.e.start(once=True)
+        self.assertEqual(self.e.wait(120), 0, self.e.log()[-2000:])
+        log = self.e.log()[mark:]
+        self.assertEqual(set(re.findall(r'folder unchanged folder=(\S+)', log)) & ours, ours,
+                         log[-3000:])
 
     def test_filter_skips_are_counted(self):
         self.d.fill({"INBOX": 30})
