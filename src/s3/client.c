@@ -802,28 +802,43 @@ s3_get_fd(struct s3_client *c, const char *key, int fd, uint64_t *got, struct s3
 	return rc;
 }
 
-int
-s3_head(struct s3_client *c, const char *key, uint64_t *size, struct s3_error *err)
+/* A request without a body either way (HEAD, DELETE) on KEY; R keeps
+ * the answer until bodyless_done. */
+static int
+bodyless(struct s3_client *c, const char *method, const char *key, struct req *r,
+    struct s3_error *err)
 {
-	struct req r = { 0 };
 	char *k = full_key(c, key);
-	int rc;
 
 	if (k == NULL) {
 		set_err(err, "storage", 0, NULL, "out of memory");
 		return -1;
 	}
-	r.method = "HEAD";
-	r.key = k;
-	r.sink_fd = -1;
-	memcpy(r.payload, SIGV4_EMPTY_SHA256, 65);
-	rc = perform(c, &r, err);
+	r->method = method;
+	r->key = k;
+	r->sink_fd = -1;
+	memcpy(r->payload, SIGV4_EMPTY_SHA256, 65);
+	return perform(c, r, err);
+}
+
+static void
+bodyless_done(struct req *r)
+{
+	req_free(r);
+	free((char *)r->key);
+}
+
+int
+s3_head(struct s3_client *c, const char *key, uint64_t *size, struct s3_error *err)
+{
+	struct req r = { 0 };
+	int rc = bodyless(c, "HEAD", key, &r, err);
+
 	if (rc < 0 && r.status == 404)
 		rc = 1;
 	if (rc == 0 && size)
 		*size = r.content_length;
-	req_free(&r);
-	free(k);
+	bodyless_done(&r);
 	return rc;
 }
 
@@ -831,22 +846,11 @@ int
 s3_delete(struct s3_client *c, const char *key, struct s3_error *err)
 {
 	struct req r = { 0 };
-	char *k = full_key(c, key);
-	int rc;
+	int rc = bodyless(c, "DELETE", key, &r, err);
 
-	if (k == NULL) {
-		set_err(err, "storage", 0, NULL, "out of memory");
-		return -1;
-	}
-	r.method = "DELETE";
-	r.key = k;
-	r.sink_fd = -1;
-	memcpy(r.payload, SIGV4_EMPTY_SHA256, 65);
-	rc = perform(c, &r, err);
 	if (rc < 0 && r.status == 404)
 		rc = 0;
-	req_free(&r);
-	free(k);
+	bodyless_done(&r);
 	return rc;
 }
 
