@@ -116,17 +116,30 @@ function S.unchanged(rec, name, st)
   return owed == 0
 end
 
--- STATUS of every folder in one round trip (conn:status_many), by folder
--- name; nil when the connection cannot (the pass then EXAMINEs each).
-function S.statuses(conn, folders)
+S.STATUS_AT_ONCE = 500   -- STATUS commands in flight at once (a LIST may name 100,000 folders)
+
+-- STATUS of every folder, S.STATUS_AT_ONCE in one round trip
+-- (conn:status_many), by folder name; nil when the connection cannot (the
+-- caller then asks each folder itself).
+function S.status_all(conn, folders, items)
   if #folders < 2 or not conn.status_many then return nil end
-  local list = {}
-  for i, f in ipairs(folders) do list[i] = f.raw and f or f.name end
-  local got = conn:status_many(list, "MESSAGES UIDNEXT UIDVALIDITY")
-  if not got then return nil end
   local by_name = {}
-  for _, f in ipairs(folders) do by_name[f.name] = got[f.raw or f.name] end
+  for first = 1, #folders, S.STATUS_AT_ONCE do
+    local part, args = {}, {}
+    for i = first, math.min(first + S.STATUS_AT_ONCE - 1, #folders) do
+      part[#part + 1] = folders[i]
+      args[#args + 1] = folders[i].raw and folders[i] or folders[i].name
+    end
+    local got = conn:status_many(args, items)
+    if not got then return nil end
+    for _, f in ipairs(part) do by_name[f.name] = got[f.raw or f.name] end
+  end
   return by_name
+end
+
+-- What changed since the last pass, for S.unchanged.
+function S.statuses(conn, folders)
+  return S.status_all(conn, folders, "MESSAGES UIDNEXT UIDVALIDITY")
 end
 
 -- What the server holds vs archived + skipped + pending: a shortfall is never silent.
@@ -152,8 +165,11 @@ end
 local function import_totals(rec, conn, folders)
   local items = conn:has("STATUS=SIZE") and "MESSAGES SIZE" or "MESSAGES"
   local total, bytes = 0, 0
+  -- many at once, else one by one
+  local many = S.status_all(conn, folders, items)
   for _, f in ipairs(folders) do
-    local st = conn:status(f.raw and f or f.name, items)
+    local st
+    if many then st = many[f.name] else st = conn:status(f.raw and f or f.name, items) end
     if st then
       total = total + (st.messages or 0)
       bytes = bytes + (st.size or 0)
