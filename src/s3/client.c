@@ -346,6 +346,16 @@ attempt_reset(struct req *r)
 }
 
 /* Signs R for now and sets EASY up for it. 0, or -1 (out of memory). */
+/* A request body read from R (and read again from its start on a retry). */
+static void
+body_from(CURL *easy, struct req *r)
+{
+	curl_easy_setopt(easy, CURLOPT_READFUNCTION, on_read);
+	curl_easy_setopt(easy, CURLOPT_READDATA, r);
+	curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, on_seek);
+	curl_easy_setopt(easy, CURLOPT_SEEKDATA, r);
+}
+
 static int
 prepare(struct s3_client *c, CURL *easy, struct req *r)
 {
@@ -434,17 +444,11 @@ prepare(struct s3_client *c, CURL *easy, struct req *r)
 	} else if (strcmp(r->method, "PUT") == 0) {
 		curl_easy_setopt(easy, CURLOPT_UPLOAD, 1L);
 		curl_easy_setopt(easy, CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->len);
-		curl_easy_setopt(easy, CURLOPT_READFUNCTION, on_read);
-		curl_easy_setopt(easy, CURLOPT_READDATA, r);
-		curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, on_seek);
-		curl_easy_setopt(easy, CURLOPT_SEEKDATA, r);
+		body_from(easy, r);
 	} else if (strcmp(r->method, "POST") == 0) {
 		curl_easy_setopt(easy, CURLOPT_POST, 1L);
 		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->len);
-		curl_easy_setopt(easy, CURLOPT_READFUNCTION, on_read);
-		curl_easy_setopt(easy, CURLOPT_READDATA, r);
-		curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, on_seek);
-		curl_easy_setopt(easy, CURLOPT_SEEKDATA, r);
+		body_from(easy, r);
 	} else if (strcmp(r->method, "GET") != 0) {
 		curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, r->method);
 	}
