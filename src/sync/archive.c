@@ -402,36 +402,6 @@ inline_body(struct archive_job *j, const struct imap_node *body)
 	return w;
 }
 
-/* Appends the oldest held messages until KEEP are left and, with ROOM,
- * until ROOM more bytes fit: 0, or -1 with the job failed. */
-static int
-store_held(struct archive_job *j, int keep, uint64_t room)
-{
-	int rc = 0, k = 0;
-
-	while (j->nheld - k > keep || (j->nheld - k > 0 && j->held_bytes + room > HELD_BYTES)) {
-		struct entry *e = j->held[k].e;
-		struct pack_writer *w = j->held[k].w;
-		k++;
-		j->held_bytes -= e->size;
-		if (rc == 0 && pack_writer_store(w, &e->existed, &e->loc) < 0) {
-			storage_fail(j, "cannot store a message");
-			rc = -1;	/* the job failed: the rest go unstored */
-		} else if (rc == 0 && !e->existed && crash_after_blobs >= 0 &&
-		    ++blobs_so_far >= crash_after_blobs) {
-			log_error(j->source, "crash injection: abort after %ld stored messages",
-			    blobs_so_far);
-			abort();
-		}
-		pack_writer_free(w);
-		if (rc < 0)
-			keep = 0;
-	}
-	memmove(j->held, j->held + k, (size_t)(j->nheld - k) * sizeof(j->held[0]));
-	j->nheld -= k;
-	return rc;
-}
-
 /* A failed or abandoned job's held messages go unstored. */
 static void
 drop_held(struct archive_job *j)
@@ -440,6 +410,35 @@ drop_held(struct archive_job *j)
 		pack_writer_free(j->held[i].w);
 	j->nheld = 0;
 	j->held_bytes = 0;
+}
+
+/* Appends the oldest held messages until KEEP are left and, with ROOM,
+ * until ROOM more bytes fit: 0, or -1 with the job failed. */
+static int
+store_held(struct archive_job *j, int keep, uint64_t room)
+{
+	while (j->nheld > keep || (j->nheld > 0 && j->held_bytes + room > HELD_BYTES)) {
+		struct held h = j->held[0];
+		int rc;
+
+		memmove(j->held, j->held + 1, (size_t)(j->nheld - 1) * sizeof(j->held[0]));
+		j->nheld--;
+		j->held_bytes -= h.e->size;
+		rc = pack_writer_store(h.w, &h.e->existed, &h.e->loc);
+		if (rc < 0)
+			storage_fail(j, "cannot store a message");	/* before free: errno */
+		pack_writer_free(h.w);
+		if (rc < 0) {
+			drop_held(j);	/* the job failed: the rest go unstored */
+			return -1;
+		}
+		if (!h.e->existed && crash_after_blobs >= 0 && ++blobs_so_far >= crash_after_blobs) {
+			log_error(j->source, "crash injection: abort after %ld stored messages",
+			    blobs_so_far);
+			abort();
+		}
+	}
+	return 0;
 }
 
 /* The body of one of the batch's UIDs arrived complete in W: keep it as an
