@@ -21,6 +21,7 @@
 #define MESSAGE_MAX ((size_t)512 << 20)		/* bigger blobs: headers only */
 #define EXTRACTORS_MAX 4			/* threads extracting one batch */
 #define IDLE_WAIT_MS 500
+#define YIELD_SLEEP_NS 1000000L		/* long enough for the waiter's next try */
 #define INDEXER_NICE 10				/* the thread's priority below the loop's */
 #define INSERT_SQL "INSERT INTO fts(rowid, subject, sender, recipient, cc, body, filename, " \
 	"attachment) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
@@ -97,6 +98,7 @@ index_run_open(const char *data_dir, char *err, size_t errlen)
 	if ((r->adb = db_open(data_dir, 0, err, errlen)) == NULL)
 		goto fail;
 	r->db = db_handle(r->adb);
+	db_yield_to_waiters(r->adb);
 	/* The index can always be rebuilt from the messages, and in WAL mode a
 	 * commit that a power loss undoes takes its `indexed` flags with it: no
 	 * fsync per indexer transaction. */
@@ -271,6 +273,21 @@ extractor_main(void *arg)
 	return NULL;
 }
 
+/* The event loop waits for the write lock: commit what is written, let it
+ * take the lock, and go on in a new transaction (which waits for its). */
+static int
+give_way(struct index_run *r)
+{
+	struct timespec ts = { 0, YIELD_SLEEP_NS };
+
+	if (sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+		sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
+		return -1;
+	}
+	nanosleep(&ts, NULL);
+	return sqlite3_exec(r->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
+}
+
 int
 index_run_step(struct index_run *r, int max, char *err, size_t errlen)
 {
@@ -338,6 +355,9 @@ index_run_step(struct index_run *r, int max, char *err, size_t errlen)
 			sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
 			goto fail;
 		}
+		/* Each row stands alone: the loop may commit in between. */
+		if (db_writer_waiting() && give_way(r) < 0)
+			goto fail;
 	}
 	if (sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
 		sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);

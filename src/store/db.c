@@ -2,6 +2,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,6 +146,7 @@ struct archive_db {
 	sqlite3 *db;
 	sqlite3_stmt *stmts[ST_COUNT];
 	int wal_fd;			/* db_wal_fd; -1 until asked */
+	int yields;			/* db_yield_to_waiters: lets this process's other writers in */
 };
 
 static double
@@ -204,20 +207,54 @@ fail:
  * steps up to 100 ms, and in the engine the waiter is the event loop:
  * it would sleep on long after a 2 ms write ended, with every source and
  * the control socket waiting behind it.
+ *
+ * A connection that does not yield stamps when it last waited; one that
+ * yields (the indexer's, on a thread of lower priority, writing a batch
+ * in one transaction) asks db_writer_waiting between two rows and lets
+ * the waiter in. Measured: without it the loop slept 1.2 s of a 4.4 s
+ * import behind the indexer's batches.
  */
 #define BUSY_STEP_US	500
 #define BUSY_MAX_US	5000000
+#define WAITING_NS	(2 * (int64_t)BUSY_STEP_US * 1000)	/* a stamp newer than two steps */
+
+static _Atomic int64_t last_wait_ns;
+
+static int64_t
+monotonic_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 static int
 busy_wait(void *ud, int count)
 {
+	struct archive_db *db = ud;
 	struct timespec ts = { 0, BUSY_STEP_US * 1000L };
 
-	(void)ud;
 	if ((long)count * BUSY_STEP_US >= BUSY_MAX_US)
 		return 0;
+	if (!db->yields)
+		atomic_store(&last_wait_ns, monotonic_ns());
 	nanosleep(&ts, NULL);
 	return 1;
+}
+
+void
+db_yield_to_waiters(struct archive_db *db)
+{
+	db->yields = 1;
+}
+
+int
+db_writer_waiting(void)
+{
+	int64_t stamp = atomic_load(&last_wait_ns);
+
+	return stamp != 0 && monotonic_ns() - stamp < WAITING_NS;
 }
 
 struct archive_db *
@@ -241,7 +278,7 @@ db_open(const char *data_dir, int readonly, char *err, size_t errlen)
 	}
 	if (!readonly)
 		chmod(path, 0600);
-	sqlite3_busy_handler(db->db, busy_wait, NULL);
+	sqlite3_busy_handler(db->db, busy_wait, db);
 	/* The index's tokenizer, before the migration that creates the index. */
 	if (search_tokenizer_register(db->db) != SQLITE_OK) {
 		snprintf(err, errlen, "%s: cannot register the search tokenizer: %s", path,

@@ -24,6 +24,10 @@ struct archive_db;
 struct archive_db *db_open(const char *data_dir, int readonly, char *err, size_t errlen);
 void db_close(struct archive_db *db);
 sqlite3 *db_handle(struct archive_db *db);
+/* This connection lets the process's other writers in between its rows
+ * (db_writer_waiting: one of them waits for the write lock now). */
+void db_yield_to_waiters(struct archive_db *db);
+int db_writer_waiting(void);
 const char *db_errmsg(struct archive_db *db);
 
 int db_begin(struct archive_db *db);

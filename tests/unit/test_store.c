@@ -1,6 +1,8 @@
 /* The blob store and archive.db, without the engine. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -108,6 +110,78 @@ test_db_migrates_and_refuses_newer(void)
 	sqlite3_close(raw);
 }
 
+struct writer {
+	struct archive_db *db;
+	int yields;
+	int rc;
+};
+
+static void *
+write_progress(void *arg)
+{
+	struct writer *w = arg;
+
+	if (w->yields)
+		w->rc = sqlite3_exec(db_handle(w->db), "UPDATE folders SET last_uid = 5", NULL, NULL,
+		    NULL) == SQLITE_OK ? 0 : -1;
+	else
+		w->rc = db_folder_set_progress(w->db, "s", "INBOX", 99);
+	return NULL;
+}
+
+static int
+wait_until_waiting(int want)
+{
+	for (int i = 0; i < 2000; i++) {
+		if (db_writer_waiting() == want)
+			return 1;
+		usleep(1000);
+	}
+	return 0;
+}
+
+/* The indexer's connection yields: it sees when another of the process's
+ * connections (the loop's) waits for the write lock, and only then. */
+static void
+test_a_waiting_writer_is_seen(void)
+{
+	char err[512] = "", sub[4096];
+	struct archive_db *indexer, *loop;
+	struct writer w;
+	pthread_t t;
+
+	snprintf(sub, sizeof(sub), "%s/yield", dir);
+	CHECK_INT(mkdir(sub, 0700), 0);
+	indexer = db_open(sub, 0, err, sizeof(err));
+	loop = db_open(sub, 0, err, sizeof(err));
+	if (indexer == NULL || loop == NULL) {
+		CHECK_STR(err, "");
+		return;
+	}
+	w = (struct writer){ loop, 0, -1 };
+	db_yield_to_waiters(indexer);
+	CHECK_INT(db_writer_waiting(), 0);
+	CHECK_INT(sqlite3_exec(db_handle(indexer), "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	CHECK_INT(pthread_create(&t, NULL, write_progress, &w), 0);
+	CHECK(wait_until_waiting(1));
+	CHECK_INT(sqlite3_exec(db_handle(indexer), "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+	pthread_join(t, NULL);
+	CHECK_INT(w.rc, 0);
+	CHECK(wait_until_waiting(0));
+
+	/* the yielding connection waiting for the loop's transaction is no waiter */
+	w = (struct writer){ indexer, 1, -1 };
+	CHECK_INT(sqlite3_exec(db_handle(loop), "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	CHECK_INT(pthread_create(&t, NULL, write_progress, &w), 0);
+	usleep(20000);
+	CHECK_INT(db_writer_waiting(), 0);
+	CHECK_INT(sqlite3_exec(db_handle(loop), "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+	pthread_join(t, NULL);
+	CHECK_INT(w.rc, 0);
+	db_close(indexer);
+	db_close(loop);
+}
+
 int
 main(void)
 {
@@ -115,6 +189,7 @@ main(void)
 		return 1;
 	RUN(test_old_layout_open_and_paths);
 	RUN(test_db_migrates_and_refuses_newer);
+	RUN(test_a_waiting_writer_is_seen);
 	{
 		char cmd[128];
 		snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
