@@ -291,10 +291,6 @@ db_open(const char *data_dir, int readonly, char *err, size_t errlen)
 		 * synchronous=FULL: a commit is durable when it returns. */
 		if (exec(db, "PRAGMA journal_mode = WAL") != SQLITE_OK ||
 		    exec(db, "PRAGMA synchronous = FULL") != SQLITE_OK ||
-		    /* Pages read through a mapping, not a pread each: the
-		     * indexer's writes empty this connection's page cache at
-		     * every transaction, and the loop re-reads the b-trees. */
-		    exec(db, "PRAGMA mmap_size = 268435456") != SQLITE_OK ||
 		    exec(db, "PRAGMA foreign_keys = ON") != SQLITE_OK ||
 		    /* The savepoint of each batch in a commit group keeps its
 		     * statement journal in memory: on disk it was a 4-KiB

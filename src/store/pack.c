@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -956,6 +957,41 @@ append(struct pack_store *ps, const void *data, size_t len)
 	return 0;
 }
 
+/* A record header and its bytes in one system call (one a message, not two). */
+static int
+append_record(struct pack_store *ps, const void *hdr, size_t hlen, const void *data, size_t len)
+{
+	struct iovec iov[2] = { { (void *)hdr, hlen }, { (void *)data, len } };
+	struct iovec *v = iov;
+	int nv = 2;
+	uint64_t off = ps->end;
+
+	while (nv > 0) {
+		ssize_t n = pwritev(ps->fd, v, nv, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;
+			return -1;
+		}
+		off += (uint64_t)n;
+		while (nv > 0 && (size_t)n >= v->iov_len) {
+			n -= (ssize_t)v->iov_len;
+			v++;
+			nv--;
+		}
+		if (nv > 0) {
+			v->iov_base = (char *)v->iov_base + n;
+			v->iov_len -= (size_t)n;
+		}
+	}
+	EVP_DigestUpdate(ps->sum, hdr, hlen);
+	EVP_DigestUpdate(ps->sum, data, len);
+	ps->end = off;
+	return 0;
+}
+
 /* The spool file's compressed bytes after the record header. */
 static int
 append_spool(struct pack_writer *w)
@@ -1046,12 +1082,13 @@ pack_writer_append(struct pack_writer *w, struct pack_location *loc)
 		errno = EINVAL;
 		return -1;
 	}
-	rc = append(ps, hdr, sizeof(hdr));
-	if (rc == 0) {
-		if (w->spool_fd >= 0)
+	if (w->spool_fd >= 0) {
+		rc = append(ps, hdr, sizeof(hdr));
+		if (rc == 0)
 			rc = append_spool(w);
-		else
-			rc = append(ps, codec == PACK_ZSTD ? packed : (w->mem ? w->mem : ""), plen);
+	} else {
+		rc = append_record(ps, hdr, sizeof(hdr),
+		    codec == PACK_ZSTD ? packed : (w->mem ? w->mem : ""), plen);
 	}
 	free(packed);
 	if (rc < 0) {

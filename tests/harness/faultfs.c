@@ -9,7 +9,7 @@
  *
  *	OP PATH ERRNO SKIP COUNT
  *
- * OP is write (write, pwrite, pwrite64) or sync (fdatasync, fsync); the
+ * OP is write (write, pwrite, pwrite64, pwritev, pwritev64) or sync (fdatasync, fsync); the
  * call fails when the file its descriptor names contains PATH, after SKIP
  * such calls passed, at most COUNT times (-1: always). ERRNO is ENOSPC,
  * EIO or EDQUOT. Each failure made is one line in EVFAULT_LOG.
@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -86,6 +87,8 @@ dirty_of(int fd, int create)
 static ssize_t (*real_write)(int, const void *, size_t);
 static ssize_t (*real_pwrite)(int, const void *, size_t, off_t);
 static ssize_t (*real_pwrite64)(int, const void *, size_t, off_t);
+static ssize_t (*real_pwritev)(int, const struct iovec *, int, off_t);
+static ssize_t (*real_pwritev64)(int, const struct iovec *, int, off_t);
 static int (*real_fdatasync)(int);
 static int (*real_fsync)(int);
 static int (*real_unlink)(const char *);
@@ -98,6 +101,10 @@ resolve(void)
 		real_pwrite = (ssize_t (*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, "pwrite");
 		real_pwrite64 = (ssize_t (*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT,
 		    "pwrite64");
+		real_pwritev = (ssize_t (*)(int, const struct iovec *, int, off_t))dlsym(RTLD_NEXT,
+		    "pwritev");
+		real_pwritev64 = (ssize_t (*)(int, const struct iovec *, int, off_t))dlsym(RTLD_NEXT,
+		    "pwritev64");
 		real_fdatasync = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
 		real_fsync = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
 		real_unlink = (int (*)(const char *))dlsym(RTLD_NEXT, "unlink");
@@ -287,6 +294,36 @@ pwrite64(int fd, const void *buf, size_t len, off_t off)
 	ssize_t n = real_pwrite64(fd, buf, len, off);
 	dirtied(fd, off, n);
 	return n;
+}
+
+ssize_t
+pwritev(int fd, const struct iovec *iov, int n, off_t off)
+{
+	int err;
+
+	resolve();
+	if ((err = fault(fd, 0, "write")) != 0) {
+		errno = err;
+		return -1;
+	}
+	ssize_t w = real_pwritev(fd, iov, n, off);
+	dirtied(fd, off, w);
+	return w;
+}
+
+ssize_t
+pwritev64(int fd, const struct iovec *iov, int n, off_t off)
+{
+	int err;
+
+	resolve();
+	if ((err = fault(fd, 0, "write")) != 0) {
+		errno = err;
+		return -1;
+	}
+	ssize_t w = real_pwritev64(fd, iov, n, off);
+	dirtied(fd, off, w);
+	return w;
 }
 
 int
