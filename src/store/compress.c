@@ -42,6 +42,8 @@ run(struct compressor *c, struct compress_job *j)
 	} else {
 		n = 0;
 	}
+	if (j->also)
+		j->also_out = j->also(j->src, j->also_len);
 	finish(j, out, n);
 }
 
@@ -125,6 +127,9 @@ compress_job_init(struct compress_job *j, const void *src, size_t len, int level
 	j->level = level;
 	j->out = NULL;
 	j->out_len = 0;
+	j->also = NULL;
+	j->also_len = 0;
+	j->also_out = NULL;
 	j->state = JOB_IDLE;
 	j->next = NULL;
 	pthread_mutex_init(&j->mu, NULL);

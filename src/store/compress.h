@@ -21,6 +21,12 @@ struct compress_job {
 	int level;
 	void *out;			/* malloc'd zstd frame once done; NULL: compress it yourself */
 	size_t out_len;
+	/* Optional, set before submitting: more work on the thread, after the
+	 * compression, over the first also_len bytes of the input. Its result
+	 * is the owner's; NULL when the thread did not get to it. */
+	void *(*also)(const void *src, size_t len);
+	size_t also_len;
+	void *also_out;
 	int state;			/* private */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;

@@ -37,6 +37,10 @@ struct pack_writer {
 	char *mem;			/* raw bytes while small */
 	size_t mem_len, mem_cap;
 	int spool_fd;			/* compressed bytes once big */
+	void *(*also)(const void *, size_t);	/* pack_writer_also: still to run, or running */
+	void (*also_free)(void *);
+	void *also_out;			/* its result, once run here */
+	int also_done;
 	char spool_path[4096];
 	ZSTD_CCtx *zs;
 	uint64_t spool_len;
@@ -839,6 +843,10 @@ start_compression(struct pack_writer *w)
 	if (ps->compressor == NULL)
 		return;
 	compress_job_init(&w->job, w->mem, w->mem_len, ZSTD_LEVEL);
+	if (w->also && !w->also_done) {
+		w->job.also = w->also;
+		w->job.also_len = w->mem_len < PACK_HEAD_MAX ? w->mem_len : PACK_HEAD_MAX;
+	}
 	w->compressing = 1;
 	compressor_submit(ps->compressor, &w->job);	/* refused: done, out NULL */
 }
@@ -890,9 +898,58 @@ pack_writer_head(const struct pack_writer *w, size_t *len)
 	return w->head;
 }
 
+/* Runs the work pack_writer_also asked for here, once. */
+static void
+also_here(struct pack_writer *w)
+{
+	const char *head;
+	size_t len;
+
+	if (w->also == NULL || w->also_done)
+		return;
+	if (w->spool_fd < 0) {		/* its own buffer, whatever drop_head said */
+		head = w->mem;
+		len = w->mem_len < PACK_HEAD_MAX ? w->mem_len : PACK_HEAD_MAX;
+	} else {
+		head = w->head;
+		len = w->head_len;
+	}
+	w->also_out = w->also(head ? head : "", len);
+	w->also_done = 1;
+}
+
+void
+pack_writer_also(struct pack_writer *w, void *(*fn)(const void *head, size_t len),
+    void (*free_fn)(void *))
+{
+	w->also = fn;
+	w->also_free = free_fn;
+}
+
+void *
+pack_writer_also_result(struct pack_writer *w)
+{
+	void *r;
+
+	if (w->compressing && !w->also_done) {
+		compress_job_wait(&w->job);
+		if (w->job.also_out != NULL) {
+			w->also_out = w->job.also_out;
+			w->job.also_out = NULL;
+			w->also_done = 1;
+		}
+	}
+	also_here(w);		/* the thread did not: the bytes are still here */
+	r = w->also_out;
+	w->also_out = NULL;
+	return r;
+}
+
 void
 pack_writer_drop_head(struct pack_writer *w)
 {
+	if (w->spool_fd >= 0)
+		also_here(w);	/* the copy is all that is left of the head */
 	free(w->head);
 	w->head = NULL;
 	w->head_len = 0;
@@ -1123,8 +1180,13 @@ pack_writer_free(struct pack_writer *w)
 		close(w->spool_fd);
 		unlink(w->spool_path);
 	}
-	if (w->compressing)
+	if (w->compressing) {
 		compress_job_destroy(&w->job);	/* before mem goes */
+		if (w->job.also_out && w->also_free)
+			w->also_free(w->job.also_out);
+	}
+	if (w->also_out && w->also_free)
+		w->also_free(w->also_out);
 	ZSTD_freeCCtx(w->zs);
 	EVP_MD_CTX_free(w->md);
 	free(w->mem);

@@ -103,7 +103,16 @@ uint64_t pack_writer_size(const struct pack_writer *w);
 /* The first bytes (up to PACK_HEAD_MAX), for parsing the header block:
  * the message's own buffer while it is in memory, a copy once spooled. */
 const char *pack_writer_head(const struct pack_writer *w, size_t *len);
+/* Frees a spooled message's copy of its head (after running the work
+ * pack_writer_also asked for, if it has not run yet). */
 void pack_writer_drop_head(struct pack_writer *w);
+/* Before finish: FN (the header parse) is to run over the head, on the
+ * compressor's thread beside the compression when the message goes there,
+ * else on the caller's when needed. FREE frees a result never taken. */
+void pack_writer_also(struct pack_writer *w, void *(*fn)(const void *head, size_t len),
+    void (*free_fn)(void *));
+/* FN's result, waiting for the thread if it has it: the caller's to free. */
+void *pack_writer_also_result(struct pack_writer *w);
 /* Appends the finished message to the open segment, unless identical bytes
  * are stored already (*EXISTED = 1). *LOC tells where its bytes are, for
  * the record; with *EXISTED and an old-layout copy, LOC->segment is -1.

@@ -314,6 +314,31 @@ sizes_untagged(void *ud, const struct imap_response *r)
 	todo_add(j, uid, size);
 }
 
+/* The header parse as pack_writer_also runs it: off the loop, beside the
+ * compression, when no filter needs the headers at once. */
+static void *
+parse_head(const void *head, size_t len)
+{
+	return mime_headers_parse(head, len);
+}
+
+static void
+free_headers(void *h)
+{
+	mime_headers_free(h);
+}
+
+/* A new message's writer; with no filter its headers are parsed later. */
+static struct pack_writer *
+new_writer(struct archive_job *j)
+{
+	struct pack_writer *w = pack_writer_new(j->p.packs);
+
+	if (w && !j->p.filter)
+		pack_writer_also(w, parse_head, free_headers);
+	return w;
+}
+
 static int
 body_begin(void *ud, const struct imap_literal_info *li)
 {
@@ -328,7 +353,7 @@ body_begin(void *ud, const struct imap_literal_info *li)
 		return IMAP_LIT_STREAM;
 	}
 	pack_writer_free(b->cur);
-	b->cur = pack_writer_new(j->p.packs);
+	b->cur = new_writer(j);
 	if (b->cur == NULL || pack_writer_expect(b->cur, li->size) < 0) {
 		job_fail(j, "storage", "out of memory receiving a message of %s", j->folder);
 		return -1;
@@ -391,7 +416,7 @@ inline_body(struct archive_job *j, const struct imap_node *body)
 {
 	size_t len;
 	const char *bytes = imap_node_bytes(body, &len);
-	struct pack_writer *w = pack_writer_new(j->p.packs);
+	struct pack_writer *w = new_writer(j);
 
 	if (w == NULL || pack_writer_write(w, bytes ? bytes : "", bytes ? len : 0) < 0 ||
 	    pack_writer_finish(w) < 0) {
@@ -427,6 +452,8 @@ store_held(struct archive_job *j, int keep, uint64_t room)
 		rc = pack_writer_store(h.w, &h.e->existed, &h.e->loc);
 		if (rc < 0)
 			storage_fail(j, "cannot store a message");	/* before free: errno */
+		else if (h.e->headers == NULL)
+			h.e->headers = pack_writer_also_result(h.w);
 		pack_writer_free(h.w);
 		if (rc < 0) {
 			drop_held(j);	/* the job failed: the rest go unstored */
@@ -487,8 +514,10 @@ add_message(struct archive_job *j, const struct imap_response *r, uint32_t uid,
 	n = imap_fetch_item(r, "INTERNALDATE");
 	if (n == NULL || imap_parse_internaldate(imap_node_bytes(n, &hlen), &e->internaldate) < 0)
 		e->internaldate = -1;
-	head = pack_writer_head(w, &hlen);
-	e->headers = mime_headers_parse(head ? head : "", hlen);
+	if (j->p.filter) {	/* else parsed beside the compression (new_writer) */
+		head = pack_writer_head(w, &hlen);
+		e->headers = mime_headers_parse(head ? head : "", hlen);
+	}
 	pack_writer_drop_head(w);	/* a batch would hold 256 KiB per message */
 	if (j->p.filter) {
 		message_of(j, e, &m);

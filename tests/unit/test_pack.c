@@ -2,6 +2,7 @@
  * after a crash, sealing, and damage found. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -280,6 +281,104 @@ test_sealing_and_damage(void)
 	free(m);
 }
 
+/* pack_writer_also: the header work runs once over the head, on the
+ * compressor's thread for a message it compresses, here otherwise (a small
+ * one, a spooled one at drop_head); a result never taken is freed. */
+static pthread_t test_thread;
+static int also_runs, also_frees, also_elsewhere;
+
+static void *
+first_line(const void *head, size_t len)
+{
+	const char *nl = memchr(head, '\n', len);
+
+	also_runs++;
+	if (!pthread_equal(pthread_self(), test_thread))
+		also_elsewhere++;
+	return strndup(head, nl ? (size_t)(nl - (const char *)head) : len);
+}
+
+static void
+count_free(void *p)
+{
+	also_frees++;
+	free(p);
+}
+
+static struct pack_writer *
+writer_of(struct pack_store *ps, const char *data, size_t len)
+{
+	struct pack_writer *w = pack_writer_new(ps);
+
+	CHECK(w != NULL);
+	pack_writer_also(w, first_line, count_free);
+	for (size_t off = 0; off < len;) {
+		size_t n = len - off < 65536 ? len - off : 65536;
+		CHECK_INT(pack_writer_write(w, data + off, n), 0);
+		off += n;
+	}
+	CHECK_INT(pack_writer_finish(w), 0);
+	return w;
+}
+
+static void
+test_header_work_beside_compression(void)
+{
+	char err[512];
+	struct archive_db *db = db_open(dir, 0, err, sizeof(err));
+	struct pack_store *ps = pack_store_open(dir, db_handle(db), err, sizeof(err));
+	struct pack_location loc;
+	int existed;
+	char *mid = text(20000, 7), *big = text(5 << 20, 8), *r;
+	const char *tiny = "Subject: tiny\r\n\r\nhi\r\n";
+	struct pack_writer *w;
+
+	CHECK(ps != NULL);
+	test_thread = pthread_self();
+	memcpy(mid, "Subject: mid\n", 13);
+	memcpy(big, "Subject: big\n", 13);
+
+	/* compressed on the thread: the work went there too */
+	w = writer_of(ps, mid, 20000);
+	pack_writer_drop_head(w);
+	CHECK_INT(pack_writer_store(w, &existed, &loc), 0);
+	r = pack_writer_also_result(w);
+	CHECK_STR(r, "Subject: mid");
+	CHECK_INT(also_runs, 1);
+	CHECK_INT(also_elsewhere, 1);
+	free(r);
+	CHECK(pack_writer_also_result(w) == NULL);	/* once */
+	pack_writer_free(w);
+
+	/* small: done here, when asked, even after drop_head */
+	w = writer_of(ps, tiny, strlen(tiny));
+	pack_writer_drop_head(w);
+	CHECK_INT(also_runs, 1);
+	r = pack_writer_also_result(w);
+	CHECK_STR(r, "Subject: tiny\r");
+	CHECK_INT(also_elsewhere, 1);
+	free(r);
+	pack_writer_free(w);
+
+	/* spooled: done from its copy of the head before that goes */
+	w = writer_of(ps, big, 5 << 20);
+	pack_writer_drop_head(w);
+	CHECK_INT(also_runs, 3);
+	r = pack_writer_also_result(w);
+	CHECK_STR(r, "Subject: big");
+	free(r);
+	pack_writer_free(w);
+
+	/* never taken: freed with the writer */
+	w = writer_of(ps, mid, 20000);
+	pack_writer_free(w);
+	CHECK_INT(also_frees, also_runs - 3);
+	pack_store_close(ps);
+	db_close(db);
+	free(mid);
+	free(big);
+}
+
 int
 main(void)
 {
@@ -289,6 +388,7 @@ main(void)
 	RUN(test_uncommitted_bytes_are_cut);
 	RUN(test_resumed_segment_seals_whole);
 	RUN(test_sealing_and_damage);
+	RUN(test_header_work_beside_compression);
 	{
 		char cmd[128];
 		snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
