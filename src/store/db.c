@@ -296,6 +296,10 @@ db_open(const char *data_dir, int readonly, char *err, size_t errlen)
 		     * statement journal in memory: on disk it was a 4-KiB
 		     * write per page a batch changed, never synced nor read. */
 		    exec(db, "PRAGMA temp_store = MEMORY") != SQLITE_OK ||
+		    /* Room for the pages a commit group of 1,000 messages
+		     * changes: with SQLite's 2 MiB they spilled to the WAL
+		     * before the commit (sqlite3PcacheFetchStress). */
+		    exec(db, "PRAGMA cache_size = -8192") != SQLITE_OK ||
 		    migrate(db, err, errlen) < 0) {
 			if (!err[0])
 				snprintf(err, errlen, "%s: %s", path, sqlite3_errmsg(db->db));
