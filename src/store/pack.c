@@ -105,13 +105,12 @@ unhex(const char *s, unsigned char *out)
 	return 0;
 }
 
+/* All of IOV at OFF, through short writes and signals. IOV is used up. */
 static int
-pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
+pwritev_all(int fd, struct iovec *v, int nv, uint64_t off)
 {
-	const char *p = buf;
-
-	while (len > 0) {
-		ssize_t n = pwrite(fd, p, len, (off_t)off);
+	while (nv > 0) {
+		ssize_t n = pwritev(fd, v, nv, (off_t)off);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
@@ -119,11 +118,26 @@ pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
 				errno = EIO;
 			return -1;
 		}
-		p += n;
-		len -= (size_t)n;
 		off += (uint64_t)n;
+		while (nv > 0 && (size_t)n >= v->iov_len) {
+			n -= (ssize_t)v->iov_len;
+			v++;
+			nv--;
+		}
+		if (nv > 0) {
+			v->iov_base = (char *)v->iov_base + n;
+			v->iov_len -= (size_t)n;
+		}
 	}
 	return 0;
+}
+
+static int
+pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
+{
+	struct iovec v = { (void *)buf, len };
+
+	return pwritev_all(fd, &v, 1, off);
 }
 
 static int
@@ -1019,33 +1033,12 @@ static int
 append_record(struct pack_store *ps, const void *hdr, size_t hlen, const void *data, size_t len)
 {
 	struct iovec iov[2] = { { (void *)hdr, hlen }, { (void *)data, len } };
-	struct iovec *v = iov;
-	int nv = 2;
-	uint64_t off = ps->end;
 
-	while (nv > 0) {
-		ssize_t n = pwritev(ps->fd, v, nv, (off_t)off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			if (n == 0)
-				errno = EIO;
-			return -1;
-		}
-		off += (uint64_t)n;
-		while (nv > 0 && (size_t)n >= v->iov_len) {
-			n -= (ssize_t)v->iov_len;
-			v++;
-			nv--;
-		}
-		if (nv > 0) {
-			v->iov_base = (char *)v->iov_base + n;
-			v->iov_len -= (size_t)n;
-		}
-	}
+	if (pwritev_all(ps->fd, iov, 2, ps->end) < 0)
+		return -1;
 	EVP_DigestUpdate(ps->sum, hdr, hlen);
 	EVP_DigestUpdate(ps->sum, data, len);
-	ps->end = off;
+	ps->end += hlen + len;
 	return 0;
 }
 

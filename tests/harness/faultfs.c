@@ -296,34 +296,33 @@ pwrite64(int fd, const void *buf, size_t len, off_t off)
 	return n;
 }
 
-ssize_t
-pwritev(int fd, const struct iovec *iov, int n, off_t off)
+static ssize_t
+faulty_pwritev(ssize_t (*real)(int, const struct iovec *, int, off_t), int fd,
+    const struct iovec *iov, int n, off_t off)
 {
 	int err;
 
-	resolve();
 	if ((err = fault(fd, 0, "write")) != 0) {
 		errno = err;
 		return -1;
 	}
-	ssize_t w = real_pwritev(fd, iov, n, off);
+	ssize_t w = real(fd, iov, n, off);
 	dirtied(fd, off, w);
 	return w;
 }
 
 ssize_t
+pwritev(int fd, const struct iovec *iov, int n, off_t off)
+{
+	resolve();
+	return faulty_pwritev(real_pwritev, fd, iov, n, off);
+}
+
+ssize_t
 pwritev64(int fd, const struct iovec *iov, int n, off_t off)
 {
-	int err;
-
 	resolve();
-	if ((err = fault(fd, 0, "write")) != 0) {
-		errno = err;
-		return -1;
-	}
-	ssize_t w = real_pwritev64(fd, iov, n, off);
-	dirtied(fd, off, w);
-	return w;
+	return faulty_pwritev(real_pwritev64, fd, iov, n, off);
 }
 
 int
