@@ -23,6 +23,7 @@
 #include "lua/imap.h"
 #include "lua/store.h"
 #include "mime/headers.h"
+#include "store/db.h"
 #include "store/store.h"
 #include "sync/archive.h"
 #include "lua/task.h"
@@ -247,6 +248,9 @@ engine_run(const struct engine_options *opt)
 		return 1;
 	}
 	store_set_current(e.store);
+	if (db_checkpoint_on_thread(e.store->db) < 0)
+		log_warn(NULL, "archive.db's WAL is checkpointed on the event loop: its thread "
+		    "cannot start");
 	mime_init();
 	/* The full-text index is filled beside archiving, on its own thread
 	 * and connection (EMAILVAULT_INDEXER=off leaves it to `reindex`). */

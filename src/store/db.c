@@ -12,6 +12,11 @@
 #include <unistd.h>
 
 #include "search/tokenize.h"
+#include "store/checkpointer.h"
+
+/* The WAL's length (4-KiB pages) that has the thread checkpoint it:
+ * SQLite's own threshold. */
+#define CHECKPOINT_PAGES 1000
 
 enum stmt {
 	ST_FOLDER_GET, ST_FOLDER_UPSERT_UIDV, ST_FOLDER_PROGRESS, ST_FOLDER_ON_SERVER,
@@ -147,6 +152,7 @@ struct archive_db {
 	sqlite3_stmt *stmts[ST_COUNT];
 	int wal_fd;			/* db_wal_fd; -1 until asked */
 	int yields;			/* db_yield_to_waiters: lets this process's other writers in */
+	struct checkpointer *checkpointer;	/* db_checkpoint_on_thread, or NULL */
 };
 
 static double
@@ -315,12 +321,29 @@ db_close(struct archive_db *db)
 {
 	if (db == NULL)
 		return;
+	checkpointer_stop(db->checkpointer);
 	for (int i = 0; i < ST_COUNT; i++)
 		sqlite3_finalize(db->stmts[i]);
 	if (db->wal_fd >= 0)
 		close(db->wal_fd);
 	sqlite3_close(db->db);
 	free(db);
+}
+
+int
+db_checkpoint_on_thread(struct archive_db *db)
+{
+	const char *path = sqlite3_db_filename(db->db, "main");
+
+	if (db->checkpointer == NULL && path != NULL && path[0] != '\0')
+		db->checkpointer = checkpointer_start(db->db, path, CHECKPOINT_PAGES);
+	return db->checkpointer ? 0 : -1;
+}
+
+uint64_t
+db_checkpoints(struct archive_db *db)
+{
+	return db->checkpointer ? checkpointer_runs(db->checkpointer) : 0;
 }
 
 sqlite3 *

@@ -29,6 +29,12 @@ sqlite3 *db_handle(struct archive_db *db);
 void db_yield_to_waiters(struct archive_db *db);
 int db_writer_waiting(void);
 const char *db_errmsg(struct archive_db *db);
+/* From now on the WAL is checkpointed on a thread (store/checkpointer.h),
+ * not in this connection's commits: for the loop's connection. -1 when the
+ * thread cannot start (the commits checkpoint as before). */
+int db_checkpoint_on_thread(struct archive_db *db);
+/* Checkpoints the thread has run. */
+uint64_t db_checkpoints(struct archive_db *db);
 
 int db_begin(struct archive_db *db);
 int db_commit(struct archive_db *db);

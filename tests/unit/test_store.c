@@ -182,6 +182,40 @@ test_a_waiting_writer_is_seen(void)
 	db_close(loop);
 }
 
+/* The loop's connection leaves the WAL's checkpoints to a thread: a commit
+ * past the threshold wakes it, and it copies the pages into archive.db. */
+static void
+test_checkpoints_on_their_thread(void)
+{
+	char err[512] = "", sub[4096], path[4200];
+	struct archive_db *db;
+	struct stat st;
+	int waited = 0;
+
+	snprintf(sub, sizeof(sub), "%s/checkpoint", dir);
+	CHECK_INT(mkdir(sub, 0700), 0);
+	db = db_open(sub, 0, err, sizeof(err));
+	if (db == NULL) {
+		CHECK_STR(err, "");
+		return;
+	}
+	CHECK_INT(db_checkpoint_on_thread(db), 0);
+	CHECK_INT(sqlite3_exec(db_handle(db), "CREATE TABLE t (b BLOB)", NULL, NULL, NULL),
+	    SQLITE_OK);
+	CHECK_INT(db_checkpoints(db), 0);	/* a few pages: no checkpoint yet */
+	/* 1,200 pages of 4 KiB in one commit: past the threshold of 1,000 */
+	CHECK_INT(sqlite3_exec(db_handle(db), "BEGIN; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL "
+	    "SELECT i + 1 FROM n WHERE i < 1200) INSERT INTO t SELECT zeroblob(4000) FROM n; "
+	    "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+	while (db_checkpoints(db) == 0 && waited++ < 1000)
+		usleep(10000);
+	CHECK(db_checkpoints(db) >= 1);
+	snprintf(path, sizeof(path), "%s/archive.db", sub);
+	CHECK_INT(stat(path, &st), 0);
+	CHECK(st.st_size >= 1200 * 4000);	/* the pages are in the file, not only the WAL */
+	db_close(db);
+}
+
 int
 main(void)
 {
@@ -190,6 +224,7 @@ main(void)
 	RUN(test_old_layout_open_and_paths);
 	RUN(test_db_migrates_and_refuses_newer);
 	RUN(test_a_waiting_writer_is_seen);
+	RUN(test_checkpoints_on_their_thread);
 	{
 		char cmd[128];
 		snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
