@@ -1,7 +1,6 @@
 #include "engine.h"
 
 #include <errno.h>
-#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -196,21 +195,6 @@ lock_data_dir(struct engine *e, const char *data_dir)
 	return 0;
 }
 
-/*
- * A message of up to 4 MiB is held in one buffer, compressed into another,
- * and both are freed once appended. With glibc's defaults the heap was
- * given back to the kernel after each large message and faulted in again
- * for the next: 45,000-70,000 page faults and ~0.2 s of system time for
- * 5,000 realistic messages, 6,800 faults with these. Peak RSS is the same
- * (it is the pages in use at once); the heap just stays at its peak.
- */
-static void
-keep_heap(void)
-{
-	mallopt(M_MMAP_THRESHOLD, 8 << 20);
-	mallopt(M_TRIM_THRESHOLD, 16 << 20);
-}
-
 int
 engine_run(const struct engine_options *opt)
 {
@@ -223,7 +207,6 @@ engine_run(const struct engine_options *opt)
 	memset(&e, 0, sizeof(e));
 	e.lock_fd = -1;
 	e.log_file = opt->log_file;
-	keep_heap();
 	umask(077);
 	if (opt->log_file == NULL)
 		log_detect_journal();
