@@ -24,7 +24,7 @@
  * smaller ones stay in memory and are compressed on the compressor thread
  * (at 1 MiB the loop compressed the realistic mix's big attachments). */
 #define SPOOL_MEM	((size_t)4 << 20)
-#define ZSTD_LEVEL	3			/* measured: see docs/performance.md */
+#define ZSTD_LEVEL	1			/* measured: see docs/performance.md */
 #define COMPRESS_AWAY	4096			/* smaller ones are compressed in place */
 
 static const char seg_magic[8] = { 'E', 'V', 'S', 'E', 'G', '0', '0', '1' };
