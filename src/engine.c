@@ -1,6 +1,7 @@
 #include "engine.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -195,6 +196,24 @@ lock_data_dir(struct engine *e, const char *data_dir)
 	return 0;
 }
 
+/*
+ * glibc gives each thread of its own a malloc arena (up to 8 a core), and
+ * an arena keeps what its thread freed: the compressor's outputs, each
+ * indexer extractor's decompressed message (2 MB on the realistic mix).
+ * With one arena a core, freed buffers are reused by the next thread that
+ * needs one. 5,000 realistic messages with the indexer on: peak RSS
+ * 46-48 MiB against 55-59 MiB (62-66 MiB with connections = 2, over the
+ * 64 MiB target); 20,000 small: 50-53 against 54-55 MiB; no CPU cost seen.
+ * Before any thread starts.
+ */
+static void
+share_arenas(void)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+	mallopt(M_ARENA_MAX, cpus < 2 ? 2 : (int)cpus);
+}
+
 int
 engine_run(const struct engine_options *opt)
 {
@@ -207,6 +226,7 @@ engine_run(const struct engine_options *opt)
 	memset(&e, 0, sizeof(e));
 	e.lock_fd = -1;
 	e.log_file = opt->log_file;
+	share_arenas();
 	umask(077);
 	if (opt->log_file == NULL)
 		log_detect_journal();
