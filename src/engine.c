@@ -202,9 +202,9 @@ lock_data_dir(struct engine *e, const char *data_dir)
  * indexer extractor's decompressed message (2 MB on the realistic mix).
  * With one arena a core, freed buffers are reused by the next thread that
  * needs one. 5,000 realistic messages with the indexer on: peak RSS
- * 46-48 MiB against 55-59 MiB (62-66 MiB with connections = 2, over the
- * 64 MiB target); 20,000 small: 50-53 against 54-55 MiB; no CPU cost seen.
- * Before any thread starts.
+ * 46-48 MiB against 55-59 MiB; with connections = 2, 56-59 against
+ * 62-68 MiB (over the 64 MiB target); 20,000 small: 50-53 against
+ * 54-55 MiB; no CPU cost seen. Before any thread starts.
  */
 static void
 share_arenas(void)

@@ -11,6 +11,7 @@ struct checkpointer {
 	pthread_cond_t cv;
 	int wanted;			/* the WAL crossed the threshold since the last run */
 	int stopping;
+	int failing;			/* the last run failed: said once, until one succeeds */
 	uint64_t runs;
 	int pages;
 	sqlite3 *watched;		/* the loop's connection */
@@ -53,9 +54,15 @@ checkpoint_main(void *arg)
 		 * BUSY is another connection's checkpoint (the indexer's):
 		 * the next commit asks again. */
 		rc = sqlite3_wal_checkpoint_v2(c->own, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
-		if (rc != SQLITE_OK && rc != SQLITE_BUSY)
-			log_warn(NULL, "cannot checkpoint archive.db's WAL (tried again after the "
-			    "next commit): %s", sqlite3_errmsg(c->own));
+		if (rc != SQLITE_OK && rc != SQLITE_BUSY && !c->failing) {
+			/* once: a full disk would otherwise say it at every commit */
+			log_warn(NULL, "cannot checkpoint archive.db's WAL, which grows until it can "
+			    "(tried again after each commit): %s", sqlite3_errmsg(c->own));
+			c->failing = 1;
+		} else if (rc == SQLITE_OK && c->failing) {
+			log_info(NULL, "archive.db's WAL is checkpointed again");
+			c->failing = 0;
+		}
 		pthread_mutex_lock(&c->mu);
 		c->runs++;
 	}

@@ -21,7 +21,8 @@ struct checkpointer;
  * thread. NULL (and DB as it was) when the thread or its connection
  * cannot start. */
 struct checkpointer *checkpointer_start(sqlite3 *db, const char *path, int pages);
-/* Checkpoints done so far (for the tests). */
+/* Checkpoints run so far, those another connection's checkpoint kept
+ * busy included (for the tests). */
 uint64_t checkpointer_runs(struct checkpointer *c);
 /* Waits for a checkpoint still running; DB checkpoints by itself again. */
 void checkpointer_stop(struct checkpointer *c);
