@@ -16,6 +16,7 @@
 #include "search/extract.h"
 #include "store/db.h"
 #include "store/reader.h"
+#include "thread_name.h"
 
 #define BATCH_TEXT_MAX ((size_t)32 << 20)	/* extracted text held for one transaction */
 #define MESSAGE_MAX ((size_t)512 << 20)		/* bigger blobs: headers only */
@@ -269,6 +270,7 @@ extractor_main(void *arg)
 {
 	struct extractor *x = arg;
 
+	thread_name("ev-extract");
 	extract_rows(x->b, x->reader);
 	return NULL;
 }
@@ -428,6 +430,7 @@ indexer_main(void *arg)
 	char err[512];
 	int failing = 0;
 
+	thread_name("ev-index");
 	/* Below the event loop: on a small machine the loop (the network,
 	 * the control socket) must get the CPU first; the index catches up
 	 * when it is idle. On Linux a thread has a nice value of its own (and

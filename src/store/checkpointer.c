@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "log.h"
+#include "thread_name.h"
 
 struct checkpointer {
 	pthread_t thread;
@@ -41,6 +42,7 @@ checkpoint_main(void *arg)
 {
 	struct checkpointer *c = arg;
 
+	thread_name("ev-checkpoint");
 	pthread_mutex_lock(&c->mu);
 	for (;;) {
 		int log = 0, done = 0, rc;

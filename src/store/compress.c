@@ -1,4 +1,5 @@
 #include "store/compress.h"
+#include "thread_name.h"
 
 #include <stdlib.h>
 
@@ -52,6 +53,7 @@ worker(void *arg)
 {
 	struct compressor *c = arg;
 
+	thread_name("ev-compress");
 	pthread_mutex_lock(&c->mu);
 	for (;;) {
 		struct compress_job *j;

@@ -16,6 +16,7 @@
 #include <openssl/rand.h>
 
 #include "log.h"
+#include "thread_name.h"
 
 struct job {
 	int fd;				/* -1: a delete */
@@ -115,6 +116,7 @@ uploader(void *ud)
 {
 	struct remote *r = ud;
 
+	thread_name("ev-upload");
 	pthread_mutex_lock(&r->mu);
 	for (;;) {
 		while (r->todo == NULL && !r->stop)

@@ -1,5 +1,6 @@
 #define _GNU_SOURCE	/* pipe2 */
 #include "store/syncer.h"
+#include "thread_name.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +29,7 @@ syncer_main(void *arg)
 {
 	struct syncer *s = arg;
 
+	thread_name("ev-sync");
 	for (;;) {
 		int fd, rc;
 		char one = 1;

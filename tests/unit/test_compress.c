@@ -1,7 +1,10 @@
 /* The compressor thread alone: jobs come back as frames that decompress
  * to their input, in any number and order of waiting; a compressor freed
  * with jobs queued ends them without output (their owners compress
- * themselves); a job never submitted is done at once. */
+ * themselves); a job never submitted is done at once; the thread is
+ * named for top -H and perf. */
+#include <dirent.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -103,11 +106,57 @@ test_unsubmitted_job(void)
 	compress_job_destroy(&j);
 }
 
+/* Whether a thread of this process is called NAME (/proc/self/task/TID/comm). */
+static int
+thread_named(const char *name)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *de;
+	int found = 0;
+
+	if (d == NULL)
+		return 0;
+	while (!found && (de = readdir(d)) != NULL) {
+		char path[300], comm[64] = "";
+		FILE *f;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", de->d_name);
+		if ((f = fopen(path, "r")) == NULL)
+			continue;
+		if (fgets(comm, sizeof(comm), f) != NULL)
+			comm[strcspn(comm, "\n")] = '\0';
+		fclose(f);
+		found = strcmp(comm, name) == 0;
+	}
+	closedir(d);
+	return found;
+}
+
+static void
+test_thread_is_named(void)
+{
+	struct compressor *c = compressor_new();
+	struct compress_job j;
+	char *in = text(8192, 9);
+
+	CHECK(c != NULL);
+	compress_job_init(&j, in, 8192, 1);
+	CHECK_INT(compressor_submit(c, &j), 0);
+	compress_job_wait(&j);	/* the thread has run: it named itself first */
+	CHECK(thread_named("ev-compress"));
+	compress_job_destroy(&j);
+	compressor_free(c);
+	free(in);
+}
+
 int
 main(void)
 {
 	RUN(test_jobs_round_trip);
 	RUN(test_free_with_jobs_queued);
 	RUN(test_unsubmitted_job);
+	RUN(test_thread_is_named);
 	DONE();
 }
