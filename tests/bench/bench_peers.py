@@ -9,7 +9,9 @@ rotation and on the same mailbox, every round times
   mbsync            Debian's isync: a full pull into an empty Maildir, with
                     fsync, over implicit TLS checking the harness's CA;
   discard           tests/bench/discard_client.c: every message fetched and
-                    thrown away, the server's limit on one connection.
+                    thrown away, the server's limit on one connection;
+  (--indexer-off)   the engine's import again with EMAILVAULT_INDEXER=off:
+                    the archiving's own CPU per message, against mbsync's.
 
 Medians over the rounds: messages, MB, wall s, CPU s (user, system), peak
 RSS, msg/s, MB/s and the ratios to mbsync and to the discard client. Not a
@@ -177,10 +179,11 @@ def source_text(d, args):
     return vault.source_file(port=d.tls_port, username=d.user, password=d.password, **fields)
 
 
-def engine_rounds(d, args, box, tmp, s3=None):
+def engine_rounds(d, args, box, tmp, s3=None, indexer=True):
     """The initial import (index on), then a no-change re-sync; with S3 (an
     rgw.Rgw) the messages stored in its bucket "bench", under a prefix of
-    their own."""
+    their own. indexer=False: EMAILVAULT_INDEXER=off, the import alone (no
+    index to wait for, no re-sync): the archiving's own CPU."""
     sources = os.path.join(tmp, "sources.d")
     data = os.path.join(tmp, "data")
     config = os.path.join(tmp, "emailvault.lua")
@@ -195,8 +198,9 @@ def engine_rounds(d, args, box, tmp, s3=None):
         else:
             f.write("return {}\n")
     log = os.path.join(tmp, "engine.log")
+    env = None if indexer else dict(os.environ, EMAILVAULT_INDEXER="off")
     t = Timed([args.bin, "run", "--sources", sources, "--data", data, "--config", config,
-               "--log", log], tmp)
+               "--log", log], tmp, env=env)
     pid = child_of(t.proc.pid)
     imported = caught_up = cpu_at_import = None
     db = None
@@ -214,8 +218,8 @@ def engine_rounds(d, args, box, tmp, s3=None):
                 cpu_at_import = proc_cpu(pid)
                 stored = db.execute("SELECT count(*), coalesce(sum(size), 0) FROM messages"
                                     " JOIN locations USING (hash)").fetchone()
-            if imported is not None and db.execute(
-                    "SELECT count(*) FROM messages WHERE indexed = 0").fetchone()[0] == 0:
+            if imported is not None and (not indexer or db.execute(
+                    "SELECT count(*) FROM messages WHERE indexed = 0").fetchone()[0] == 0):
                 caught_up = time.monotonic() - t.t0
                 break
         except sqlite3.OperationalError:
@@ -235,13 +239,16 @@ def engine_rounds(d, args, box, tmp, s3=None):
         raise RuntimeError("the engine archived %d of %d messages; log %s" % (
             stored[0], box.messages, log))
     name = "emailvault import (S3)" if s3 else "emailvault import"
-    imp = row(name, stored[0], stored[1], imported, cpu_at_import[0],
-              cpu_at_import[1], t.rss_mib, "index +%.2f s; anonymous memory at most %.1f MiB" % (
-                  caught_up - imported, anon_kib / 1024))
-    imp["lag"] = caught_up - imported
+    if not indexer:
+        name = "emailvault import, indexer off"
+    imp = row(name, stored[0], stored[1], imported, cpu_at_import[0], cpu_at_import[1], t.rss_mib)
     imp["anon"] = anon_kib / 1024
+    if indexer:
+        imp["lag"] = caught_up - imported
     imp["cpu_total"] = t.user + t.sys
     pack = pack_sizes(data)
+    if not indexer:
+        return imp, None, pack
 
     r = Timed([args.bin, "run", "--once", "--sources", sources, "--data", data,
                "--config", config, "--log", log + ".resync"], tmp)
@@ -339,6 +346,8 @@ def median_row(rows):
             out[k] = m(r[k] for r in rows)
     if "lag" in out:
         out["extra"] = "index +%.2f s, anonymous memory at most %.1f MiB" % (out["lag"], out["anon"])
+    elif "anon" in out:
+        out["extra"] = "anonymous memory at most %.1f MiB" % out["anon"]
     return out
 
 
@@ -371,6 +380,10 @@ def report(results, args, box, load):
               (imp["user"] + imp["sys"]) / imp["messages"] * 1e6,
               (med["mbsync (fsync)"]["user"] + med["mbsync (fsync)"]["sys"])
               / med["mbsync (fsync)"]["messages"] * 1e6, imp["cpu_total"]))
+    off = med.get("emailvault import, indexer off")
+    if off:
+        print("engine CPU per message with the indexer off: %.0f us" % (
+            (off["user"] + off["sys"]) / off["messages"] * 1e6))
 
 
 def main():
@@ -384,6 +397,9 @@ def main():
     ap.add_argument("--s3", action="store_true",
                     help="also the engine storing on S3: a throw-away Ceph RADOS Gateway on "
                     "127.0.0.1 (tests/harness/rgw.py), in the same rotation")
+    ap.add_argument("--indexer-off", action="store_true",
+                    help="also the engine's import with EMAILVAULT_INDEXER=off, in the same "
+                    "rotation: the archiving's CPU per message without the index's")
     ap.add_argument("--connections", type=int, default=0,
                     help="connections = N in the engine's source (if the engine has the field)")
     ap.add_argument("--bin", default=vault.BIN)
@@ -434,6 +450,9 @@ def main():
         if s3:
             tools += ["emailvault import (S3)", "emailvault re-sync (S3)"]
             units.append("engine-s3")
+        if args.indexer_off:
+            tools.append("emailvault import, indexer off")
+            units.append("engine-noindex")
         results = {t: [] for t in tools + ["mbsync (fsync)", "discard client"]}
         packs = []
         units += ["mbsync", "discard"]
@@ -444,7 +463,12 @@ def main():
                 loads.append(os.getloadavg()[0])
                 tmp = tempfile.mkdtemp(prefix="ev-peers-")
                 try:
-                    if unit in ("engine", "engine-s3"):
+                    if unit == "engine-noindex":
+                        imp, _, _ = engine_rounds(d, args, box, tmp, indexer=False)
+                        results[imp["tool"]].append(imp)
+                        print("round %d: %s %.2f s" % (rnd + 1, imp["tool"], imp["wall"]),
+                              flush=True)
+                    elif unit in ("engine", "engine-s3"):
                         imp, resync, pack = engine_rounds(d, args, box, tmp,
                                                           s3 if unit == "engine-s3" else None)
                         results[imp["tool"]].append(imp)
