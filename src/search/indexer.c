@@ -24,6 +24,7 @@
 #define IDLE_WAIT_MS 500
 #define YIELD_SLEEP_NS 1000000L		/* long enough for the waiter's next try */
 #define INDEXER_NICE 10				/* the thread's priority below the loop's */
+#define ARCHIVING_NS 1000000000LL		/* a commit group this recent: importing */
 #define INSERT_SQL "INSERT INTO fts(rowid, subject, sender, recipient, cc, body, filename, " \
 	"attachment) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
 #define REMOVE_SQL "DELETE FROM fts WHERE rowid = ?1"
@@ -412,6 +413,16 @@ index_run_reset(struct index_run *r, char *err, size_t errlen)
 
 /* ---- the worker thread ------------------------------------------------- */
 
+double
+index_rest(double took, int rows, int64_t backlog, int archiving)
+{
+	if (!archiving || rows <= 0 || took <= 0 || backlog < 0)
+		return 0;
+	if ((double)backlog * took / rows > INDEX_CATCH_UP_S)
+		return 0;	/* behind: catch up at full speed */
+	return took < 1.0 ? took : 1.0;
+}
+
 struct indexer {
 	pthread_t thread;
 	pthread_mutex_t mu;
@@ -422,6 +433,22 @@ struct indexer {
 };
 
 static struct indexer *current;
+
+/* Rests SECONDS with ix->mu held (the thread waits unlocked), or until
+ * stopped: a poke (new mail) does not end it. */
+static void
+wait_until_stopped(struct indexer *ix, double seconds)
+{
+	struct timespec until;
+	long long ns;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	ns = (long long)until.tv_nsec + (long long)(seconds * 1e9);
+	until.tv_sec += (time_t)(ns / 1000000000LL);
+	until.tv_nsec = (long)(ns % 1000000000LL);
+	while (!ix->stop && pthread_cond_timedwait(&ix->cv, &ix->mu, &until) == 0)
+		;
+}
 
 static void *
 indexer_main(void *arg)
@@ -438,7 +465,17 @@ indexer_main(void *arg)
 	if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), INDEXER_NICE) < 0)
 		log_debug(NULL, "indexer: cannot lower its priority: %s", strerror(errno));
 	for (;;) {
-		int n = index_run_step(ix->run, 64, err, sizeof(err));
+		struct timespec t0, t1;
+		double rest = 0;
+		int n;
+
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		n = index_run_step(ix->run, 64, err, sizeof(err));
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		if (n > 0)
+			rest = index_rest((double)(t1.tv_sec - t0.tv_sec) +
+			    (double)(t1.tv_nsec - t0.tv_nsec) / 1e9, n, index_run_lag(ix->run),
+			    db_archived_within(ARCHIVING_NS));
 
 		pthread_mutex_lock(&ix->mu);
 		if (n > 0) {
@@ -456,6 +493,8 @@ indexer_main(void *arg)
 				snprintf(ix->stats.last_error, sizeof(ix->stats.last_error), "%.250s", err);
 			}
 		}
+		if (rest > 0)
+			wait_until_stopped(ix, rest);
 		if (n <= 0 && !ix->stop && !ix->poked) {
 			struct timespec ts;
 			clock_gettime(CLOCK_REALTIME, &ts);

@@ -33,6 +33,17 @@ int index_run_reset(struct index_run *r, char *err, size_t errlen);
 /* The same on any connection to archive.db (the engine's own). */
 int index_reset(sqlite3 *db, char *err, size_t errlen);
 
+/*
+ * How long the indexer thread rests after a batch of ROWS that took TOOK
+ * seconds, with BACKLOG messages still to do: while messages are being
+ * imported (ARCHIVING), as long as the batch took, so that on a small
+ * machine the import has the CPU at least half the time; but not while
+ * the backlog, at the batch's pace, would take over INDEX_CATCH_UP_S to
+ * index (the index must catch up soon after the import ends). 0: go on.
+ */
+#define INDEX_CATCH_UP_S 3.0
+double index_rest(double took, int rows, int64_t backlog, int archiving);
+
 /* ---- the engine's worker thread ---------------------------------------- */
 
 struct indexer;

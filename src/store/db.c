@@ -263,6 +263,22 @@ db_writer_waiting(void)
 	return stamp != 0 && monotonic_ns() - stamp < WAITING_NS;
 }
 
+static _Atomic int64_t last_group_ns;
+
+void
+db_note_archived(void)
+{
+	atomic_store(&last_group_ns, monotonic_ns());
+}
+
+int
+db_archived_within(int64_t ns)
+{
+	int64_t stamp = atomic_load(&last_group_ns);
+
+	return stamp != 0 && monotonic_ns() - stamp < ns;
+}
+
 struct archive_db *
 db_open(const char *data_dir, int readonly, char *err, size_t errlen)
 {

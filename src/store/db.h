@@ -28,6 +28,12 @@ sqlite3 *db_handle(struct archive_db *db);
  * (db_writer_waiting: one of them waits for the write lock now). */
 void db_yield_to_waiters(struct archive_db *db);
 int db_writer_waiting(void);
+
+/* The archiver's commit groups say when they commit (db_note_archived);
+ * the indexer asks whether one did in the last NS nanoseconds: messages
+ * are being imported, and the CPU is theirs first. */
+void db_note_archived(void);
+int db_archived_within(int64_t ns);
 const char *db_errmsg(struct archive_db *db);
 /* From now on the WAL is checkpointed on a thread (store/checkpointer.h),
  * not in this connection's commits: for the loop's connection. -1 when the

@@ -409,6 +409,7 @@ commit_group(struct group *g, int on_loop)
 		failed = 1;
 		goto out;
 	}
+	db_note_archived();
 	/* on S3 the parts just recorded are forgotten as unrecorded then */
 	if ((on_loop || pack_store_is_remote(g->ps)) && pack_store_committed(g->ps) < 0)
 		log_warn(NULL, "cannot seal the full segment now (tried again after the next "
