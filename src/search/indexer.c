@@ -36,7 +36,7 @@ struct index_run {
 	struct store_reader *reader[EXTRACTORS_MAX];
 	int extractors;
 	struct extract_limits lim;
-	sqlite3_stmt *pick, *insert, *remove, *mark, *first_date, *lag;
+	sqlite3_stmt *pick, *insert, *remove, *mark, *first_date, *lag, *backlog;
 };
 
 /* One message between its extraction and the commit. */
@@ -81,6 +81,7 @@ index_run_close(struct index_run *r)
 	sqlite3_finalize(r->mark);
 	sqlite3_finalize(r->first_date);
 	sqlite3_finalize(r->lag);
+	sqlite3_finalize(r->backlog);
 	db_close(r->adb);
 	for (int i = 0; i < EXTRACTORS_MAX; i++)
 		store_reader_close(r->reader[i]);
@@ -121,7 +122,9 @@ index_run_open(const char *data_dir, char *err, size_t errlen)
 	    "sort_date = ?4, index_note = ?5 WHERE rowid = ?1") < 0 ||
 	    prepare(r, &r->first_date, "SELECT min(l.internaldate) FROM locations l "
 	    "JOIN messages m ON m.hash = l.hash WHERE m.rowid = ?1") < 0 ||
-	    prepare(r, &r->lag, "SELECT count(*) FROM messages WHERE indexed = 0") < 0) {
+	    prepare(r, &r->lag, "SELECT count(*) FROM messages WHERE indexed = 0") < 0 ||
+	    prepare(r, &r->backlog, "SELECT count(*) FROM (SELECT 1 FROM messages "
+	    "WHERE indexed = 0 LIMIT ?1)") < 0) {
 		snprintf(err, errlen, "archive.db: %s", sqlite3_errmsg(r->db));
 		goto fail;
 	}
@@ -139,6 +142,18 @@ index_run_lag(struct index_run *r)
 	if (sqlite3_step(r->lag) == SQLITE_ROW)
 		n = sqlite3_column_int64(r->lag, 0);
 	sqlite3_reset(r->lag);
+	return n;
+}
+
+int64_t
+index_run_backlog(struct index_run *r, int64_t limit)
+{
+	int64_t n = -1;
+
+	sqlite3_bind_int64(r->backlog, 1, limit);
+	if (sqlite3_step(r->backlog) == SQLITE_ROW)
+		n = sqlite3_column_int64(r->backlog, 0);
+	sqlite3_reset(r->backlog);
 	return n;
 }
 
@@ -472,10 +487,15 @@ indexer_main(void *arg)
 		clock_gettime(CLOCK_MONOTONIC, &t0);
 		n = index_run_step(ix->run, 64, err, sizeof(err));
 		clock_gettime(CLOCK_MONOTONIC, &t1);
-		if (n > 0)
-			rest = index_rest((double)(t1.tv_sec - t0.tv_sec) +
-			    (double)(t1.tv_nsec - t0.tv_nsec) / 1e9, n, index_run_lag(ix->run),
-			    db_archived_within(ARCHIVING_NS));
+		if (n > 0 && db_archived_within(ARCHIVING_NS)) {
+			double took = (double)(t1.tv_sec - t0.tv_sec) +
+			    (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+			/* counted only as far as decides it: a reindex of a big
+			 * archive would count its whole backlog at every batch */
+			int64_t enough = took > 0 ? (int64_t)(INDEX_CATCH_UP_S * n / took) + 1 : 1;
+
+			rest = index_rest(took, n, index_run_backlog(ix->run, enough), 1);
+		}
 
 		pthread_mutex_lock(&ix->mu);
 		if (n > 0) {

@@ -28,6 +28,9 @@ void index_run_close(struct index_run *r);
 int index_run_step(struct index_run *r, int max, char *err, size_t errlen);
 /* Messages not indexed yet; -1 on error. */
 int64_t index_run_lag(struct index_run *r);
+/* The same, counted up to LIMIT at most (the indexer's rest asks only
+ * whether there are that many). */
+int64_t index_run_backlog(struct index_run *r, int64_t limit);
 /* Marks every message to be indexed again and empties the index. */
 int index_run_reset(struct index_run *r, char *err, size_t errlen);
 /* The same on any connection to archive.db (the engine's own). */

@@ -1,7 +1,11 @@
 /* The indexer's rest between batches while messages are imported
- * (index_rest), and the commit groups' stamp it is told by
- * (db_note_archived, db_archived_within). */
+ * (index_rest), the commit groups' stamp it is told by
+ * (db_note_archived, db_archived_within), and the bounded backlog count it
+ * decides by (index_run_backlog). */
+#include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "search/indexer.h"
@@ -44,11 +48,45 @@ test_archived_stamp(void)
 	CHECK(db_archived_within(1000000000LL));
 }
 
+static void
+test_backlog_counted_up_to_a_limit(void)
+{
+	char dir[] = "/tmp/ev-test-backlog-XXXXXX", err[512], hash[65];
+	struct archive_db *db;
+	struct index_run *r;
+
+	CHECK(mkdtemp(dir) != NULL);
+	db = db_open(dir, 0, err, sizeof(err));
+	CHECK(db != NULL);
+	if (db == NULL)
+		return;
+	for (int i = 0; i < 10; i++) {
+		struct db_message m = { .hash = hash, .size = 1, .date_unix = -1, .sort_date = -1 };
+		snprintf(hash, sizeof(hash), "%064d", i);
+		CHECK_INT(db_message_add(db, &m, NULL), 0);
+	}
+	r = index_run_open(dir, err, sizeof(err));
+	CHECK(r != NULL);
+	if (r != NULL) {
+		CHECK_INT(index_run_lag(r), 10);
+		CHECK_INT(index_run_backlog(r, 4), 4);
+		CHECK_INT(index_run_backlog(r, 100), 10);
+		index_run_close(r);
+	}
+	db_close(db);
+	{
+		char cmd[200];
+		snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+		CHECK_INT(system(cmd), 0);
+	}
+}
+
 int
 main(void)
 {
 	RUN(test_rests_while_importing);
 	RUN(test_no_rest_when_behind);
 	RUN(test_archived_stamp);
+	RUN(test_backlog_counted_up_to_a_limit);
 	DONE();
 }
