@@ -8,12 +8,12 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/listener.h>
 #include <lauxlib.h>
 
 #include "control/frame.h"
@@ -28,13 +28,19 @@ struct client {
 	lua_Integer id;
 	uint64_t task_id;	/* the running chunk, or 0 */
 	int interrupted;	/* sticky until the chunk ends */
+	int held;		/* not read until the others had a pass (2: going on) */
 	struct client *next;
 };
 
 struct control_server {
 	struct event_base *base;
 	struct vm *vm;
-	struct evconnlistener *listener;
+	int listen_fd;
+	struct event *accept_ev;
+	int accept_held;
+	struct event *others_ran;	/* see give_others_a_pass */
+	int others_pending;
+	struct timespec others_waiting_since;
 	struct client *clients;
 	lua_Integer next_id;
 	char *path;
@@ -52,6 +58,18 @@ find_client(struct control_server *srv, lua_Integer id)
 	return NULL;
 }
 
+/* Writes what is queued at once rather than at the loop's next turn, which
+ * may be a while coming while many sources import. What the socket does not
+ * take now, the bufferevent writes later; its errors surface there too. */
+static void
+flush_now(struct client *c)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+
+	if (evbuffer_get_length(out) > 0)
+		(void)evbuffer_write(out, c->fd);
+}
+
 static void
 send_frame(struct client *c, char type, const char *data, size_t len)
 {
@@ -67,6 +85,7 @@ send_frame(struct client *c, char type, const char *data, size_t len)
 		bufferevent_write(c->bev, hdr, sizeof(hdr));
 		bufferevent_write(c->bev, data, len);
 		bufferevent_write(c->bev, cut, sizeof(cut) - 1);
+		flush_now(c);
 		return;
 	}
 	n = (uint32_t)len + 1;
@@ -74,6 +93,7 @@ send_frame(struct client *c, char type, const char *data, size_t len)
 	hdr[4] = (unsigned char)type;
 	bufferevent_write(c->bev, hdr, sizeof(hdr));
 	bufferevent_write(c->bev, data, len);
+	flush_now(c);
 }
 
 static void
@@ -139,7 +159,7 @@ static void
 run_eval(struct client *c, const char *payload, size_t len)
 {
 	lua_State *L = c->srv->vm->L;
-	int flags;
+	int flags, status;
 
 	if (c->task_id) {
 		static const char busy[] = "a chunk is still running on this connection";
@@ -158,7 +178,10 @@ run_eval(struct client *c, const char *payload, size_t len)
 	lua_pushinteger(L, c->id);
 	lua_pushlstring(L, payload + 1, len - 1);
 	lua_pushboolean(L, flags & EVAL_FLAG_JSON);
-	if (vm_pcall(L, 3, 1) != LUA_OK)
+	c->srv->vm->spawn_urgent = 1;
+	status = vm_pcall(L, 3, 1);
+	c->srv->vm->spawn_urgent = 0;
+	if (status != LUA_OK)
 		goto fail;
 	if (lua_isinteger(L, -1)) {
 		struct task *t = task_find(c->srv->vm, (uint64_t)lua_tointeger(L, -1));
@@ -206,12 +229,77 @@ fail:
 	send_frame(c, 'L', "", 0);
 }
 
+/*
+ * The control socket's events go first (priority 0, engine.c). Libevent
+ * runs a lower priority only in a turn with nothing urgent, so a client
+ * that sends without a pause would keep the loop from the sources for
+ * ever. Each urgent callback makes sure others_ran, an event of the
+ * default priority, is pending: it runs once the others have had a pass.
+ * While it has waited for over FAIR_MS, the socket is neither read nor
+ * accepted from (1) until it has run.
+ */
+#define FAIR_MS 20
+
+static int
+give_others_a_pass(struct control_server *srv)
+{
+	struct timespec now;
+	long waited_ms;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (!srv->others_pending) {
+		srv->others_pending = 1;
+		srv->others_waiting_since = now;
+		event_active(srv->others_ran, EV_TIMEOUT, 0);
+		return 0;
+	}
+	waited_ms = (now.tv_sec - srv->others_waiting_since.tv_sec) * 1000 +
+	    (now.tv_nsec - srv->others_waiting_since.tv_nsec) / 1000000;
+	return waited_ms > FAIR_MS;
+}
+
+static void read_cb(struct bufferevent *bev, void *arg);
+
+/* The others had their pass: what was held back goes on. */
+static void
+others_ran_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct control_server *srv = arg;
+	struct client *c;
+
+	(void)fd;
+	(void)what;
+	srv->others_pending = 0;
+	if (srv->accept_held) {
+		srv->accept_held = 0;
+		event_add(srv->accept_ev, NULL);
+	}
+	for (c = srv->clients; c; c = c->next)
+		if (c->held)
+			c->held = 2;	/* to go on now; held again goes to 1 */
+	/* From the list's head each time: reading may free a client. */
+	for (;;) {
+		for (c = srv->clients; c && c->held != 2; c = c->next)
+			;
+		if (c == NULL)
+			break;
+		c->held = 0;
+		bufferevent_enable(c->bev, EV_READ);
+		read_cb(c->bev, c);	/* what it had read already */
+	}
+}
+
 static void
 read_cb(struct bufferevent *bev, void *arg)
 {
 	struct client *c = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
 
+	if (give_others_a_pass(c->srv)) {
+		c->held = 1;
+		bufferevent_disable(bev, EV_READ);
+		return;
+	}
 	for (;;) {
 		unsigned char hdr[FRAME_HEADER];
 		uint32_t n;
@@ -285,15 +373,11 @@ peer_allowed(int fd, char *why, size_t len)
 }
 
 static void
-accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int slen, void *arg)
+accept_one(struct control_server *srv, int fd)
 {
-	struct control_server *srv = arg;
 	struct client *c;
 	char why[128];
 
-	(void)l;
-	(void)sa;
-	(void)slen;
 	if (!peer_allowed(fd, why, sizeof(why))) {
 		static const char msg[] = "refused: the control socket serves only its owner";
 		log_warn(NULL, "control connection refused: %s", why);
@@ -310,11 +394,65 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int
 	c->fd = fd;
 	c->id = ++srv->next_id;
 	c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (c->bev == NULL) {
+		close(fd);
+		free(c);
+		return;
+	}
+	/* Priority 0, the loop's most urgent (engine.c): a request is read and
+	 * answered before the sources' events of the same turn. */
+	bufferevent_priority_set(c->bev, 0);
 	bufferevent_setcb(c->bev, read_cb, NULL, event_cb, c);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	c->next = srv->clients;
 	srv->clients = c;
 	log_debug(NULL, "control client connected id=%lld", (long long)c->id);
+}
+
+static void
+accept_cb(evutil_socket_t lfd, short what, void *arg)
+{
+	struct control_server *srv = arg;
+
+	(void)what;
+	if (give_others_a_pass(srv)) {
+		srv->accept_held = 1;
+		event_del(srv->accept_ev);
+		return;
+	}
+	/* A few at a time: a burst of clients must not hold the loop. */
+	for (int i = 0; i < 16; i++) {
+		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+				log_warn(NULL, "control socket: accept: %s", strerror(errno));
+			return;
+		}
+		accept_one(srv, fd);
+	}
+}
+
+/* A listening Unix socket at SUN, 0600 from its creation; -1 and errno. */
+static int
+listen_unix(const struct sockaddr_un *sun)
+{
+	mode_t old_umask;
+	int fd, saved;
+
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	old_umask = umask(0177);
+	if (bind(fd, (const struct sockaddr *)sun, sizeof(*sun)) < 0 || listen(fd, 16) < 0) {
+		saved = errno;
+		umask(old_umask);
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	umask(old_umask);
+	return fd;
 }
 
 struct control_server *
@@ -323,7 +461,6 @@ control_server_start(struct event_base *base, struct vm *vm, const char *path,
 {
 	struct control_server *srv;
 	struct sockaddr_un sun;
-	mode_t old_umask;
 
 	if (strlen(path) >= sizeof(sun.sun_path)) {
 		snprintf(err, errlen, "control socket path %s is too long (max %zu bytes); "
@@ -342,13 +479,26 @@ control_server_start(struct event_base *base, struct vm *vm, const char *path,
 	srv->base = base;
 	srv->vm = vm;
 	srv->path = strdup(path);
-	old_umask = umask(0177);
-	srv->listener = evconnlistener_new_bind(base, accept_cb, srv,
-	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 16,
-	    (struct sockaddr *)&sun, sizeof(sun));
-	umask(old_umask);
-	if (srv->listener == NULL) {
+	srv->listen_fd = listen_unix(&sun);
+	if (srv->listen_fd < 0) {
 		snprintf(err, errlen, "cannot listen on %s: %s", path, strerror(errno));
+		free(srv->path);
+		free(srv);
+		return NULL;
+	}
+	srv->accept_ev = event_new(base, srv->listen_fd, EV_READ | EV_PERSIST, accept_cb, srv);
+	srv->others_ran = event_new(base, -1, 0, others_ran_cb, srv);
+	if (srv->accept_ev != NULL)
+		(void)event_priority_set(srv->accept_ev, 0);	/* see accept_one */
+	if (srv->accept_ev == NULL || srv->others_ran == NULL ||
+	    event_add(srv->accept_ev, NULL) < 0) {
+		snprintf(err, errlen, "cannot listen on %s: out of memory", path);
+		if (srv->accept_ev)
+			event_free(srv->accept_ev);
+		if (srv->others_ran)
+			event_free(srv->others_ran);
+		close(srv->listen_fd);
+		unlink(path);
 		free(srv->path);
 		free(srv);
 		return NULL;
@@ -365,7 +515,9 @@ control_server_free(struct control_server *srv)
 		return;
 	while (srv->clients)
 		client_free(srv->clients);
-	evconnlistener_free(srv->listener);
+	event_free(srv->accept_ev);
+	event_free(srv->others_ran);
+	close(srv->listen_fd);
 	unlink(srv->path);
 	free(srv->path);
 	if (the_server == srv)

@@ -33,6 +33,7 @@ struct task {
 	enum task_state state;
 	int nargs;			/* values pushed on co for the next resume */
 	struct event *resume_ev;
+	int normal_priority;		/* resume_ev's priority once the first resume ran */
 	struct event *timer;
 	struct cleanup *cleanups;
 	task_done_fn done;
@@ -144,6 +145,18 @@ task_spawn(lua_State *L, int nargs, const char *name, task_done_fn done, void *d
 	t->done = done;
 	t->done_ud = done_ud;
 	t->resume_ev = event_new(vm->base, -1, 0, task_resume_cb, t);
+	if (t->resume_ev == NULL) {
+		luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
+		free(t);
+		return NULL;
+	}
+	t->normal_priority = event_get_priority(t->resume_ev);
+	/* A control request's chunk starts ahead of the sources' events
+	 * (priority 0 is the loop's most urgent, engine.c), so the REPL and the
+	 * CLI answer while many sources import. Only its first resume: one
+	 * that waits or yields in a loop would keep the rest from running. */
+	if (vm->spawn_urgent)
+		(void)event_priority_set(t->resume_ev, 0);
 	t->state = TASK_READY;
 	t->next = vm->tasks;
 	vm->tasks = t;
@@ -364,6 +377,8 @@ task_resume_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	if (event_get_priority(t->resume_ev) != t->normal_priority)
+		(void)event_priority_set(t->resume_ev, t->normal_priority);	/* not active now */
 	if (t->state != TASK_READY)
 		return;
 	if (t->budgeted && vm_now_ns() >= t->deadline) {

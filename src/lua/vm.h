@@ -38,6 +38,7 @@ struct vm {
 	struct task *tasks;		/* live tasks (lua/task.c) */
 	struct task *running;		/* the task being resumed, or NULL */
 	uint64_t last_task_id;
+	int spawn_urgent;		/* nonzero: tasks spawned now are urgent (lua/task.c) */
 };
 
 #define VM_DEFAULT_MEM_LIMIT ((size_t)1 << 30)

@@ -2,6 +2,7 @@
 #include "thread_name.h"
 
 #include <stdlib.h>
+#include <time.h>
 
 #include <zstd.h>
 
@@ -133,6 +134,7 @@ compress_job_init(struct compress_job *j, const void *src, size_t len, int level
 	j->also_len = 0;
 	j->also_out = NULL;
 	j->state = JOB_IDLE;
+	j->queue = NULL;
 	j->next = NULL;
 	pthread_mutex_init(&j->mu, NULL);
 	pthread_cond_init(&j->cv, NULL);
@@ -148,6 +150,7 @@ compressor_submit(struct compressor *c, struct compress_job *j)
 		return -1;
 	}
 	j->state = JOB_QUEUED;	/* before the thread can see it */
+	j->queue = c;
 	j->next = NULL;
 	*c->tail = j;
 	c->tail = &j->next;
@@ -163,6 +166,48 @@ compress_job_wait(struct compress_job *j)
 	while (j->state == JOB_QUEUED)
 		pthread_cond_wait(&j->cv, &j->mu);
 	pthread_mutex_unlock(&j->mu);
+}
+
+/* Unlinks J if the thread has not taken it yet; whether it did. */
+static int
+take_back(struct compressor *c, struct compress_job *j)
+{
+	int found = 0;
+
+	pthread_mutex_lock(&c->mu);
+	for (struct compress_job **pp = &c->head; *pp; pp = &(*pp)->next) {
+		if (*pp == j) {
+			if ((*pp = j->next) == NULL)
+				c->tail = pp;
+			found = 1;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&c->mu);
+	return found;
+}
+
+void
+compress_job_claim(struct compress_job *j, long wait_ns)
+{
+	struct timespec until;
+	int state;
+
+	clock_gettime(CLOCK_REALTIME, &until);	/* the condition's clock */
+	until.tv_nsec += wait_ns;
+	until.tv_sec += until.tv_nsec / 1000000000L;
+	until.tv_nsec %= 1000000000L;
+	pthread_mutex_lock(&j->mu);
+	while (j->state == JOB_QUEUED)
+		if (pthread_cond_timedwait(&j->cv, &j->mu, &until) != 0)
+			break;
+	state = j->state;
+	pthread_mutex_unlock(&j->mu);
+	/* Still queued means taken by nobody or running: only the queue knows.
+	 * A compressor freed meanwhile has ended the job (state DONE). */
+	if (state == JOB_QUEUED && take_back(j->queue, j))
+		finish(j, NULL, 0);
+	compress_job_wait(j);
 }
 
 void

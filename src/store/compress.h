@@ -27,7 +27,8 @@ struct compress_job {
 	void *(*also)(const void *src, size_t len);
 	size_t also_len;
 	void *also_out;
-	int state;			/* private */
+	int state;			/* private, as are the two below */
+	struct compressor *queue;	/* where it was submitted */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	struct compress_job *next;
@@ -43,6 +44,14 @@ void compress_job_init(struct compress_job *j, const void *src, size_t len, int 
 int compressor_submit(struct compressor *c, struct compress_job *j);
 /* Until the job is done (at once if never submitted). */
 void compress_job_wait(struct compress_job *j);
+/*
+ * For a caller that needs the result now: waits up to WAIT_NS for the
+ * thread to start the job, then takes it back if it has not (out == NULL:
+ * the caller compresses it), else waits for it to end. With the CPU taken
+ * (many sources, a busy server on the same machine) the thread may not run
+ * for tens of milliseconds, and the event loop would wait all that time.
+ */
+void compress_job_claim(struct compress_job *j, long wait_ns);
 /* Waits, then frees what the job holds. */
 void compress_job_destroy(struct compress_job *j);
 

@@ -26,6 +26,11 @@
 #define SPOOL_MEM	((size_t)4 << 20)
 #define ZSTD_LEVEL	1			/* measured: see docs/performance.md */
 #define COMPRESS_AWAY	4096			/* smaller ones are compressed in place */
+/* How long the loop waits for the compressor to start a job it needs,
+ * before it compresses the message itself (compress_job_claim): far more
+ * than the thread takes to pick one up when it runs, far less than the
+ * tens of ms it may not run for while fifty sources import. */
+#define CLAIM_WAIT_NS	500000L
 
 static const char seg_magic[8] = { 'E', 'V', 'S', 'E', 'G', '0', '0', '1' };
 static const char end_magic[8] = { 'E', 'V', 'E', 'N', 'D', '0', '0', '1' };
@@ -946,7 +951,7 @@ pack_writer_also_result(struct pack_writer *w)
 	void *r;
 
 	if (w->compressing && !w->also_done) {
-		compress_job_wait(&w->job);
+		compress_job_claim(&w->job, CLAIM_WAIT_NS);
 		if (w->job.also_out != NULL) {
 			w->also_out = w->job.also_out;
 			w->job.also_out = NULL;
@@ -1100,7 +1105,7 @@ pack_writer_append(struct pack_writer *w, struct pack_location *loc)
 		return -1;
 	}
 	if (w->compressing) {
-		compress_job_wait(&w->job);
+		compress_job_claim(&w->job, CLAIM_WAIT_NS);
 		packed = w->job.out;	/* ours now; NULL: the thread could not */
 		plen = w->job.out_len;
 		w->job.out = NULL;

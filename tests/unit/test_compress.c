@@ -1,8 +1,9 @@
 /* The compressor thread alone: jobs come back as frames that decompress
  * to their input, in any number and order of waiting; a compressor freed
  * with jobs queued ends them without output (their owners compress
- * themselves); a job never submitted is done at once; the thread is
- * named for top -H and perf. */
+ * themselves); a claimed job not yet started comes back without output;
+ * a job never submitted is done at once; the thread is named for top -H
+ * and perf. */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,6 +96,45 @@ test_free_with_jobs_queued(void)
 	free(in);
 }
 
+/* A job the thread has not started is taken back by a claim (no output:
+ * its owner compresses it); the queue goes on without it; a job already
+ * done or running is waited for as before. */
+static void
+test_claim_takes_back_a_queued_job(void)
+{
+	struct compressor *c = compressor_new();
+	struct compress_job jobs[8];
+	char *in = text(1 << 20, 7);
+
+	CHECK(c != NULL);
+	for (int i = 0; i < 8; i++) {
+		compress_job_init(&jobs[i], in, 1 << 20, 19);	/* slow: the last stay queued */
+		CHECK_INT(compressor_submit(c, &jobs[i]), 0);
+	}
+	compress_job_claim(&jobs[7], 0);
+	CHECK(jobs[7].out == NULL);
+	compress_job_claim(&jobs[6], 1000000);		/* 1 ms: still behind the others */
+	CHECK(jobs[6].out == NULL);
+	compress_job_wait(&jobs[0]);
+	CHECK(round_trips(&jobs[0]));
+	compress_job_claim(&jobs[0], 0);		/* done: stays done */
+	CHECK(round_trips(&jobs[0]));
+	for (int i = 1; i < 6; i++) {
+		compress_job_wait(&jobs[i]);		/* the queue was not broken */
+		CHECK(round_trips(&jobs[i]));
+	}
+	for (int i = 0; i < 8; i++)
+		compress_job_destroy(&jobs[i]);
+	/* taken back last: the queue's tail was mended, a new job still runs */
+	compress_job_init(&jobs[0], in, 4096, 1);
+	CHECK_INT(compressor_submit(c, &jobs[0]), 0);
+	compress_job_wait(&jobs[0]);
+	CHECK(round_trips(&jobs[0]));
+	compress_job_destroy(&jobs[0]);
+	compressor_free(c);
+	free(in);
+}
+
 static void
 test_unsubmitted_job(void)
 {
@@ -156,6 +196,7 @@ main(void)
 {
 	RUN(test_jobs_round_trip);
 	RUN(test_free_with_jobs_queued);
+	RUN(test_claim_takes_back_a_queued_job);
 	RUN(test_unsubmitted_job);
 	RUN(test_thread_is_named);
 	DONE();
