@@ -400,14 +400,36 @@ out:
 int
 index_reset(sqlite3 *db, char *err, size_t errlen)
 {
-	/* Dropping and creating it again is much faster than deleting every row. */
-	if (sqlite3_exec(db, "BEGIN IMMEDIATE; DROP TABLE fts; " DB_FTS_CREATE "; "
-	    "UPDATE messages SET indexed = 0; COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+	sqlite3_stmt *st;
+	int rc, was = -1;
+	char restore[48];
+
+	/* Dropping and creating it again is much faster than deleting every
+	 * row. Debian's SQLite is built with SECURE_DELETE: the drop would
+	 * write every page of the index over with zeros, to the WAL and, as
+	 * FTS5 drops its tables from within the DROP statement, to a statement
+	 * journal in memory (temp_store, db.c): 271 MB of memory and a 250 MB
+	 * WAL for the index of 20,000 small messages. FAST zeroes what it
+	 * rewrites anyway and leaves the freed pages as they are: they hold
+	 * only the index, made from messages the archive keeps. */
+	if (sqlite3_prepare_v2(db, "PRAGMA secure_delete", -1, &st, NULL) == SQLITE_OK) {
+		if (sqlite3_step(st) == SQLITE_ROW)
+			was = sqlite3_column_int(st, 0);
+		sqlite3_finalize(st);
+	}
+	sqlite3_exec(db, "PRAGMA secure_delete = FAST", NULL, NULL, NULL);
+	rc = sqlite3_exec(db, "BEGIN IMMEDIATE; DROP TABLE fts; " DB_FTS_CREATE "; "
+	    "UPDATE messages SET indexed = 0; COMMIT", NULL, NULL, NULL);
+	if (rc != SQLITE_OK) {
 		snprintf(err, errlen, "archive.db: %s", sqlite3_errmsg(db));
 		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-		return -1;
 	}
-	return 0;
+	if (was >= 0) {
+		snprintf(restore, sizeof(restore), "PRAGMA secure_delete = %s",
+		    was == 2 ? "FAST" : was ? "ON" : "OFF");
+		sqlite3_exec(db, restore, NULL, NULL, NULL);
+	}
+	return rc == SQLITE_OK ? 0 : -1;
 }
 
 int
