@@ -82,9 +82,12 @@ index_run_close(struct index_run *r)
 	sqlite3_finalize(r->first_date);
 	sqlite3_finalize(r->lag);
 	sqlite3_finalize(r->backlog);
-	db_close(r->adb);
+	/* The readers first: the last connection to close checkpoints and
+	 * removes the WAL, and a read-only one cannot (a reindex left a WAL
+	 * as big as the index it wrote). */
 	for (int i = 0; i < EXTRACTORS_MAX; i++)
 		store_reader_close(r->reader[i]);
+	db_close(r->adb);
 	free(r);
 }
 
