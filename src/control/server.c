@@ -236,7 +236,7 @@ fail:
  * ever. Each urgent callback makes sure others_ran, an event of the
  * default priority, is pending: it runs once the others have had a pass.
  * While it has waited for over FAIR_MS, the socket is neither read nor
- * accepted from (1) until it has run.
+ * accepted from until it has run.
  */
 #define FAIR_MS 20
 
