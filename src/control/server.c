@@ -37,7 +37,9 @@ struct control_server {
 	struct vm *vm;
 	int listen_fd;
 	struct event *accept_ev;
-	int accept_held;
+	int accept_held;		/* until the others' pass */
+	struct event *accept_retry;	/* out of descriptors: accept again later */
+	int accept_paused;
 	struct event *others_ran;	/* see give_others_a_pass */
 	int others_pending;
 	struct timespec others_waiting_since;
@@ -272,7 +274,8 @@ others_ran_cb(evutil_socket_t fd, short what, void *arg)
 	srv->others_pending = 0;
 	if (srv->accept_held) {
 		srv->accept_held = 0;
-		event_add(srv->accept_ev, NULL);
+		if (!srv->accept_paused)
+			event_add(srv->accept_ev, NULL);
 	}
 	for (c = srv->clients; c; c = c->next)
 		if (c->held)
@@ -409,6 +412,37 @@ accept_one(struct control_server *srv, int fd)
 	log_debug(NULL, "control client connected id=%lld", (long long)c->id);
 }
 
+/*
+ * Out of file descriptors, the waiting client stays in the listen queue
+ * and the socket stays readable: accepting again at once would spin the
+ * loop and write a log line per try. One line, then a try a second.
+ */
+#define ACCEPT_RETRY_S 1
+
+static void
+pause_accepting(struct control_server *srv, int why)
+{
+	static const struct timeval later = { ACCEPT_RETRY_S, 0 };
+
+	log_warn(NULL, "control socket: cannot accept a client: %s; trying again in %d s",
+	    strerror(why), ACCEPT_RETRY_S);
+	srv->accept_paused = 1;
+	event_del(srv->accept_ev);
+	event_add(srv->accept_retry, &later);
+}
+
+static void
+accept_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct control_server *srv = arg;
+
+	(void)fd;
+	(void)what;
+	srv->accept_paused = 0;
+	if (!srv->accept_held)
+		event_add(srv->accept_ev, NULL);
+}
+
 static void
 accept_cb(evutil_socket_t lfd, short what, void *arg)
 {
@@ -425,7 +459,10 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+				pause_accepting(srv, errno);
+			else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+			    errno != ECONNABORTED)
 				log_warn(NULL, "control socket: accept: %s", strerror(errno));
 			return;
 		}
@@ -488,15 +525,18 @@ control_server_start(struct event_base *base, struct vm *vm, const char *path,
 	}
 	srv->accept_ev = event_new(base, srv->listen_fd, EV_READ | EV_PERSIST, accept_cb, srv);
 	srv->others_ran = event_new(base, -1, 0, others_ran_cb, srv);
+	srv->accept_retry = evtimer_new(base, accept_retry_cb, srv);
 	if (srv->accept_ev != NULL)
 		(void)event_priority_set(srv->accept_ev, 0);	/* see accept_one */
-	if (srv->accept_ev == NULL || srv->others_ran == NULL ||
+	if (srv->accept_ev == NULL || srv->others_ran == NULL || srv->accept_retry == NULL ||
 	    event_add(srv->accept_ev, NULL) < 0) {
 		snprintf(err, errlen, "cannot listen on %s: out of memory", path);
 		if (srv->accept_ev)
 			event_free(srv->accept_ev);
 		if (srv->others_ran)
 			event_free(srv->others_ran);
+		if (srv->accept_retry)
+			event_free(srv->accept_retry);
 		close(srv->listen_fd);
 		unlink(path);
 		free(srv->path);
@@ -517,6 +557,7 @@ control_server_free(struct control_server *srv)
 		client_free(srv->clients);
 	event_free(srv->accept_ev);
 	event_free(srv->others_ran);
+	event_free(srv->accept_retry);
 	close(srv->listen_fd);
 	unlink(srv->path);
 	free(srv->path);

@@ -1,7 +1,9 @@
 """The engine process: SIGHUP reload, SIGTERM/SIGINT, the log, the control
 socket and eval, driven through the real binary."""
 import os
+import resource
 import shutil
+import socket
 import signal
 import sqlite3
 import stat
@@ -443,6 +445,42 @@ class RobustnessTest(unittest.TestCase):
         self.e.eval("local h h = vault.task.spawn('x', function() end, function() "
                     "vault.task.cancel(h) end) vault.sleep(0.1) return 1")
         self.assertAlive()
+
+
+class DescriptorsTest(unittest.TestCase):
+    """The engine out of file descriptors with clients waiting: the control
+    socket stays readable, and accepting again at once spun the loop and
+    wrote a log line per try."""
+
+    def setUp(self):
+        self.e = Engine()
+        self.e.start()
+
+    def tearDown(self):
+        self.e.stop()
+        self.e.cleanup()
+
+    def test_no_spin_when_out_of_descriptors(self):
+        pid = self.e.proc.pid
+        soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        clients = []
+        try:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE,
+                             (len(os.listdir("/proc/%d/fd" % pid)) + 2, hard))
+            for _ in range(8):
+                c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                c.connect(os.path.join(self.e.data, "control.sock"))
+                clients.append(c)
+            time.sleep(2.5)
+        finally:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+            for c in clients:
+                c.close()
+        tries = self.e.log().count("Too many open files")
+        print("out of descriptors for 2.5 s: %d log lines" % tries)
+        self.assertGreaterEqual(tries, 1)       # it said so
+        self.assertLessEqual(tries, 5)          # once a second, not per try
+        self.assertEqual(self.e.eval("return 'alive'", timeout=20), "alive")
 
 
 class SandboxTest(unittest.TestCase):
