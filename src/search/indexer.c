@@ -12,6 +12,7 @@
 
 #include <sqlite3.h>
 
+#include "deadline.h"
 #include "log.h"
 #include "search/extract.h"
 #include "store/db.h"
@@ -479,13 +480,8 @@ static struct indexer *current;
 static void
 wait_until_stopped(struct indexer *ix, double seconds)
 {
-	struct timespec until;
-	long long ns;
+	struct timespec until = deadline_after_ns((long long)(seconds * 1e9));
 
-	clock_gettime(CLOCK_REALTIME, &until);
-	ns = (long long)until.tv_nsec + (long long)(seconds * 1e9);
-	until.tv_sec += (time_t)(ns / 1000000000LL);
-	until.tv_nsec = (long)(ns % 1000000000LL);
 	while (!ix->stop && pthread_cond_timedwait(&ix->cv, &ix->mu, &until) == 0)
 		;
 }
@@ -541,11 +537,8 @@ indexer_main(void *arg)
 		if (rest > 0)
 			wait_until_stopped(ix, rest);
 		if (n <= 0 && !ix->stop && !ix->poked) {
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += (long)(failing ? 5000 : IDLE_WAIT_MS) * 1000000L;
-			ts.tv_sec += ts.tv_nsec / 1000000000L;
-			ts.tv_nsec %= 1000000000L;
+			struct timespec ts = deadline_after_ns((failing ? 5000LL : IDLE_WAIT_MS) * 1000000LL);
+
 			pthread_cond_timedwait(&ix->cv, &ix->mu, &ts);
 		}
 		ix->poked = 0;

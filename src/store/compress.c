@@ -1,8 +1,8 @@
 #include "store/compress.h"
+#include "deadline.h"
 #include "thread_name.h"
 
 #include <stdlib.h>
-#include <time.h>
 
 #include <zstd.h>
 
@@ -190,13 +190,9 @@ take_back(struct compressor *c, struct compress_job *j)
 void
 compress_job_claim(struct compress_job *j, long wait_ns)
 {
-	struct timespec until;
+	struct timespec until = deadline_after_ns(wait_ns);
 	int state;
 
-	clock_gettime(CLOCK_REALTIME, &until);	/* the condition's clock */
-	until.tv_nsec += wait_ns;
-	until.tv_sec += until.tv_nsec / 1000000000L;
-	until.tv_nsec %= 1000000000L;
 	pthread_mutex_lock(&j->mu);
 	while (j->state == JOB_QUEUED)
 		if (pthread_cond_timedwait(&j->cv, &j->mu, &until) != 0)
