@@ -182,7 +182,7 @@ test_pdf_absent(void)
 static void
 test_words(void)
 {
-	char path[4096], line[1024], *cols[4], *p, last[256] = "";
+	char path[4096], line[1024], *cols[4], *p, last[sizeof line] = "";
 	struct extract_text t;
 	int have = 0, i, rows = 0, skipped = 0, f;
 	FILE *fp;
