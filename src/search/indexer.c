@@ -15,6 +15,7 @@
 #include "deadline.h"
 #include "log.h"
 #include "search/extract.h"
+#include "search/index_text.h"
 #include "store/db.h"
 #include "store/reader.h"
 #include "thread_name.h"
@@ -29,15 +30,20 @@
 #define INSERT_SQL "INSERT INTO fts(rowid, subject, sender, recipient, cc, body, filename, " \
 	"attachment) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
 #define REMOVE_SQL "DELETE FROM fts WHERE rowid = ?1"
+#define TEXT_SQL "INSERT OR REPLACE INTO fts_text(id, subject, sender, recipient, cc, body, " \
+	"filename, attachment) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+#define UNTEXT_SQL "DELETE FROM fts_text WHERE id = ?1"
+#define NCOLS 7
 
 struct index_run {
 	struct archive_db *adb;
 	sqlite3 *db;
 	/* one reader per extracting thread: a reader is one thread's */
 	struct store_reader *reader[EXTRACTORS_MAX];
+	struct index_text_packer *packer[EXTRACTORS_MAX];	/* the same threads' */
 	int extractors;
 	struct extract_limits lim;
-	sqlite3_stmt *pick, *insert, *remove, *mark, *first_date, *lag, *backlog;
+	sqlite3_stmt *pick, *insert, *remove, *text, *untext, *mark, *first_date, *lag, *backlog;
 };
 
 /* One message between its extraction and the commit. */
@@ -46,6 +52,8 @@ struct pending_row {
 	char hash[65];
 	int taken;		/* an extractor had it (the others wait for the next step) */
 	struct extract_text t;
+	unsigned char *blob[NCOLS];	/* t's columns for fts_text (index_text.h) */
+	size_t bloblen[NCOLS];
 	int ok;			/* text extracted */
 	int missing;		/* the blob could not be read */
 	int deferred;		/* out of memory: left for the next step */
@@ -79,6 +87,8 @@ index_run_close(struct index_run *r)
 	sqlite3_finalize(r->pick);
 	sqlite3_finalize(r->insert);
 	sqlite3_finalize(r->remove);
+	sqlite3_finalize(r->text);
+	sqlite3_finalize(r->untext);
 	sqlite3_finalize(r->mark);
 	sqlite3_finalize(r->first_date);
 	sqlite3_finalize(r->lag);
@@ -86,8 +96,10 @@ index_run_close(struct index_run *r)
 	/* The readers first: the last connection to close checkpoints and
 	 * removes the WAL, and a read-only one cannot (a reindex left a WAL
 	 * as big as the index it wrote). */
-	for (int i = 0; i < EXTRACTORS_MAX; i++)
+	for (int i = 0; i < EXTRACTORS_MAX; i++) {
 		store_reader_close(r->reader[i]);
+		index_text_packer_free(r->packer[i]);
+	}
 	db_close(r->adb);
 	free(r);
 }
@@ -115,13 +127,15 @@ index_run_open(const char *data_dir, char *err, size_t errlen)
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	r->extractors = cpus < 1 ? 2 : cpus + 1 > EXTRACTORS_MAX ? EXTRACTORS_MAX : (int)cpus + 1;
 	for (int i = 0; i < r->extractors; i++)
-		if ((r->reader[i] = store_reader_open(data_dir)) == NULL) {
+		if ((r->reader[i] = store_reader_open(data_dir)) == NULL ||
+		    (r->packer[i] = index_text_packer_new()) == NULL) {
 			snprintf(err, errlen, "out of memory");
 			goto fail;
 		}
 	if (prepare(r, &r->pick, "SELECT rowid, hash, date_unix, first_seen FROM messages "
 	    "WHERE indexed = 0 ORDER BY rowid LIMIT ?1") < 0 ||
 	    prepare(r, &r->insert, INSERT_SQL) < 0 || prepare(r, &r->remove, REMOVE_SQL) < 0 ||
+	    prepare(r, &r->text, TEXT_SQL) < 0 || prepare(r, &r->untext, UNTEXT_SQL) < 0 ||
 	    prepare(r, &r->mark, "UPDATE messages SET indexed = ?2, attachments = ?3, "
 	    "sort_date = ?4, index_note = ?5 WHERE rowid = ?1") < 0 ||
 	    prepare(r, &r->first_date, "SELECT min(l.internaldate) FROM locations l "
@@ -189,16 +203,45 @@ bind_str(sqlite3_stmt *st, int i, const char *s)
 	sqlite3_bind_text(st, i, s ? s : "", -1, SQLITE_STATIC);
 }
 
+/* The row's columns, as extracted */
+static const char *
+column(const struct extract_text *t, int i)
+{
+	const char *c[NCOLS] = { t->subject, t->from, t->to, t->cc, t->body, t->filenames,
+	    t->attachments };
+
+	return c[i] ? c[i] : "";
+}
+
+/* Steps ST with ROWID bound first: 0 when done. */
+static int
+step_rowid(sqlite3_stmt *st, int64_t rowid)
+{
+	int rc;
+
+	sqlite3_bind_int64(st, 1, rowid);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
 static int
 write_row(struct index_run *r, struct pending_row *p)
 {
-	sqlite3_bind_int64(r->remove, 1, p->rowid);
-	if (sqlite3_step(r->remove) != SQLITE_DONE) {
-		sqlite3_reset(r->remove);
+	/* The old row first: FTS5 reads the text it was made from in
+	 * fts_text to know what to take out of the index. */
+	if (step_rowid(r->remove, p->rowid) < 0 || step_rowid(r->untext, p->rowid) < 0)
 		return -1;
-	}
-	sqlite3_reset(r->remove);
 	if (p->ok) {
+		for (int i = 0; i < NCOLS; i++)
+			if (p->blob[i])
+				sqlite3_bind_blob(r->text, i + 2, p->blob[i], (int)p->bloblen[i],
+				    SQLITE_STATIC);
+			else
+				sqlite3_bind_null(r->text, i + 2);
+		if (step_rowid(r->text, p->rowid) < 0)
+			return -1;
 		sqlite3_bind_int64(r->insert, 1, p->rowid);
 		bind_str(r->insert, 2, p->t.subject);
 		bind_str(r->insert, 3, p->t.from);
@@ -230,9 +273,36 @@ write_row(struct index_run *r, struct pending_row *p)
 	return rc == SQLITE_DONE ? 0 : -1;
 }
 
-/* Reads and extracts one message (any thread, its own reader). */
+/* Frees what extract_row made of P. */
 static void
-extract_row(struct batch *b, struct store_reader *reader, struct pending_row *p)
+row_free(struct pending_row *p)
+{
+	if (p->ok)
+		extract_text_free(&p->t);
+	for (int i = 0; i < NCOLS; i++) {
+		free(p->blob[i]);
+		p->blob[i] = NULL;
+	}
+}
+
+/* Out of memory: P is left for the next step, and the batch takes no more. */
+static void
+defer_row(struct batch *b, struct pending_row *p)
+{
+	row_free(p);
+	p->ok = 0;
+	memset(&p->t, 0, sizeof(p->t));
+	p->deferred = 1;
+	pthread_mutex_lock(&b->mu);
+	b->stop = 1;
+	pthread_mutex_unlock(&b->mu);
+}
+
+/* Reads and extracts one message, and compresses its text for fts_text
+ * (any thread, its own reader and packer). */
+static void
+extract_row(struct batch *b, struct store_reader *reader, struct index_text_packer *packer,
+    struct pending_row *p)
 {
 	char *data;
 	size_t len;
@@ -246,14 +316,18 @@ extract_row(struct batch *b, struct store_reader *reader, struct pending_row *p)
 	if (extract_message(data, len, &b->r->lim, &p->t) < 0) {
 		free(data);
 		memset(&p->t, 0, sizeof(p->t));
-		p->deferred = 1;
-		pthread_mutex_lock(&b->mu);
-		b->stop = 1;
-		pthread_mutex_unlock(&b->mu);
+		defer_row(b, p);
 		return;
 	}
 	free(data);
 	p->ok = 1;
+	for (int i = 0; i < NCOLS; i++) {
+		const char *c = column(&p->t, i);
+		if (index_text_pack(packer, c, strlen(c), &p->blob[i], &p->bloblen[i]) < 0) {
+			defer_row(b, p);
+			return;
+		}
+	}
 	if (p->t.truncated)
 		snprintf(p->note, sizeof(p->note), "%s", p->t.note);
 	size_t text = strlen(p->t.body) + strlen(p->t.attachments);
@@ -265,7 +339,7 @@ extract_row(struct batch *b, struct store_reader *reader, struct pending_row *p)
 /* Takes rows in order until they are all taken, the batch holds
  * BATCH_TEXT_MAX of text, or memory ran out. */
 static void
-extract_rows(struct batch *b, struct store_reader *reader)
+extract_rows(struct batch *b, int slot)
 {
 	for (;;) {
 		pthread_mutex_lock(&b->mu);
@@ -275,14 +349,14 @@ extract_rows(struct batch *b, struct store_reader *reader)
 		pthread_mutex_unlock(&b->mu);
 		if (i < 0)
 			return;
-		extract_row(b, reader, &b->rows[i]);
+		extract_row(b, b->r->reader[slot], b->r->packer[slot], &b->rows[i]);
 	}
 }
 
 struct extractor {
 	pthread_t thread;
 	struct batch *b;
-	struct store_reader *reader;
+	int slot;		/* its reader and packer */
 };
 
 static void *
@@ -291,7 +365,7 @@ extractor_main(void *arg)
 	struct extractor *x = arg;
 
 	thread_name("ev-extract");
-	extract_rows(x->b, x->reader);
+	extract_rows(x->b, x->slot);
 	return NULL;
 }
 
@@ -350,13 +424,13 @@ index_run_step(struct index_run *r, int max, char *err, size_t errlen)
 	pthread_mutex_init(&b.mu, NULL);
 	for (int i = 1; i < r->extractors && i < n; i++) {
 		helper[helpers].b = &b;
-		helper[helpers].reader = r->reader[i];
+		helper[helpers].slot = i;
 		if (pthread_create(&helper[helpers].thread, NULL, extractor_main,
 		    &helper[helpers]) != 0)
 			break;	/* fewer threads do the same work */
 		helpers++;
 	}
-	extract_rows(&b, r->reader[0]);
+	extract_rows(&b, 0);
 	for (int i = 0; i < helpers; i++)
 		pthread_join(helper[i].thread, NULL);
 	pthread_mutex_destroy(&b.mu);
@@ -395,8 +469,7 @@ fail:
 	snprintf(err, errlen, "archive.db: %s", sqlite3_errmsg(r->db));
 out:
 	for (int i = 0; i < n; i++)
-		if (rows[i].ok)
-			extract_text_free(&rows[i].t);
+		row_free(&rows[i]);
 	free(rows);
 	return rc;
 }
@@ -404,9 +477,7 @@ out:
 int
 index_reset(sqlite3 *db, char *err, size_t errlen)
 {
-	sqlite3_stmt *st;
-	int rc, was = -1;
-	char restore[48];
+	int rc, was;
 
 	/* Dropping and creating it again is much faster than deleting every
 	 * row. Debian's SQLite is built with SECURE_DELETE: the drop would
@@ -415,24 +486,16 @@ index_reset(sqlite3 *db, char *err, size_t errlen)
 	 * journal in memory (temp_store, db.c): 271 MB of memory and a 250 MB
 	 * WAL for the index of 20,000 small messages. FAST zeroes what it
 	 * rewrites anyway and leaves the freed pages as they are: they hold
-	 * only the index, made from messages the archive keeps. */
-	if (sqlite3_prepare_v2(db, "PRAGMA secure_delete", -1, &st, NULL) == SQLITE_OK) {
-		if (sqlite3_step(st) == SQLITE_ROW)
-			was = sqlite3_column_int(st, 0);
-		sqlite3_finalize(st);
-	}
-	sqlite3_exec(db, "PRAGMA secure_delete = FAST", NULL, NULL, NULL);
-	rc = sqlite3_exec(db, "BEGIN IMMEDIATE; DROP TABLE fts; " DB_FTS_CREATE "; "
-	    "UPDATE messages SET indexed = 0; COMMIT", NULL, NULL, NULL);
+	 * only the index, made from messages the archive keeps. The index
+	 * goes before its text, which its drop does not read. */
+	was = db_secure_delete_fast(db);
+	rc = sqlite3_exec(db, "BEGIN IMMEDIATE; DROP TABLE fts; DELETE FROM fts_text; "
+	    DB_FTS_CREATE "; UPDATE messages SET indexed = 0; COMMIT", NULL, NULL, NULL);
 	if (rc != SQLITE_OK) {
 		snprintf(err, errlen, "archive.db: %s", sqlite3_errmsg(db));
 		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
 	}
-	if (was >= 0) {
-		snprintf(restore, sizeof(restore), "PRAGMA secure_delete = %s",
-		    was == 2 ? "FAST" : was ? "ON" : "OFF");
-		sqlite3_exec(db, restore, NULL, NULL, NULL);
-	}
+	db_secure_delete_restore(db, was);
 	return rc == SQLITE_OK ? 0 : -1;
 }
 

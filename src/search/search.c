@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "search/index_text.h"
 #include "search/query.h"
 
 #define ID_MIN 4
@@ -71,7 +72,10 @@ db_error(sqlite3 *db, char *err, size_t errlen)
 {
 	const char *m = sqlite3_errmsg(db);
 
-	if (strstr(m, "no such table: fts") || strstr(m, "no such column: sort_date"))
+	if (index_text_damage_seen())
+		snprintf(err, errlen, "the search index's copy of a message's text is damaged: "
+		    "run emailvault reindex (archive.db: %s)", m);
+	else if (strstr(m, "no such table: fts") || strstr(m, "no such column: sort_date"))
 		snprintf(err, errlen, "this archive has no search index yet: start the engine once "
 		    "(emailvault run) to upgrade it");
 	else

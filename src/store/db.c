@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "log.h"
+#include "search/index_text.h"
 #include "search/tokenize.h"
 #include "store/checkpointer.h"
 
@@ -114,7 +116,8 @@ static const char *const migrations[] = {
 	"CREATE INDEX messages_unindexed ON messages(indexed) WHERE indexed = 0;"
 	"CREATE INDEX messages_sort_date ON messages(sort_date);"
 	"CREATE INDEX locations_source_folder ON locations(source, folder);"
-	DB_FTS_CREATE ";",
+	"CREATE VIRTUAL TABLE fts USING fts5(subject, sender, recipient, cc, body, filename, "
+	"attachment, tokenize = 'emailvault');",
 	/* 3 -> 4: the pack store (store/pack.h): where each message's bytes
 	 * are (NULL: still a blob file of the old layout), and the segments. */
 	"ALTER TABLE messages ADD COLUMN pack_segment INTEGER;"
@@ -145,6 +148,16 @@ static const char *const migrations[] = {
 	"  segment INTEGER NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL,"
 	"  key TEXT NOT NULL UNIQUE, PRIMARY KEY (segment, offset));"
 	"ALTER TABLE segments ADD COLUMN object TEXT;",
+	/* 6 -> 7: the index's text compressed in a table of its own
+	 * (search/index_text.h) instead of FTS5's uncompressed copy: the
+	 * index is made again by the indexer, in the background. The
+	 * (source, folder) index is the primary key's first two columns. */
+	"DROP TABLE fts;"
+	DB_FTS_TEXT_CREATE ";"
+	DB_FTS_VIEW_CREATE ";"
+	DB_FTS_CREATE ";"
+	"UPDATE messages SET indexed = 0 WHERE indexed <> 0;"
+	"DROP INDEX locations_source_folder;",
 };
 
 struct archive_db {
@@ -170,11 +183,55 @@ exec(struct archive_db *db, const char *sql)
 	return sqlite3_exec(db->db, sql, NULL, NULL, NULL);
 }
 
+/* The migration after which the index is empty and made again. */
+#define INDEX_REMADE_AT 7
+
+static int
+has_messages(struct archive_db *db)
+{
+	sqlite3_stmt *st;
+	int any = 0;
+
+	if (sqlite3_prepare_v2(db->db, "SELECT 1 FROM messages LIMIT 1", -1, &st, NULL) ==
+	    SQLITE_OK) {
+		any = sqlite3_step(st) == SQLITE_ROW;
+		sqlite3_finalize(st);
+	}
+	return any;
+}
+
+int
+db_secure_delete_fast(sqlite3 *db)
+{
+	sqlite3_stmt *st;
+	int was = -1;
+
+	if (sqlite3_prepare_v2(db, "PRAGMA secure_delete", -1, &st, NULL) == SQLITE_OK) {
+		if (sqlite3_step(st) == SQLITE_ROW)
+			was = sqlite3_column_int(st, 0);
+		sqlite3_finalize(st);
+	}
+	sqlite3_exec(db, "PRAGMA secure_delete = FAST", NULL, NULL, NULL);
+	return was;
+}
+
+void
+db_secure_delete_restore(sqlite3 *db, int was)
+{
+	char restore[48];
+
+	if (was < 0)
+		return;
+	snprintf(restore, sizeof(restore), "PRAGMA secure_delete = %s",
+	    was == 2 ? "FAST" : was ? "ON" : "OFF");
+	sqlite3_exec(db, restore, NULL, NULL, NULL);
+}
+
 static int
 migrate(struct archive_db *db, char *err, size_t errlen)
 {
 	sqlite3_stmt *st;
-	int version = 0;
+	int version = 0, rc = -1, secure = -1;
 	int target = (int)(sizeof(migrations) / sizeof(migrations[0]));
 
 	if (sqlite3_prepare_v2(db->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
@@ -187,8 +244,17 @@ migrate(struct archive_db *db, char *err, size_t errlen)
 		    "emailvault understands (%d): upgrade emailvault", version, target);
 		return -1;
 	}
+	if (version == target)
+		return 0;
+	/* what migrations drop is the index, made again from the messages */
+	secure = db_secure_delete_fast(db->db);
 	for (; version < target; version++) {
 		char pragma[64];
+		if (version + 1 == INDEX_REMADE_AT && has_messages(db))
+			log_info(NULL, "archive.db: the search index moves to a smaller layout (once): "
+			    "the old one is dropped now and the indexer makes it again in the "
+			    "background; until it has caught up (emailvault status), search finds "
+			    "only the messages it has indexed so far");
 		if (exec(db, "BEGIN IMMEDIATE") != SQLITE_OK)
 			goto fail;
 		snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d", version + 1);
@@ -196,15 +262,18 @@ migrate(struct archive_db *db, char *err, size_t errlen)
 			snprintf(err, errlen, "migrating archive.db to version %d failed: %s",
 			    version + 1, sqlite3_errmsg(db->db));
 			exec(db, "ROLLBACK");
-			return -1;
+			goto out;
 		}
 		if (exec(db, "COMMIT") != SQLITE_OK)
 			goto fail;
 	}
-	return 0;
+	rc = 0;
+	goto out;
 fail:
 	snprintf(err, errlen, "archive.db: %s", sqlite3_errmsg(db->db));
-	return -1;
+out:
+	db_secure_delete_restore(db->db, secure);
+	return rc;
 }
 
 /*
@@ -301,8 +370,10 @@ db_open(const char *data_dir, int readonly, char *err, size_t errlen)
 	if (!readonly)
 		chmod(path, 0600);
 	sqlite3_busy_handler(db->db, busy_wait, db);
-	/* The index's tokenizer, before the migration that creates the index. */
-	if (search_tokenizer_register(db->db) != SQLITE_OK) {
+	/* The index's tokenizer and its text's ev_text(), before the
+	 * migration that creates the index. */
+	if (search_tokenizer_register(db->db) != SQLITE_OK ||
+	    index_text_register(db->db) != SQLITE_OK) {
 		snprintf(err, errlen, "%s: cannot register the search tokenizer: %s", path,
 		    sqlite3_errmsg(db->db));
 		db_close(db);

@@ -10,15 +10,29 @@
 
 #include <sqlite3.h>
 
-#define DB_SCHEMA_VERSION 4
-
 struct archive_db;
 
 /* The full-text index (docs/search.md): one row per message, rowid =
- * messages.rowid; filled by search/indexer.c. */
+ * messages.rowid; filled by search/indexer.c. The text it was made from is
+ * kept compressed in fts_text and read back through fts_view
+ * (search/index_text.h); FTS5 keeps no copy of its own. */
+#define DB_FTS_TEXT_CREATE \
+	"CREATE TABLE fts_text (id INTEGER PRIMARY KEY, subject BLOB, sender BLOB, " \
+	"recipient BLOB, cc BLOB, body BLOB, filename BLOB, attachment BLOB)"
+#define DB_FTS_VIEW_CREATE \
+	"CREATE VIEW fts_view AS SELECT id, ev_text(subject) AS subject, " \
+	"ev_text(sender) AS sender, ev_text(recipient) AS recipient, ev_text(cc) AS cc, " \
+	"ev_text(body) AS body, ev_text(filename) AS filename, " \
+	"ev_text(attachment) AS attachment FROM fts_text"
 #define DB_FTS_CREATE \
 	"CREATE VIRTUAL TABLE fts USING fts5(subject, sender, recipient, cc, body, filename, " \
-	"attachment, tokenize = 'emailvault')"
+	"attachment, content = 'fts_view', content_rowid = 'id', tokenize = 'emailvault')"
+
+/* For a transaction that drops the index: Debian's SQLite is built with
+ * SECURE_DELETE, which would write every freed page over with zeros (see
+ * index_reset). Returns the setting to give back to db_secure_delete_restore. */
+int db_secure_delete_fast(sqlite3 *db);
+void db_secure_delete_restore(sqlite3 *db, int was);
 
 /* Opens DATA/archive.db (creating and migrating unless READONLY). */
 struct archive_db *db_open(const char *data_dir, int readonly, char *err, size_t errlen);

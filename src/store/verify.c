@@ -195,17 +195,37 @@ sweep_orphans(const char *data_dir, sqlite3 *db, int reclaim, FILE *out, struct 
 	return rc == RECLAIM_ERROR ? -1 : 0;
 }
 
-/* Index rows without a message or without a blob, and messages recorded
- * as indexed without a row; REPAIR removes the first and queues the others
- * for the indexer again. MISSING: the rowids whose blob is gone. */
+/* Whether archive.db has the index's text table (not before migration 7:
+ * a read-only verify of an archive the engine has not opened since). */
+static int
+has_index_text(sqlite3 *db)
+{
+	sqlite3_stmt *st;
+	int yes = 0;
+
+	if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_schema WHERE name = 'fts_text'", -1, &st,
+	    NULL) == SQLITE_OK) {
+		yes = sqlite3_step(st) == SQLITE_ROW;
+		sqlite3_finalize(st);
+	}
+	return yes;
+}
+
+/* Index rows without a message, a blob or their text, and messages
+ * recorded as indexed without a row; REPAIR removes the first and queues
+ * the others for the indexer again. MISSING: the rowids whose blob is
+ * gone. */
 static int
 check_index(sqlite3 *db, int repair, const int64_t *missing, size_t nmissing, FILE *out,
     struct verify_result *r, char *err, size_t errlen)
 {
 	sqlite3_stmt *st;
-	int64_t n;
+	int64_t n, untexted = 0;
+	int text = has_index_text(db);
 
-	if (sqlite3_prepare_v2(db, "SELECT count(*) FROM fts", -1, &st, NULL) != SQLITE_OK)
+	/* The index's rows are those of its own fts_docsize: a scan of fts
+	 * itself would read (and inflate) the text of every message. */
+	if (sqlite3_prepare_v2(db, "SELECT count(*) FROM fts_docsize", -1, &st, NULL) != SQLITE_OK)
 		return 0;	/* an archive from before the index: nothing to check */
 	if (sqlite3_step(st) == SQLITE_ROW)
 		r->index_rows = (uint64_t)sqlite3_column_int64(st, 0);
@@ -213,7 +233,7 @@ check_index(sqlite3 *db, int repair, const int64_t *missing, size_t nmissing, FI
 	if (repair && sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
 		goto fail;
 	/* rows whose message record is gone */
-	if (sqlite3_prepare_v2(db, "SELECT rowid FROM fts WHERE rowid NOT IN (SELECT rowid FROM "
+	if (sqlite3_prepare_v2(db, "SELECT id FROM fts_docsize WHERE id NOT IN (SELECT rowid FROM "
 	    "messages)", -1, &st, NULL) != SQLITE_OK)
 		goto fail;
 	while (sqlite3_step(st) == SQLITE_ROW) {
@@ -222,9 +242,21 @@ check_index(sqlite3 *db, int repair, const int64_t *missing, size_t nmissing, FI
 		fprintf(out, "index   row %lld names no message\n", (long long)n);
 	}
 	sqlite3_finalize(st);
+	/* rows whose text is gone: FTS5 could not take them out again */
+	if (text && sqlite3_prepare_v2(db, "SELECT id FROM fts_docsize WHERE id IN (SELECT rowid "
+	    "FROM messages) AND id NOT IN (SELECT id FROM fts_text)", -1, &st, NULL) != SQLITE_OK)
+		goto fail;
+	while (text && sqlite3_step(st) == SQLITE_ROW) {
+		n = sqlite3_column_int64(st, 0);
+		r->index_orphans++;
+		untexted++;
+		fprintf(out, "index   row %lld has lost its text\n", (long long)n);
+	}
+	if (text)
+		sqlite3_finalize(st);
 	/* rows whose blob is gone: search would find what show cannot give */
 	for (size_t i = 0; i < nmissing; i++) {
-		if (sqlite3_prepare_v2(db, "SELECT 1 FROM fts WHERE rowid = ?1", -1, &st, NULL) !=
+		if (sqlite3_prepare_v2(db, "SELECT 1 FROM fts_docsize WHERE id = ?1", -1, &st, NULL) !=
 		    SQLITE_OK)
 			goto fail;
 		sqlite3_bind_int64(st, 1, missing[i]);
@@ -234,7 +266,7 @@ check_index(sqlite3 *db, int repair, const int64_t *missing, size_t nmissing, FI
 	}
 	/* messages said to be indexed that have no row */
 	if (sqlite3_prepare_v2(db, "SELECT count(*) FROM messages WHERE indexed = 1 AND rowid NOT IN "
-	    "(SELECT rowid FROM fts)", -1, &st, NULL) != SQLITE_OK)
+	    "(SELECT id FROM fts_docsize)", -1, &st, NULL) != SQLITE_OK)
 		goto fail;
 	if (sqlite3_step(st) == SQLITE_ROW)
 		r->index_holes = (uint64_t)sqlite3_column_int64(st, 0);
@@ -244,12 +276,22 @@ check_index(sqlite3 *db, int repair, const int64_t *missing, size_t nmissing, FI
 		    (unsigned long long)r->index_holes);
 	if (!repair)
 		return 0;
-	if (sqlite3_exec(db, "DELETE FROM fts WHERE rowid NOT IN (SELECT rowid FROM messages); "
-	    "UPDATE messages SET indexed = 0 WHERE indexed = 1 AND rowid NOT IN (SELECT rowid FROM fts)",
-	    NULL, NULL, NULL) != SQLITE_OK)
+	/* a row goes from the index before its text, which FTS5 reads to
+	 * take it out */
+	if (sqlite3_exec(db, "DELETE FROM fts WHERE rowid IN (SELECT id FROM fts_docsize WHERE id "
+	    "NOT IN (SELECT rowid FROM messages)); "
+	    "DELETE FROM fts_text WHERE id NOT IN (SELECT rowid FROM messages); "
+	    "UPDATE messages SET indexed = 0 WHERE indexed = 1 AND rowid NOT IN "
+	    "(SELECT id FROM fts_docsize)", NULL, NULL, NULL) != SQLITE_OK)
 		goto rollback;
 	for (size_t i = 0; i < nmissing; i++) {
 		if (sqlite3_prepare_v2(db, "DELETE FROM fts WHERE rowid = ?1", -1, &st, NULL) !=
+		    SQLITE_OK)
+			goto rollback;
+		sqlite3_bind_int64(st, 1, missing[i]);
+		sqlite3_step(st);
+		sqlite3_finalize(st);
+		if (sqlite3_prepare_v2(db, "DELETE FROM fts_text WHERE id = ?1", -1, &st, NULL) !=
 		    SQLITE_OK)
 			goto rollback;
 		sqlite3_bind_int64(st, 1, missing[i]);
@@ -262,6 +304,16 @@ check_index(sqlite3 *db, int repair, const int64_t *missing, size_t nmissing, FI
 		sqlite3_bind_int64(st, 1, missing[i]);
 		sqlite3_step(st);
 		sqlite3_finalize(st);
+	}
+	/* Rows without their text cannot be taken out one by one: the index
+	 * is made again from the text of every other row (those without are
+	 * indexed again by the engine, as holes). */
+	if (untexted > 0) {
+		if (sqlite3_exec(db, "INSERT INTO fts(fts) VALUES ('rebuild'); "
+		    "UPDATE messages SET indexed = 0 WHERE indexed = 1 AND rowid NOT IN "
+		    "(SELECT id FROM fts_text)", NULL, NULL, NULL) != SQLITE_OK)
+			goto rollback;
+		fprintf(out, "index   made again from the text of its rows\n");
 	}
 	if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
 		goto rollback;

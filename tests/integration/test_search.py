@@ -372,7 +372,26 @@ class ReindexVerifyTest(unittest.TestCase):
             self.assertIn("1 repaired", r.stdout, r.stdout + r.stderr)
             db = sqlite3.connect(os.path.join(e.data, "archive.db"))
             self.assertEqual(db.execute("SELECT count(*) FROM fts_docsize").fetchone()[0], 59)
+            # a row whose text is gone: FTS5 cannot take it out of the index
+            # alone, so the index is made again from the others' text, and
+            # the message is indexed again
+            lost = db.execute("SELECT min(id) FROM fts_text").fetchone()[0]
+            db.execute("DELETE FROM fts_text WHERE id = ?", (lost,))
+            db.commit()
             db.close()
+            r = run("verify", "--data", e.data)
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("row %d has lost its text" % lost, r.stdout)
+            r = run("verify", "--data", e.data, "--repair-index")
+            self.assertIn("made again from the text of its rows", r.stdout, r.stdout + r.stderr)
+            self.assertIn("1 repaired", r.stdout)
+            db = sqlite3.connect(os.path.join(e.data, "archive.db"))
+            self.assertEqual(db.execute("SELECT count(*) FROM fts_docsize").fetchone()[0], 58)
+            self.assertEqual(db.execute("SELECT indexed FROM messages WHERE rowid = ?",
+                                        (lost,)).fetchone()[0], 0)
+            db.close()
+            r = run("verify", "--data", e.data)
+            self.assertNotIn("lost its text", r.stdout)
             # online: through the engine, which keeps running
             e.start()
             r = run("reindex", "--data", e.data)
@@ -388,14 +407,15 @@ class ReindexVerifyTest(unittest.TestCase):
     def test_reindex_of_a_big_index_keeps_its_memory(self):
         # Dropping the old index zeroed every page of it through a statement
         # journal in memory (Debian's SQLite deletes securely): 100 MB for
-        # this archive's index, 271 MB for 20,000 small IMAP messages. And it
+        # the index of 20,000 of these messages when FTS5 kept its own copy
+        # of the text, 271 MB for 20,000 small IMAP messages. And it
         # closed its writer before its readers, leaving a WAL the index's size.
         gen = os.path.join(os.path.dirname(vault.BIN), "gen_archive")
         if not os.path.exists(gen):
             self.skipTest("gen_archive is not built beside the engine")
         data = tempfile.mkdtemp(prefix="ev-reindex-")
         try:
-            g = subprocess.run([gen, os.path.join(data, "d"), "20000"], capture_output=True,
+            g = subprocess.run([gen, os.path.join(data, "d"), "40000"], capture_output=True,
                                text=True, timeout=600)
             self.assertEqual(g.returncode, 0, g.stderr)
             db = os.path.join(data, "d", "archive.db")
@@ -403,7 +423,7 @@ class ReindexVerifyTest(unittest.TestCase):
             index_pages = conn.execute(
                 "SELECT count(*) FROM dbstat WHERE name LIKE 'fts_%'").fetchone()[0]
             conn.close()
-            self.assertGreater(index_pages * 4096, 60 << 20)   # the drop has much to free
+            self.assertGreater(index_pages * 4096, 30 << 20)   # the drop has much to free
             with open(os.path.join(data, "out"), "w+") as out:
                 p = subprocess.Popen([vault.BIN, "reindex", "--data", os.path.join(data, "d")],
                                      stdout=out, stderr=subprocess.STDOUT)
@@ -411,7 +431,7 @@ class ReindexVerifyTest(unittest.TestCase):
                 out.seek(0)
                 text = out.read()
             self.assertEqual(os.waitstatus_to_exitcode(status), 0, text)
-            self.assertIn("reindexed 20000 messages", text)
+            self.assertIn("reindexed 40000 messages", text)
             # and closed last what can checkpoint: no WAL left of the index's size
             self.assertFalse(os.path.exists(db + "-wal"))
             peak_kib = ru.ru_maxrss
@@ -419,8 +439,11 @@ class ReindexVerifyTest(unittest.TestCase):
                                                text=True).stdout
             print("reindex: peak RSS %d KiB over an index of %d MB%s" % (
                 peak_kib, index_pages * 4096 >> 20, " (ASan)" if asan else ""))
+            # 37 MiB here with the drop's secure_delete = FAST, 61 MiB without
+            # (the index's pages in the statement journal); the engine's own
+            # ceiling is 64 MiB
             if not asan:    # its redzones and quarantine say nothing of ours
-                self.assertLess(peak_kib, 64 << 10)
+                self.assertLess(peak_kib, 48 << 10)
         finally:
             shutil.rmtree(data, ignore_errors=True)
 
