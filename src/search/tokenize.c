@@ -23,6 +23,7 @@
 
 #include <glib.h>
 
+#include "search/index_text.h"
 #include "search/rank.h"
 #include "search/tokenize.h"
 
@@ -628,5 +629,8 @@ search_tokenizer_register(sqlite3 *db)
 	if ((rc = api->xCreateTokenizer(api, "emailvault", NULL, &tk, NULL)) != SQLITE_OK)
 		return rc;
 	/* the search SQL ranks a page with it (search/rank.h) */
-	return search_rank_register(api);
+	if ((rc = search_rank_register(api)) != SQLITE_OK)
+		return rc;
+	/* and FTS5 reads the index's text through it (fts_view) */
+	return index_text_register(db);
 }

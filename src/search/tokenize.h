@@ -45,8 +45,9 @@ int search_tokenize(const char *text, size_t len, int mode, search_token_fn fn,
 
 /*
  * Registers the tokenizer as "emailvault" on DB through the fts5_api (on
- * each connection that uses the fts table), and bm25_topk, which the
- * search SQL uses (search/rank.h). SQLITE_OK or an SQLite error code
+ * each connection that uses the fts table), bm25_topk, which the search
+ * SQL uses (search/rank.h), and ev_text(), through which FTS5 reads the
+ * index's text (search/index_text.h). SQLITE_OK or an SQLite error code
  * (SQLITE_ERROR when this SQLite has no FTS5).
  */
 int search_tokenizer_register(sqlite3 *db);

@@ -12,7 +12,6 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "search/index_text.h"
 #include "search/tokenize.h"
 #include "store/checkpointer.h"
 
@@ -370,10 +369,9 @@ db_open(const char *data_dir, int readonly, char *err, size_t errlen)
 	if (!readonly)
 		chmod(path, 0600);
 	sqlite3_busy_handler(db->db, busy_wait, db);
-	/* The index's tokenizer and its text's ev_text(), before the
+	/* The index's tokenizer (and its text's ev_text()), before the
 	 * migration that creates the index. */
-	if (search_tokenizer_register(db->db) != SQLITE_OK ||
-	    index_text_register(db->db) != SQLITE_OK) {
+	if (search_tokenizer_register(db->db) != SQLITE_OK) {
 		snprintf(err, errlen, "%s: cannot register the search tokenizer: %s", path,
 		    sqlite3_errmsg(db->db));
 		db_close(db);
