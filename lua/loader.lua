@@ -261,9 +261,16 @@ function M.load(path, spec)
     problem = problem }
   local chunk, serr = load(text, "@" .. path, "t", spec.env(path, ctx.defs))
   if not chunk then
-    -- serr is "PATH:LINE: message"
-    local line, rest = serr:match(":(%d+): (.*)$")
-    problem(tonumber(line), "syntax error", rest or serr)
+    -- serr is "PATH:LINE: message", or for a parser that ran out of C
+    -- stack a message of its own with a traceback, whose first
+    -- "FILE:LINE:" is this file's (lua/loader.lua), not the user's
+    local line, rest = line_of(serr, path), serr
+    if serr:sub(1, #path + 1) == path .. ":" then
+      rest = serr:match("^%d+: (.*)", #path + 2) or serr
+    end
+    rest = rest:match("^[^\n]*")
+    if rest == "C stack overflow" then rest = "nested too deeply (C stack overflow)" end
+    problem(line, "syntax error", rest)
     return failed()
   end
   local ok, value = vm.budget_pcall(M.FILE_BUDGET, M.FILE_SECONDS, function()

@@ -72,6 +72,15 @@ class CheckTest(unittest.TestCase):
         self.assertProblem('return imap {\n  host = "x"\n  username = "u",\n}\n',
                            "syntax error", "'}' expected", line=3)
 
+    def test_nesting_too_deep_for_the_parser(self):
+        # Found by fuzz_sources: the parser's own error (its C stack spent)
+        # has no position of the file but a traceback, whose first
+        # "FILE:LINE:" (lua/loader.lua's) was reported as the file's line.
+        hit = self.assertProblem("return " + "(" * 300 + "1" + ")" * 300 + "\n",
+                                 "syntax error", "nested too deeply", line=1)
+        self.assertNotIn("traceback", hit)
+        self.assertNotIn("loader", hit)
+
     def test_runtime_error(self):
         self.assertProblem('local t = nil\nreturn t.x\n', "error", "attempt to index", line=2)
 
