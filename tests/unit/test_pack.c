@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/sha.h>
@@ -285,7 +286,19 @@ test_sealing_and_damage(void)
  * compressor's thread for a message it compresses, here otherwise (a small
  * one, a spooled one at drop_head); a result never taken is freed. */
 static pthread_t test_thread;
-static int also_runs, also_frees, also_elsewhere;
+static _Atomic int also_runs, also_frees, also_elsewhere;	/* set on two threads */
+
+/* Gives the compressor thread time to take up what it was given: the
+ * store waits only half a millisecond for it before it does the work
+ * itself, and on a loaded machine the thread may not have run by then. */
+static void
+wait_for_runs(int n)
+{
+	struct timespec tick = { 0, 1000000L };
+
+	for (int i = 0; i < 10000 && also_runs < n; i++)
+		nanosleep(&tick, NULL);
+}
 
 static void *
 first_line(const void *head, size_t len)
@@ -340,6 +353,7 @@ test_header_work_beside_compression(void)
 
 	/* compressed on the thread: the work went there too */
 	w = writer_of(ps, mid, 20000);
+	wait_for_runs(1);
 	pack_writer_drop_head(w);
 	CHECK_INT(pack_writer_store(w, &existed, &loc), 0);
 	r = pack_writer_also_result(w);
