@@ -20,12 +20,17 @@
 #include "store/reader.h"
 #include "thread_name.h"
 
-#define BATCH_TEXT_MAX ((size_t)32 << 20)	/* extracted text held for one transaction */
+/* Extracted text held for one transaction; two batches are held at once
+ * (one written while the next is extracted). */
+#define BATCH_TEXT_MAX ((size_t)16 << 20)
 #define MESSAGE_MAX ((size_t)512 << 20)		/* bigger blobs: headers only */
 #define EXTRACTORS_MAX 4			/* threads extracting one batch */
 #define IDLE_WAIT_MS 500
 #define YIELD_SLEEP_NS 1000000L		/* long enough for the waiter's next try */
-#define INDEXER_NICE 10				/* the thread's priority below the loop's */
+#define INDEXER_NICE 19				/* the thread's priority below the loop's */
+/* The extracting threads' below the writing one's: the writing is one
+ * thread's, the extraction of the next rows fills the other cores. */
+#define EXTRACTOR_NICE 5
 #define ARCHIVING_NS 1000000000LL		/* a commit group this recent: importing */
 #define INSERT_SQL "INSERT INTO fts(rowid, subject, sender, recipient, cc, body, filename, " \
 	"attachment) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
@@ -44,7 +49,10 @@ struct index_run {
 	int extractors;
 	struct extract_limits lim;
 	sqlite3_stmt *pick, *insert, *remove, *text, *untext, *mark, *first_date, *lag, *backlog;
+	struct batch *ahead;	/* the next step's rows, being extracted */
 };
+
+static void batch_free(struct batch *b);
 
 /* One message between its extraction and the commit. */
 struct pending_row {
@@ -61,15 +69,24 @@ struct pending_row {
 	char note[300];
 };
 
-/* One step's extraction, shared by its threads. */
+struct extractor {
+	pthread_t thread;
+	struct batch *b;
+	int slot;		/* its reader and packer */
+};
+
+/* One step's rows, extracted by several threads, then written. */
 struct batch {
 	struct index_run *r;
 	struct pending_row *rows;
 	int n;
+	int64_t last;		/* the highest rowid taken, once extracted */
 	pthread_mutex_t mu;
 	int next;		/* the next row to take */
 	size_t text;		/* text extracted so far */
 	int stop;		/* out of memory: take no more */
+	struct extractor helper[EXTRACTORS_MAX];
+	int helpers;		/* threads started (joined by batch_join) */
 };
 
 static int
@@ -84,6 +101,7 @@ index_run_close(struct index_run *r)
 {
 	if (r == NULL)
 		return;
+	batch_free(r->ahead);
 	sqlite3_finalize(r->pick);
 	sqlite3_finalize(r->insert);
 	sqlite3_finalize(r->remove);
@@ -133,7 +151,7 @@ index_run_open(const char *data_dir, char *err, size_t errlen)
 			goto fail;
 		}
 	if (prepare(r, &r->pick, "SELECT rowid, hash, date_unix, first_seen FROM messages "
-	    "WHERE indexed = 0 ORDER BY rowid LIMIT ?1") < 0 ||
+	    "WHERE indexed = 0 AND rowid > ?2 ORDER BY rowid LIMIT ?1") < 0 ||
 	    prepare(r, &r->insert, INSERT_SQL) < 0 || prepare(r, &r->remove, REMOVE_SQL) < 0 ||
 	    prepare(r, &r->text, TEXT_SQL) < 0 || prepare(r, &r->untext, UNTEXT_SQL) < 0 ||
 	    prepare(r, &r->mark, "UPDATE messages SET indexed = ?2, attachments = ?3, "
@@ -197,12 +215,6 @@ sort_date_of(struct index_run *r, int64_t rowid, sqlite3_int64 date_unix, int ha
 	return (int64_t)first_seen;
 }
 
-static void
-bind_str(sqlite3_stmt *st, int i, const char *s)
-{
-	sqlite3_bind_text(st, i, s ? s : "", -1, SQLITE_STATIC);
-}
-
 /* The row's columns, as extracted */
 static const char *
 column(const struct extract_text *t, int i)
@@ -243,13 +255,10 @@ write_row(struct index_run *r, struct pending_row *p)
 		if (step_rowid(r->text, p->rowid) < 0)
 			return -1;
 		sqlite3_bind_int64(r->insert, 1, p->rowid);
-		bind_str(r->insert, 2, p->t.subject);
-		bind_str(r->insert, 3, p->t.from);
-		bind_str(r->insert, 4, p->t.to);
-		bind_str(r->insert, 5, p->t.cc);
-		bind_str(r->insert, 6, p->t.body);
-		bind_str(r->insert, 7, p->t.filenames);
-		bind_str(r->insert, 8, p->t.attachments);
+		for (int i = 0; i < NCOLS; i++) {
+			const char *c = column(&p->t, i);
+			sqlite3_bind_text(r->insert, i + 2, c, -1, SQLITE_STATIC);
+		}
 		int rc = sqlite3_step(r->insert);
 		sqlite3_reset(r->insert);
 		sqlite3_clear_bindings(r->insert);
@@ -305,7 +314,7 @@ extract_row(struct batch *b, struct store_reader *reader, struct index_text_pack
     struct pending_row *p)
 {
 	char *data;
-	size_t len;
+	size_t len, text = 0;
 
 	if (p->hash[0] == '\0' || store_reader_get(reader, p->hash, MESSAGE_MAX, &data, &len) < 0) {
 		p->missing = 1;
@@ -323,14 +332,16 @@ extract_row(struct batch *b, struct store_reader *reader, struct index_text_pack
 	p->ok = 1;
 	for (int i = 0; i < NCOLS; i++) {
 		const char *c = column(&p->t, i);
-		if (index_text_pack(packer, c, strlen(c), &p->blob[i], &p->bloblen[i]) < 0) {
+		size_t n = strlen(c);
+
+		if (index_text_pack(packer, c, n, &p->blob[i], &p->bloblen[i]) < 0) {
 			defer_row(b, p);
 			return;
 		}
+		text += n;
 	}
 	if (p->t.truncated)
 		snprintf(p->note, sizeof(p->note), "%s", p->t.note);
-	size_t text = strlen(p->t.body) + strlen(p->t.attachments);
 	pthread_mutex_lock(&b->mu);
 	b->text += text;
 	pthread_mutex_unlock(&b->mu);
@@ -353,11 +364,20 @@ extract_rows(struct batch *b, int slot)
 	}
 }
 
-struct extractor {
-	pthread_t thread;
-	struct batch *b;
-	int slot;		/* its reader and packer */
-};
+/* Lowers the calling thread's priority by NICE more (on Linux a thread has
+ * a nice value of its own, which the threads and pdftotext children it
+ * starts inherit). */
+static void
+lower_priority(int nice)
+{
+	id_t self = (id_t)syscall(SYS_gettid);
+	int now;
+
+	errno = 0;
+	now = getpriority(PRIO_PROCESS, self);
+	if (errno == 0 && setpriority(PRIO_PROCESS, self, now + nice) < 0)
+		log_debug(NULL, "indexer: cannot lower a thread's priority: %s", strerror(errno));
+}
 
 static void *
 extractor_main(void *arg)
@@ -365,6 +385,7 @@ extractor_main(void *arg)
 	struct extractor *x = arg;
 
 	thread_name("ev-extract");
+	lower_priority(EXTRACTOR_NICE);
 	extract_rows(x->b, x->slot);
 	return NULL;
 }
@@ -384,25 +405,23 @@ give_way(struct index_run *r)
 	return sqlite3_exec(r->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
 }
 
-int
-index_run_step(struct index_run *r, int max, char *err, size_t errlen)
+/* Up to MAX messages not indexed yet with a rowid above AFTER, read on
+ * this thread (the connection is its own). NULL when out of memory; a
+ * batch of no rows when there are none. */
+static struct batch *
+batch_pick(struct index_run *r, int max, int64_t after)
 {
-	struct pending_row *rows = calloc((size_t)max, sizeof(*rows));
-	struct extractor helper[EXTRACTORS_MAX];
-	struct batch b;
-	int n = 0, helpers = 0, done = 0, rc = -1;
+	struct batch *b = calloc(1, sizeof(*b));
 
-	if (rows == NULL) {
-		snprintf(err, errlen, "out of memory");
-		return -1;
+	if (b == NULL || (b->rows = calloc((size_t)max, sizeof(*b->rows))) == NULL) {
+		free(b);
+		return NULL;
 	}
-	/* 1. Read and extract outside any transaction: the archiver's commits
-	 * never wait for text extraction. The rows first (this connection is
-	 * this thread's), then the messages on several threads: one blocked
-	 * on a pdftotext child or a read leaves the others working. */
+	b->r = r;
 	sqlite3_bind_int(r->pick, 1, max);
-	while (n < max && sqlite3_step(r->pick) == SQLITE_ROW) {
-		struct pending_row *p = &rows[n++];
+	sqlite3_bind_int64(r->pick, 2, after);
+	while (b->n < max && sqlite3_step(r->pick) == SQLITE_ROW) {
+		struct pending_row *p = &b->rows[b->n++];
 		const char *hash = (const char *)sqlite3_column_text(r->pick, 1);
 		int has_date = sqlite3_column_type(r->pick, 2) != SQLITE_NULL;
 
@@ -413,65 +432,140 @@ index_run_step(struct index_run *r, int max, char *err, size_t errlen)
 			memcpy(p->hash, hash, strlen(hash) + 1);	/* else unreadable */
 	}
 	sqlite3_reset(r->pick);
-	if (n == 0) {
-		free(rows);
-		return 0;
+	pthread_mutex_init(&b->mu, NULL);
+	return b;
+}
+
+/* Starts threads on B's rows, with the readers from slot FIRST on (slot 0
+ * is the calling thread's when it extracts too). Fewer threads, if some
+ * cannot start, do the same work; none at all leaves it to batch_join. */
+static void
+batch_start(struct batch *b, int first)
+{
+	for (int i = first; i < b->r->extractors && i - first < b->n; i++) {
+		struct extractor *x = &b->helper[b->helpers];
+
+		x->b = b;
+		x->slot = i;
+		if (pthread_create(&x->thread, NULL, extractor_main, x) != 0)
+			break;
+		b->helpers++;
 	}
-	memset(&b, 0, sizeof(b));
-	b.r = r;
-	b.rows = rows;
-	b.n = n;
-	pthread_mutex_init(&b.mu, NULL);
-	for (int i = 1; i < r->extractors && i < n; i++) {
-		helper[helpers].b = &b;
-		helper[helpers].slot = i;
-		if (pthread_create(&helper[helpers].thread, NULL, extractor_main,
-		    &helper[helpers]) != 0)
-			break;	/* fewer threads do the same work */
-		helpers++;
-	}
-	extract_rows(&b, 0);
-	for (int i = 0; i < helpers; i++)
-		pthread_join(helper[i].thread, NULL);
-	pthread_mutex_destroy(&b.mu);
-	for (int i = 0; i < n; i++)
-		if (rows[i].taken && !rows[i].deferred)
-			done++;
-	if (done == 0) {	/* out of memory at the first: try again later */
-		free(rows);
-		return 0;
-	}
-	/* 2. One short transaction for the batch. */
+}
+
+/* Waits for B's extraction to end; counts the rows it took. */
+static int
+batch_join(struct batch *b)
+{
+	int done = 0;
+
+	if (b->helpers == 0)
+		extract_rows(b, 0);	/* no thread could start */
+	for (int i = 0; i < b->helpers; i++)
+		pthread_join(b->helper[i].thread, NULL);
+	b->helpers = 0;
+	for (int i = 0; i < b->n; i++)
+		if (b->rows[i].taken) {
+			b->last = b->rows[i].rowid;
+			if (!b->rows[i].deferred)
+				done++;
+		}
+	return done;
+}
+
+static void
+batch_free(struct batch *b)
+{
+	if (b == NULL)
+		return;
+	if (b->helpers > 0)
+		batch_join(b);
+	for (int i = 0; i < b->n; i++)
+		row_free(&b->rows[i]);
+	pthread_mutex_destroy(&b->mu);
+	free(b->rows);
+	free(b);
+}
+
+/* One transaction for B's extracted rows. */
+static int
+batch_write(struct batch *b)
+{
+	struct index_run *r = b->r;
+
 	if (sqlite3_exec(r->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
-		goto fail;
-	for (int i = 0; i < n; i++) {
-		if (!rows[i].taken || rows[i].deferred)
-			continue;	/* the next step's */
-		if (write_row(r, &rows[i]) < 0) {
+		return -1;
+	for (int i = 0; i < b->n; i++) {
+		if (!b->rows[i].taken || b->rows[i].deferred)
+			continue;	/* a later step's */
+		if (write_row(r, &b->rows[i]) < 0) {
 			sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
-			goto fail;
+			return -1;
 		}
 		/* Each row stands alone: the loop may commit in between. */
 		if (db_writer_waiting() && give_way(r) < 0)
-			goto fail;
+			return -1;
 	}
 	if (sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
 		sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
-		goto fail;
+		return -1;
 	}
-	for (int i = 0; i < n; i++)
-		if (rows[i].missing)
+	for (int i = 0; i < b->n; i++)
+		if (b->rows[i].missing)
 			log_warn(NULL, "message not indexed rowid=%lld reason=\"%s\"",
-			    (long long)rows[i].rowid, rows[i].note);
-	rc = done;
-	goto out;
-fail:
-	snprintf(err, errlen, "archive.db: %s", sqlite3_errmsg(r->db));
-out:
-	for (int i = 0; i < n; i++)
-		row_free(&rows[i]);
-	free(rows);
-	return rc;
+			    (long long)b->rows[i].rowid, b->rows[i].note);
+	return 0;
+}
+
+int
+index_run_step(struct index_run *r, int max, char *err, size_t errlen)
+{
+	struct batch *b = r->ahead, *next;
+	int done;
+
+	/* 1. Read and extract outside any transaction: the archiver's commits
+	 * never wait for text extraction. The rows are those the last step
+	 * started on, or the first not indexed yet, extracted here and on
+	 * more threads: one blocked on a pdftotext child or a read leaves the
+	 * others working. */
+	r->ahead = NULL;
+	if (b == NULL) {
+		if ((b = batch_pick(r, max, 0)) == NULL)
+			goto oom;
+		if (b->n > 0) {
+			batch_start(b, 1);
+			extract_rows(b, 0);
+		}
+	}
+	done = batch_join(b);
+	if (done == 0) {	/* none left, or out of memory at the first */
+		batch_free(b);
+		return 0;
+	}
+	/* 2. The next rows (those B left too) are extracted while B is
+	 * written: the writing, FTS5's tokenizing and inserting, is one
+	 * thread's, and the extraction would wait for it. The rows a step
+	 * deferred are picked again when the chain ends, from the first. */
+	if ((next = batch_pick(r, max, b->last)) != NULL && next->n > 0) {
+		batch_start(next, 0);
+		r->ahead = next;
+	} else {
+		batch_free(next);
+	}
+	/* 3. One short transaction for B. */
+	if (batch_write(b) < 0) {
+		snprintf(err, errlen, "archive.db: %s", sqlite3_errmsg(r->db));
+		batch_free(b);
+		/* after a failure, start again from the first not indexed */
+		batch_free(r->ahead);
+		r->ahead = NULL;
+		return -1;
+	}
+	batch_free(b);
+	return done;
+oom:
+	snprintf(err, errlen, "out of memory");
+	return -1;
 }
 
 int
@@ -503,6 +597,8 @@ int
 index_run_reset(struct index_run *r, char *err, size_t errlen)
 {
 	/* the prepared statements name the old table */
+	batch_free(r->ahead);	/* start again from the first */
+	r->ahead = NULL;
 	sqlite3_finalize(r->insert);
 	sqlite3_finalize(r->remove);
 	r->insert = r->remove = NULL;
@@ -561,8 +657,7 @@ indexer_main(void *arg)
 	 * the control socket) must get the CPU first; the index catches up
 	 * when it is idle. On Linux a thread has a nice value of its own (and
 	 * pdftotext, started from here, inherits it). */
-	if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), INDEXER_NICE) < 0)
-		log_debug(NULL, "indexer: cannot lower its priority: %s", strerror(errno));
+	lower_priority(INDEXER_NICE);
 	for (;;) {
 		struct timespec t0, t1;
 		double rest = 0;

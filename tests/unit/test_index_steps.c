@@ -1,0 +1,155 @@
+/* The indexer's steps (index_run_step): each writes the rows the step
+ * before extracted while it wrote its own, so the chain must index every
+ * message once, take in mail archived meanwhile, come back for a row it
+ * passed, and start again after a reset. */
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "check.h"
+#include "search/indexer.h"
+#include "search/tokenize.h"
+#include "store/db.h"
+#include "store/pack.h"
+
+static char dir[] = "/tmp/ev-test-isteps-XXXXXX";
+
+/* Archives message N, whose body holds the one word "quokkaN". */
+static void
+archive(struct archive_db *db, struct pack_store *ps, int n)
+{
+	char msg[256], hash[65];
+	unsigned char md[SHA256_DIGEST_LENGTH];
+	struct pack_location loc;
+	struct pack_writer *w = pack_writer_new(ps);
+	int len = snprintf(msg, sizeof(msg), "From: a@example.com\r\nSubject: note %d\r\n\r\n"
+	    "a body with quokka%d in it\r\n", n, n), existed;
+
+	CHECK(w != NULL);
+	CHECK_INT(pack_writer_write(w, msg, (size_t)len), 0);
+	CHECK_INT(pack_writer_finish(w), 0);
+	SHA256((const unsigned char *)msg, (size_t)len, md);
+	for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
+		snprintf(hash + 2 * i, 3, "%02x", md[i]);
+	CHECK_INT(pack_writer_store(w, &existed, &loc), 0);
+	pack_writer_free(w);
+	CHECK_INT(pack_store_sync(ps), 0);
+	CHECK_INT(db_begin(db), 0);
+	struct db_message m = { .hash = hash, .size = (uint64_t)len, .date_unix = -1,
+		.sort_date = -1, .pack_segment = loc.segment, .pack_offset = loc.offset,
+		.pack_length = loc.length, .pack_codec = loc.codec };
+	CHECK_INT(db_message_add(db, &m, NULL), 0);
+	CHECK_INT(pack_store_record(ps), 0);
+	CHECK_INT(db_commit(db), 0);
+	CHECK_INT(pack_store_committed(ps), 0);
+}
+
+static int64_t
+query_int(sqlite3 *q, const char *sql)
+{
+	sqlite3_stmt *st;
+	int64_t v = -1;
+
+	CHECK_INT(sqlite3_prepare_v2(q, sql, -1, &st, NULL), SQLITE_OK);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return v;
+}
+
+/* Every one of the first N messages found by its word, once, and FTS5's
+ * own check of the index against its text. */
+static void
+check_index(int n)
+{
+	sqlite3 *q;
+	char sql[200];
+
+	snprintf(sql, sizeof(sql), "%s/archive.db", dir);
+	CHECK_INT(sqlite3_open_v2(sql, &q, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	CHECK_INT(search_tokenizer_register(q), SQLITE_OK);
+	CHECK_INT(query_int(q, "SELECT count(*) FROM messages WHERE indexed != 1"), 0);
+	CHECK_INT(query_int(q, "SELECT count(*) FROM fts_docsize"), n);
+	for (int i = 0; i < n; i++) {
+		snprintf(sql, sizeof(sql), "SELECT count(*) FROM fts WHERE fts MATCH 'quokka%d'", i);
+		CHECK_INT(query_int(q, sql), 1);
+	}
+	CHECK_INT(sqlite3_exec(q, "INSERT INTO fts(fts, rank) VALUES ('integrity-check', 1)", NULL,
+	    NULL, NULL), SQLITE_OK);
+	sqlite3_close(q);
+}
+
+static void
+test_chain(void)
+{
+	char err[512];
+	struct archive_db *db = db_open(dir, 0, err, sizeof(err));
+	struct pack_store *ps;
+	struct index_run *r;
+	int n, total = 0;
+
+	CHECK(db != NULL);
+	if (db == NULL)
+		return;
+	ps = pack_store_open(dir, db_handle(db), err, sizeof(err));
+	CHECK(ps != NULL);
+	for (int i = 0; i < 10; i++)
+		archive(db, ps, i);
+	r = index_run_open(dir, err, sizeof(err));
+	CHECK(r != NULL);
+	if (r == NULL)
+		return;
+
+	/* 3 at a time; the first step leaves the next 3 being extracted */
+	CHECK_INT(index_run_step(r, 3, err, sizeof(err)), 3);
+	CHECK_INT(index_run_lag(r), 7);
+	/* mail archived meanwhile, and a row the chain has passed: the first
+	 * message's flag cleared as when a step had to leave it */
+	archive(db, ps, 10);
+	archive(db, ps, 11);
+	CHECK_INT(sqlite3_exec(db_handle(db), "UPDATE messages SET indexed = 0 WHERE rowid = "
+	    "(SELECT min(rowid) FROM messages)", NULL, NULL, NULL), SQLITE_OK);
+	while ((n = index_run_step(r, 3, err, sizeof(err))) > 0) {
+		total += n;
+	}
+	CHECK_INT(n, 0);
+	/* 7 + 2 new, and the passed one once the chain had ended */
+	CHECK_INT(total, 10);
+	CHECK_INT(index_run_lag(r), 0);
+	check_index(12);
+
+	/* A reset with rows being extracted: all of them again. */
+	CHECK_INT(sqlite3_exec(db_handle(db), "UPDATE messages SET indexed = 0 WHERE rowid > "
+	    "(SELECT max(rowid) - 6 FROM messages)", NULL, NULL, NULL), SQLITE_OK);
+	CHECK_INT(index_run_step(r, 3, err, sizeof(err)), 3);	/* 3 more in flight */
+	CHECK_INT(index_run_reset(r, err, sizeof(err)), 0);
+	CHECK_INT(index_run_lag(r), 12);
+	total = 0;
+	while ((n = index_run_step(r, 5, err, sizeof(err))) > 0)
+		total += n;
+	CHECK_INT(total, 12);
+	check_index(12);
+
+	/* closed with a step's rows in flight: nothing left running */
+	CHECK_INT(index_run_reset(r, err, sizeof(err)), 0);
+	CHECK_INT(index_run_step(r, 4, err, sizeof(err)), 4);
+	index_run_close(r);
+	pack_store_close(ps);
+	db_close(db);
+}
+
+int
+main(void)
+{
+	char cmd[200];
+
+	CHECK(mkdtemp(dir) != NULL);
+	RUN(test_chain);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	CHECK_INT(system(cmd), 0);
+	DONE();
+}
