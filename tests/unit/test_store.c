@@ -216,6 +216,41 @@ test_checkpoints_on_their_thread(void)
 	db_close(db);
 }
 
+/* A transaction far bigger than the usual grows the WAL; once it is
+ * checkpointed, the next write starts the WAL over and cuts it back to
+ * 64 MiB (journal_size_limit), where SQLite would keep it at its largest. */
+static void
+test_wal_cut_back_after_a_big_transaction(void)
+{
+	char err[512] = "", sub[4096], wal[4200];
+	struct archive_db *db;
+	struct stat st;
+	int log = -1, done = -2;
+
+	snprintf(sub, sizeof(sub), "%s/walsize", dir);
+	CHECK_INT(mkdir(sub, 0700), 0);
+	db = db_open(sub, 0, err, sizeof(err));
+	if (db == NULL) {
+		CHECK_STR(err, "");
+		return;
+	}
+	snprintf(wal, sizeof(wal), "%s/archive.db-wal", sub);
+	/* 20,000 pages of 4 KiB: an 80 MB WAL */
+	CHECK_INT(sqlite3_exec(db_handle(db), "CREATE TABLE t (b BLOB); BEGIN; WITH RECURSIVE "
+	    "n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) INSERT INTO t "
+	    "SELECT zeroblob(4000) FROM n; COMMIT", NULL, NULL, NULL), SQLITE_OK);
+	CHECK_INT(stat(wal, &st), 0);
+	CHECK(st.st_size > 80 * 1000 * 1000);
+	CHECK_INT(sqlite3_wal_checkpoint_v2(db_handle(db), NULL, SQLITE_CHECKPOINT_PASSIVE, &log,
+	    &done), SQLITE_OK);
+	CHECK_INT(done, log);
+	CHECK_INT(sqlite3_exec(db_handle(db), "INSERT INTO t VALUES (1)", NULL, NULL, NULL),
+	    SQLITE_OK);
+	CHECK_INT(stat(wal, &st), 0);
+	CHECK(st.st_size <= 64 << 20);
+	db_close(db);
+}
+
 int
 main(void)
 {
@@ -225,6 +260,7 @@ main(void)
 	RUN(test_db_migrates_and_refuses_newer);
 	RUN(test_a_waiting_writer_is_seen);
 	RUN(test_checkpoints_on_their_thread);
+	RUN(test_wal_cut_back_after_a_big_transaction);
 	{
 		char cmd[128];
 		snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
