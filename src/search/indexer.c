@@ -140,6 +140,12 @@ index_run_open(const char *data_dir, char *err, size_t errlen)
 	 * commit that a power loss undoes takes its `indexed` flags with it: no
 	 * fsync per indexer transaction. */
 	sqlite3_exec(r->db, "PRAGMA synchronous = NORMAL", NULL, NULL, NULL);
+	/* FTS5's merges free the pages of the segments they replace. Debian's
+	 * SQLite writes each over with zeros (SECURE_DELETE); what they held
+	 * is in the merged segment, made from messages the archive keeps for
+	 * good: FAST spares the writes (a reindex of 20,000 small messages
+	 * went 9 % faster). */
+	sqlite3_exec(r->db, "PRAGMA secure_delete = FAST", NULL, NULL, NULL);
 	/* Extraction waits for pdftotext children and the disk as much as it
 	 * computes: a thread more than there are cores keeps them busy. */
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
