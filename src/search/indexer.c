@@ -50,6 +50,7 @@ struct index_run {
 	struct extract_limits lim;
 	sqlite3_stmt *pick, *insert, *remove, *text, *untext, *mark, *first_date, *lag, *backlog;
 	struct batch *ahead;	/* the next step's rows, being extracted */
+	int no_ahead;		/* index_run_set_ahead(r, 0) */
 };
 
 static void batch_free(struct batch *b);
@@ -523,6 +524,12 @@ batch_write(struct batch *b)
 	return 0;
 }
 
+void
+index_run_set_ahead(struct index_run *r, int on)
+{
+	r->no_ahead = !on;
+}
+
 int
 index_run_step(struct index_run *r, int max, char *err, size_t errlen)
 {
@@ -552,11 +559,13 @@ index_run_step(struct index_run *r, int max, char *err, size_t errlen)
 	 * written: the writing, FTS5's tokenizing and inserting, is one
 	 * thread's, and the extraction would wait for it. The rows a step
 	 * deferred are picked again when the chain ends, from the first. */
-	if ((next = batch_pick(r, max, b->last)) != NULL && next->n > 0) {
+	if (r->no_ahead)
+		next = NULL;
+	else if ((next = batch_pick(r, max, b->last)) != NULL && next->n > 0) {
 		batch_start(next, 0);
 		r->ahead = next;
 	} else {
-		batch_free(next);
+		batch_free(next);	/* NULL, or no rows */
 	}
 	/* 3. One short transaction for B. */
 	if (batch_write(b) < 0) {
@@ -670,6 +679,9 @@ indexer_main(void *arg)
 		int n;
 
 		clock_gettime(CLOCK_MONOTONIC, &t0);
+		/* While an import commits, one batch at a time: the import
+		 * needs the cores more than the index does. */
+		index_run_set_ahead(ix->run, !db_archived_within(ARCHIVING_NS));
 		n = index_run_step(ix->run, 64, err, sizeof(err));
 		clock_gettime(CLOCK_MONOTONIC, &t1);
 		if (n > 0 && db_archived_within(ARCHIVING_NS)) {

@@ -26,6 +26,10 @@ void index_run_close(struct index_run *r);
  * marked (indexed = 2, index_note says why) so it is not tried forever.
  */
 int index_run_step(struct index_run *r, int max, char *err, size_t errlen);
+/* Whether a step starts extracting the next batch while it writes its own
+ * (on by default): faster on several cores, but it takes them from
+ * whatever else runs. */
+void index_run_set_ahead(struct index_run *r, int on);
 /* Messages not indexed yet; -1 on error. */
 int64_t index_run_lag(struct index_run *r);
 /* The same, counted up to LIMIT at most (the indexer's rest asks only

@@ -134,6 +134,16 @@ test_chain(void)
 	CHECK_INT(total, 12);
 	check_index(12);
 
+	/* one batch at a time, as while an import commits: the same index */
+	CHECK_INT(index_run_reset(r, err, sizeof(err)), 0);
+	index_run_set_ahead(r, 0);
+	total = 0;
+	while ((n = index_run_step(r, 4, err, sizeof(err))) > 0)
+		total += n;
+	CHECK_INT(total, 12);
+	check_index(12);
+	index_run_set_ahead(r, 1);
+
 	/* closed with a step's rows in flight: nothing left running */
 	CHECK_INT(index_run_reset(r, err, sizeof(err)), 0);
 	CHECK_INT(index_run_step(r, 4, err, sizeof(err)), 4);
