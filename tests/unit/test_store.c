@@ -182,23 +182,33 @@ test_a_waiting_writer_is_seen(void)
 	db_close(loop);
 }
 
+/* A fresh archive.db in DIR/NAME (SUB gets the folder's path), or NULL
+ * with the reason checked. */
+static struct archive_db *
+open_fresh(const char *name, char *sub, size_t sublen)
+{
+	char err[512] = "";
+	struct archive_db *db;
+
+	snprintf(sub, sublen, "%s/%s", dir, name);
+	CHECK_INT(mkdir(sub, 0700), 0);
+	if ((db = db_open(sub, 0, err, sizeof(err))) == NULL)
+		CHECK_STR(err, "");
+	return db;
+}
+
 /* The loop's connection leaves the WAL's checkpoints to a thread: a commit
  * past the threshold wakes it, and it copies the pages into archive.db. */
 static void
 test_checkpoints_on_their_thread(void)
 {
-	char err[512] = "", sub[4096], path[4200];
-	struct archive_db *db;
+	char sub[4096], path[4200];
+	struct archive_db *db = open_fresh("checkpoint", sub, sizeof(sub));
 	struct stat st;
 	int waited = 0;
 
-	snprintf(sub, sizeof(sub), "%s/checkpoint", dir);
-	CHECK_INT(mkdir(sub, 0700), 0);
-	db = db_open(sub, 0, err, sizeof(err));
-	if (db == NULL) {
-		CHECK_STR(err, "");
+	if (db == NULL)
 		return;
-	}
 	CHECK_INT(db_checkpoint_on_thread(db), 0);
 	CHECK_INT(sqlite3_exec(db_handle(db), "CREATE TABLE t (b BLOB)", NULL, NULL, NULL),
 	    SQLITE_OK);
@@ -222,18 +232,13 @@ test_checkpoints_on_their_thread(void)
 static void
 test_wal_cut_back_after_a_big_transaction(void)
 {
-	char err[512] = "", sub[4096], wal[4200];
-	struct archive_db *db;
+	char sub[4096], wal[4200];
+	struct archive_db *db = open_fresh("walsize", sub, sizeof(sub));
 	struct stat st;
 	int log = -1, done = -2;
 
-	snprintf(sub, sizeof(sub), "%s/walsize", dir);
-	CHECK_INT(mkdir(sub, 0700), 0);
-	db = db_open(sub, 0, err, sizeof(err));
-	if (db == NULL) {
-		CHECK_STR(err, "");
+	if (db == NULL)
 		return;
-	}
 	snprintf(wal, sizeof(wal), "%s/archive.db-wal", sub);
 	/* 20,000 pages of 4 KiB: an 80 MB WAL */
 	CHECK_INT(sqlite3_exec(db_handle(db), "CREATE TABLE t (b BLOB); BEGIN; WITH RECURSIVE "
