@@ -404,10 +404,8 @@ give_way(struct index_run *r)
 {
 	struct timespec ts = { 0, YIELD_SLEEP_NS };
 
-	if (sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-		sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
-		return -1;
-	}
+	if (sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+		return -1;	/* rolled back by the caller */
 	nanosleep(&ts, NULL);
 	return sqlite3_exec(r->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
 }
@@ -494,29 +492,36 @@ batch_free(struct batch *b)
 	free(b);
 }
 
+/* The reason of the statement that failed, before a ROLLBACK (which
+ * succeeds, and leaves "not an error") takes its place. */
+static int
+write_failed(struct index_run *r, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "archive.db: %s", sqlite3_errmsg(r->db));
+	if (!sqlite3_get_autocommit(r->db))
+		sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
+	return -1;
+}
+
 /* One transaction for B's extracted rows. */
 static int
-batch_write(struct batch *b)
+batch_write(struct batch *b, char *err, size_t errlen)
 {
 	struct index_run *r = b->r;
 
 	if (sqlite3_exec(r->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
-		return -1;
+		return write_failed(r, err, errlen);
 	for (int i = 0; i < b->n; i++) {
 		if (!b->rows[i].taken || b->rows[i].deferred)
 			continue;	/* a later step's */
-		if (write_row(r, &b->rows[i]) < 0) {
-			sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
-			return -1;
-		}
+		if (write_row(r, &b->rows[i]) < 0)
+			return write_failed(r, err, errlen);
 		/* Each row stands alone: the loop may commit in between. */
 		if (db_writer_waiting() && give_way(r) < 0)
-			return -1;
+			return write_failed(r, err, errlen);
 	}
-	if (sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-		sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
-		return -1;
-	}
+	if (sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+		return write_failed(r, err, errlen);
 	for (int i = 0; i < b->n; i++)
 		if (b->rows[i].missing)
 			log_warn(NULL, "message not indexed rowid=%lld reason=\"%s\"",
@@ -568,8 +573,7 @@ index_run_step(struct index_run *r, int max, char *err, size_t errlen)
 		batch_free(next);	/* NULL, or no rows */
 	}
 	/* 3. One short transaction for B. */
-	if (batch_write(b) < 0) {
-		snprintf(err, errlen, "archive.db: %s", sqlite3_errmsg(r->db));
+	if (batch_write(b, err, errlen) < 0) {
 		batch_free(b);
 		/* after a failure, start again from the first not indexed */
 		batch_free(r->ahead);

@@ -144,6 +144,22 @@ test_chain(void)
 	check_index(12);
 	index_run_set_ahead(r, 1);
 
+	/* A write refused: the step says why, and the rows are done later. */
+	CHECK_INT(index_run_reset(r, err, sizeof(err)), 0);
+	CHECK_INT(sqlite3_exec(db_handle(db), "CREATE TRIGGER refuse BEFORE UPDATE OF indexed ON "
+	    "messages BEGIN SELECT RAISE(ABORT, 'refused by the test'); END", NULL, NULL, NULL),
+	    SQLITE_OK);
+	err[0] = '\0';
+	CHECK_INT(index_run_step(r, 5, err, sizeof(err)), -1);
+	CHECK(strstr(err, "refused by the test") != NULL);
+	CHECK_INT(index_run_lag(r), 12);
+	CHECK_INT(sqlite3_exec(db_handle(db), "DROP TRIGGER refuse", NULL, NULL, NULL), SQLITE_OK);
+	total = 0;
+	while ((n = index_run_step(r, 5, err, sizeof(err))) > 0)
+		total += n;
+	CHECK_INT(total, 12);
+	check_index(12);
+
 	/* closed with a step's rows in flight: nothing left running */
 	CHECK_INT(index_run_reset(r, err, sizeof(err)), 0);
 	CHECK_INT(index_run_step(r, 4, err, sizeof(err)), 4);
