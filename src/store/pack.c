@@ -24,6 +24,7 @@
  * smaller ones stay in memory and are compressed on the compressor thread
  * (at 1 MiB the loop compressed the realistic mix's big attachments). */
 #define SPOOL_MEM	((size_t)4 << 20)
+#define READ_IN		(64 * 1024)		/* pack_read's input buffer */
 #define ZSTD_LEVEL	1			/* measured: see docs/performance.md */
 #define COMPRESS_AWAY	4096			/* smaller ones are compressed in place */
 /* How long the loop waits for the compressor to start a job it needs,
@@ -1194,13 +1195,58 @@ pack_writer_free(struct pack_writer *w)
 
 /* ---- reading ----------------------------------------------------------- */
 
+/* The zstd frame of SLEN bytes at OFF in FD, decompressed into RAW, which
+ * it must fill exactly: 0; -1 with errno (a read failed); -2 corrupt. */
+static int
+read_zstd(int fd, uint64_t off, uint64_t slen, char *raw, size_t rlen)
+{
+	unsigned char in[READ_IN];
+	ZSTD_DCtx *z = ZSTD_createDCtx();
+	ZSTD_outBuffer out = { raw, rlen, 0 };
+	size_t left = 1;
+	int rc = 0;
+
+	if (z == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	while (slen > 0) {
+		size_t n = slen < sizeof(in) ? (size_t)slen : sizeof(in);
+		ZSTD_inBuffer zin = { in, n, 0 };
+
+		if (pread_all(fd, in, n, off) < 0) {
+			rc = -1;
+			break;
+		}
+		off += n;
+		slen -= n;
+		while (zin.pos < zin.size) {
+			size_t in_was = zin.pos, out_was = out.pos;
+
+			left = ZSTD_decompressStream(z, &out, &zin);
+			if (ZSTD_isError(left) || (left == 0 && (zin.pos < zin.size || slen > 0)) ||
+			    (zin.pos == in_was && out.pos == out_was)) {
+				/* damaged, bytes after the frame, or more than
+				 * the record's raw size (no room, no progress) */
+				rc = -2;
+				goto out;
+			}
+		}
+	}
+	if (rc == 0 && (left != 0 || out.pos != rlen))
+		rc = -2;
+out:
+	ZSTD_freeDCtx(z);
+	return rc;
+}
+
 int
 pack_read(int fd, const struct pack_location *loc, const char *hash, uint64_t raw_size,
     char **data, size_t *len)
 {
 	unsigned char hdr[PACK_RECORD_HEADER], want[32], md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
-	char *stored = NULL, *raw = NULL;
+	char *raw = NULL;
 	uint64_t rlen, slen;
 
 	*data = NULL;
@@ -1219,14 +1265,14 @@ pack_read(int fd, const struct pack_location *loc, const char *hash, uint64_t ra
 		if (slen != rlen || pread_all(fd, raw, (size_t)rlen, loc->offset + sizeof(hdr)) < 0)
 			goto fail;
 	} else {
-		if ((stored = malloc((size_t)slen ? (size_t)slen : 1)) == NULL ||
-		    pread_all(fd, stored, (size_t)slen, loc->offset + sizeof(hdr)) < 0)
+		/* Decompressed straight from the file through a small buffer: a
+		 * big message is held once, not also as its stored bytes. */
+		switch (read_zstd(fd, loc->offset + sizeof(hdr), slen, raw, (size_t)rlen)) {
+		case -1:
 			goto fail;
-		size_t got = ZSTD_decompress(raw, (size_t)rlen, stored, (size_t)slen);
-		free(stored);
-		stored = NULL;
-		if (ZSTD_isError(got) || got != rlen)
+		case -2:
 			goto corrupt;
+		}
 	}
 	if (EVP_Digest(raw, (size_t)rlen, md, &mdlen, EVP_sha256(), NULL) != 1 ||
 	    memcmp(md, want, 32) != 0)
@@ -1240,7 +1286,6 @@ corrupt:
 fail:
 	{
 		int e = errno;
-		free(stored);
 		free(raw);
 		errno = e;
 	}

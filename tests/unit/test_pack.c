@@ -282,6 +282,49 @@ test_sealing_and_damage(void)
 	free(m);
 }
 
+/* A message whose stored bytes span many of pack_read's input buffers:
+ * read back whole, and a byte flipped far into it is found. */
+static void
+test_read_in_chunks(void)
+{
+	char err[512], hash[65], path[4200];
+	struct archive_db *db = db_open(dir, 0, err, sizeof(err));
+	struct pack_store *ps = pack_store_open(dir, db_handle(db), err, sizeof(err));
+	struct pack_location loc;
+	size_t half = 512 * 1024;
+	char *m = malloc(2 * half), *t = text(half, 5), *n = noise(half, 6);
+	int existed;
+
+	CHECK(ps != NULL && m != NULL);
+	memcpy(m, t, half);
+	memcpy(m + half, n, half);
+	store_one(db, ps, m, 2 * half, &existed, &loc, hash);
+	CHECK_INT(existed, 0);
+	CHECK_INT(loc.codec, PACK_ZSTD);
+	CHECK(loc.length > 4 * 64 * 1024);	/* several input buffers */
+	check_read(hash, m, 2 * half);
+	pack_segment_path(pack_store_dir(ps), loc.segment, path, sizeof(path));
+	int fd = open(path, O_RDWR);
+	unsigned char b;
+	off_t at = (off_t)(loc.offset + PACK_RECORD_HEADER + loc.length - 1000);
+	CHECK(pread(fd, &b, 1, at) == 1);
+	b ^= 0x01;
+	CHECK(pwrite(fd, &b, 1, at) == 1);
+	close(fd);
+	struct store_reader *r = store_reader_open(dir);
+	char *got = NULL;
+	size_t glen;
+	CHECK_INT(store_reader_get(r, hash, 0, &got, &glen), -1);
+	CHECK_INT(errno, EIO);
+	CHECK(got == NULL);
+	store_reader_close(r);
+	pack_store_close(ps);
+	db_close(db);
+	free(m);
+	free(t);
+	free(n);
+}
+
 /* pack_writer_also: the header work runs once over the head, on the
  * compressor's thread for a message it compresses, here otherwise (a small
  * one, a spooled one at drop_head); a result never taken is freed. */
@@ -402,6 +445,7 @@ main(void)
 	RUN(test_uncommitted_bytes_are_cut);
 	RUN(test_resumed_segment_seals_whole);
 	RUN(test_sealing_and_damage);
+	RUN(test_read_in_chunks);
 	RUN(test_header_work_beside_compression);
 	{
 		char cmd[128];
