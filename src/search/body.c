@@ -15,15 +15,7 @@
 #include "search/html.h"
 #include "search/pdf.h"
 
-
-struct pipeline {
-	struct tbuf *dest;
-	const char *charset;	/* declared, may be NULL */
-	int html;
-	int opened;
-	struct conv conv;
-	struct html h;
-};
+enum { PDF_LOOKING, PDF_RUNNING, PDF_OFF };
 
 /* A charset= in the first bytes of an HTML part that declares none. */
 static void
@@ -61,7 +53,7 @@ has_8bit(const char *s, size_t n)
 static int
 pipeline_bytes(void *ud, const char *s, size_t n)
 {
-	struct pipeline *pl = ud;
+	struct body_text *pl = ud;
 	char meta[48] = "";
 	const char *cs = pl->charset;
 
@@ -96,35 +88,42 @@ pipeline_bytes(void *ud, const char *s, size_t n)
 	return conv_feed(&pl->conv, s, n);
 }
 
-int
-body_text(const char *body, size_t n, int enc, const char *charset, int html,
+void
+body_text_begin(struct body_text *bt, int enc, const char *charset, int html,
     struct tbuf *dest)
 {
-	struct pipeline pl;
-	int rc;
-
-	memset(&pl, 0, sizeof pl);
-	pl.dest = dest;
-	pl.charset = charset;
-	pl.html = html;
-	rc = decode_body(body, n, enc, pipeline_bytes, &pl, &dest->b->cut);
-	if (pl.opened) {
-		if (rc == 0)
-			rc = conv_finish(&pl.conv);
-		if (rc == 0 && html)
-			rc = html_finish(&pl.h);
-		conv_close(&pl.conv);
-	}
-	return rc;
+	memset(bt, 0, sizeof *bt);
+	bt->dest = dest;
+	bt->charset = charset;
+	bt->html = html;
+	decoder_init(&bt->dec, enc);
 }
 
-static int
-pdf_bytes(void *ud, const char *s, size_t n)
+int
+body_text_feed(struct body_text *bt, const char *s, size_t n)
 {
-	struct pdf_job *j = ud;
+	if (bt->failed || bt->dest->b->cut)
+		return bt->failed ? -1 : 0;
+	if (decoder_feed(&bt->dec, s, n, pipeline_bytes, bt) == -1)
+		bt->failed = 1;
+	return bt->failed ? -1 : 0;
+}
 
-	(void)pdf_write(j, s, n);	/* a job over early just drops them */
-	return 0;
+int
+body_text_end(struct body_text *bt)
+{
+	int rc = bt->failed ? -1 : 0;
+
+	if (rc == 0 && !bt->dest->b->cut)
+		rc = decoder_flush(&bt->dec, pipeline_bytes, bt);
+	if (bt->opened) {
+		if (rc == 0)
+			rc = conv_finish(&bt->conv);
+		if (rc == 0 && bt->html)
+			rc = html_finish(&bt->h);
+		conv_close(&bt->conv);
+	}
+	return rc;
 }
 
 /* Looks for the keyword "obj" across the chunks of a decoded body. */
@@ -173,36 +172,111 @@ body_pdf_has_objects(const char *body, size_t n, int enc)
 	return o.found;
 }
 
-int
-body_pdf(const char *body, size_t n, int enc, const struct extract_limits *lim,
-    struct tbuf *dest, int *why)
+void
+body_pdf_begin(struct body_pdf *bp, int enc, const struct extract_limits *lim,
+    struct tbuf *dest)
 {
-	struct pdf_job j;
-	char *text;
-	size_t len;
-	int r, rc, stop = 0;
+	memset(bp, 0, sizeof *bp);
+	bp->lim = lim;
+	bp->dest = dest;
+	decoder_init(&bp->dec, enc);
+	bp->state = pdf_tool() == NULL || dest->b->cut ? PDF_OFF : PDF_LOOKING;
+}
 
-	*why = 0;
-	if (pdf_tool() == NULL || dest->b->cut)
-		return 0;
-	if (decode_bound(n, enc) > lim->pdf_max) {
-		*why = BODY_PDF_BIG;
+/* Starts pdftotext and hands it what was held while looking. */
+static void
+pdf_run(struct body_pdf *bp)
+{
+	if (pdf_start(&bp->job, bp->lim->pdf_seconds, bp->dest->b->left) == -1) {
+		bp->state = PDF_OFF;	/* cannot fork now: the name is still there */
+	} else {
+		bp->state = PDF_RUNNING;
+		(void)pdf_write(&bp->job, bp->look, bp->nlook);
+	}
+	free(bp->look);
+	bp->look = NULL;
+	bp->nlook = 0;
+}
+
+/* Decoded bytes: held until they name an object, then to the child. */
+static int
+pdf_decoded(void *ud, const char *s, size_t n)
+{
+	struct body_pdf *bp = ud;
+	struct obj_scan o;
+	char *nl;
+
+	if (bp->state == PDF_RUNNING) {
+		(void)pdf_write(&bp->job, s, n);	/* a job over early drops them */
 		return 0;
 	}
-	if (!body_pdf_has_objects(body, n, enc))
+	if (bp->state != PDF_LOOKING)
 		return 0;
-	if (pdf_start(&j, lim->pdf_seconds, dest->b->left) == -1)
-		return 0;	/* cannot fork now: the name is still there */
-	rc = decode_body(body, n, enc, pdf_bytes, &j, &stop);
-	r = pdf_finish(&j, &text, &len);
+	memcpy(o.tail, bp->tail, sizeof o.tail);
+	o.ntail = bp->ntail;
+	o.found = 0;
+	(void)scan_bytes(&o, s, n);
+	memcpy(bp->tail, o.tail, sizeof o.tail);
+	bp->ntail = o.ntail;
+	if (!o.found && bp->nlook + n > BODY_PDF_LOOK) {
+		/* pdftotext wants "%PDF" in the first KiB and objects after it:
+		 * none so far is no PDF it reads */
+		free(bp->look);
+		bp->look = NULL;
+		bp->state = PDF_OFF;
+		return 0;
+	}
+	if ((nl = realloc(bp->look, bp->nlook + n + 1)) == NULL)
+		return -1;
+	bp->look = nl;
+	memcpy(bp->look + bp->nlook, s, n);
+	bp->nlook += n;
+	if (o.found)
+		pdf_run(bp);
+	return 0;
+}
+
+int
+body_pdf_feed(struct body_pdf *bp, const char *s, size_t n)
+{
+	if (bp->state == PDF_OFF)
+		return 0;
+	bp->encoded += n;
+	if (decode_bound(bp->encoded, bp->dec.enc) > bp->lim->pdf_max) {
+		bp->why = BODY_PDF_BIG;
+		if (bp->state == PDF_RUNNING)
+			pdf_abort(&bp->job);
+		free(bp->look);
+		bp->look = NULL;
+		bp->state = PDF_OFF;
+		return 0;
+	}
+	return decoder_feed(&bp->dec, s, n, pdf_decoded, bp);
+}
+
+int
+body_pdf_end(struct body_pdf *bp, int *why)
+{
+	char *text;
+	size_t len;
+	int r, rc = 0;
+
+	if (bp->state != PDF_OFF)
+		rc = decoder_flush(&bp->dec, pdf_decoded, bp);
+	free(bp->look);
+	bp->look = NULL;
+	*why = bp->why;
+	if (bp->state != PDF_RUNNING)
+		return rc;
+	r = pdf_finish(&bp->job, &text, &len);
 	if (r == PDF_TIMEOUT)
 		*why = BODY_PDF_TIME;
 	if (rc == 0 && len > 0) {
-		tbuf_break(dest, 2);
-		rc = tbuf_put(dest, text, len);
+		tbuf_break(bp->dest, 2);
+		rc = tbuf_put(bp->dest, text, len);
 	}
 	if (r == PDF_CUT)	/* the budget was what was left: it is full */
-		dest->b->cut = 1;
+		bp->dest->b->cut = 1;
 	free(text);
 	return rc;
 }

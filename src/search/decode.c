@@ -45,62 +45,95 @@ decode_bound(size_t n, int enc)
 	return enc == ENC_BASE64 || enc == ENC_UU ? n / 4 * 3 + 3 : n;
 }
 
-/* After the "begin MODE NAME" line of a uuencoded body, or N when none. */
-static size_t
-uu_start(const char *body, size_t n)
+void
+decoder_init(struct decoder *d, int enc)
 {
-	size_t i = 0;
-	const char *nl;
+	memset(d, 0, sizeof *d);
+	d->enc = enc;
+	if (enc == ENC_NONE)
+		return;
+	g_mime_encoding_init_decode(&d->st, enc == ENC_BASE64 ?
+	    GMIME_CONTENT_ENCODING_BASE64 : enc == ENC_QP ?
+	    GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE :
+	    GMIME_CONTENT_ENCODING_UUENCODE);
+	if (enc == ENC_UU)
+		d->st.state |= GMIME_UUDECODE_STATE_BEGIN;
+}
 
-	while (i < n) {
-		if (n - i >= 6 && memcmp(body + i, "begin ", 6) == 0) {
-			nl = memchr(body + i, '\n', n - i);
-			return nl != NULL ? (size_t)(nl - body) + 1 : n;
+/*
+ * Uuencode: the bytes up to and with the line that starts "begin " are
+ * not the data. How many of S (N bytes) are, from the end; 0 while that
+ * line has not come yet.
+ */
+static size_t
+uu_skip(struct decoder *d, const char **s, size_t n)
+{
+	static const char begin[] = "begin ";
+	const char *p = *s, *end = *s + n;
+
+	while (p < end && d->uu < 2) {
+		if (d->uu == 1) {	/* the rest of the "begin" line */
+			if (*p++ == '\n')
+				d->uu = 2;
+			continue;
 		}
-		if ((nl = memchr(body + i, '\n', n - i)) == NULL)
-			break;
-		i = (size_t)(nl - body) + 1;
+		if (*p == '\n')
+			d->uu_match = 0;
+		else if (d->uu_match < 6 && *p == begin[d->uu_match]) {
+			if (++d->uu_match == 6)
+				d->uu = 1;
+		} else
+			d->uu_match = 7;	/* not this line */
+		p++;
 	}
-	return n;
+	*s = p;
+	return (size_t)(end - p);
+}
+
+int
+decoder_feed(struct decoder *d, const char *s, size_t n, text_emit emit, void *ud)
+{
+	char out[CHUNK + 64];
+	size_t k, got;
+
+	if (d->enc == ENC_NONE)
+		return n > 0 ? emit(ud, s, n) : 0;
+	if (d->enc == ENC_UU && d->uu < 2 && (n = uu_skip(d, &s, n)) == 0)
+		return 0;
+	/* out holds g_mime_encoding_outlen(CHUNK): decoding never grows */
+	for (; n > 0; s += k, n -= k) {
+		k = n < CHUNK ? n : CHUNK;
+		got = g_mime_encoding_step(&d->st, s, k, out);
+		if (got > 0 && emit(ud, out, got) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+int
+decoder_flush(struct decoder *d, text_emit emit, void *ud)
+{
+	char out[CHUNK + 64];
+	size_t got;
+
+	if (d->enc == ENC_NONE || (d->enc == ENC_UU && d->uu < 2))
+		return 0;
+	got = g_mime_encoding_flush(&d->st, NULL, 0, out);
+	return got > 0 ? emit(ud, out, got) : 0;
 }
 
 int
 decode_body(const char *body, size_t n, int enc, text_emit emit, void *ud,
     const int *stop)
 {
-	GMimeEncoding st;
-	char out[CHUNK + 64];
-	size_t i, k, got;
+	struct decoder d;
+	size_t i, k;
 
-	if (enc == ENC_NONE) {
-		for (i = 0; i < n && !*stop; i += k) {
-			k = n - i < CHUNK ? n - i : CHUNK;
-			if (emit(ud, body + i, k) == -1)
-				return -1;
-		}
-		return 0;
-	}
-	g_mime_encoding_init_decode(&st, enc == ENC_BASE64 ?
-	    GMIME_CONTENT_ENCODING_BASE64 : enc == ENC_QP ?
-	    GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE :
-	    GMIME_CONTENT_ENCODING_UUENCODE);
-	if (enc == ENC_UU) {
-		i = uu_start(body, n);
-		body += i;
-		n -= i;
-		st.state |= GMIME_UUDECODE_STATE_BEGIN;
-	}
-	/* out holds g_mime_encoding_outlen(CHUNK): decoding never grows */
+	decoder_init(&d, enc);
 	for (i = 0; i < n && !*stop; i += k) {
 		k = n - i < CHUNK ? n - i : CHUNK;
-		got = g_mime_encoding_step(&st, body + i, k, out);
-		if (got > 0 && emit(ud, out, got) == -1)
+		if (decoder_feed(&d, body + i, k, emit, ud) == -1)
 			return -1;
 	}
-	if (*stop)
-		return 0;
-	got = g_mime_encoding_flush(&st, NULL, 0, out);
-	if (got > 0 && emit(ud, out, got) == -1)
-		return -1;
-	return 0;
+	return *stop ? 0 : decoder_flush(&d, emit, ud);
 }

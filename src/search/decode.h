@@ -6,6 +6,8 @@
  */
 #include <stddef.h>
 
+#include <gmime/gmime.h>
+
 #include "search/text.h"
 
 enum { ENC_NONE, ENC_BASE64, ENC_QP, ENC_UU };
@@ -21,6 +23,21 @@ int decode_kind(const char *cte);
  */
 int decode_body(const char *body, size_t n, int enc, text_emit emit,
     void *ud, const int *stop);
+
+/*
+ * The same as the bytes come: decoder_feed takes the body in chunks of
+ * any size, decoder_flush hands over what the state still holds.
+ */
+struct decoder {
+	int enc;
+	GMimeEncoding st;
+	int uu;			/* uuencode: 0 looking for "begin ", 1 in it, 2 decoding */
+	size_t uu_match;	/* bytes of "begin " matched at a line start (7: not at one) */
+};
+
+void decoder_init(struct decoder *d, int enc);
+int decoder_feed(struct decoder *d, const char *s, size_t n, text_emit emit, void *ud);
+int decoder_flush(struct decoder *d, text_emit emit, void *ud);
 
 /* An upper bound of the decoded size of N encoded bytes. */
 size_t decode_bound(size_t n, int enc);

@@ -1,24 +1,31 @@
 /*
  * The text of a message for the search index.
  *
- * The MIME structure is walked here, over the message bytes in place,
- * rather than by GMime's parser: that parser builds the whole tree first
- * (an object and every header of every part, however many), knows nothing
- * of bare-CR line ends, and its own depth limits (512 attached messages,
- * about 1,000 multiparts in GMime 3.2) are silent. Walking here, the
- * limits stop the work where they are hit and say so. A multipart is
- * split at its boundary lines top down (an outer boundary always ends an
- * inner part, as RFC 2046 wants), and a part's body is only ever looked at
- * through fixed-size chunks. GMime still does the decoding: header blocks go to
+ * The MIME structure is walked here, line by line over the message as it
+ * comes (search/lines.c), rather than by GMime's parser: that parser
+ * builds the whole tree first (an object and every header of every part,
+ * however many), knows nothing of bare-CR line ends, and its own depth
+ * limits (512 attached messages, about 1,000 multiparts in GMime 3.2) are
+ * silent. Walking here, the limits stop the work where they are hit and
+ * say so. Each line is checked against the boundaries of the multiparts
+ * it is inside, outermost first (an outer boundary always ends an inner
+ * part, as RFC 2046 wants), and a part's body goes on to its decoders in
+ * fixed-size chunks. GMime still does the decoding: header blocks go to
  * mime/headers.c, transfer encodings to GMime's incremental decoders
  * (search/decode.c).
  *
  * Memory: the seven field buffers share one budget of max_text bytes; a
- * part in flight needs a few fixed buffers; an encoded message/rfc822 (an
- * illegal but real thing) is decoded into memory only while the bytes so
- * held stay under 4 max_text. A non-text attachment is never decoded,
- * except a PDF, which is streamed into pdftotext.
+ * part in flight needs a few fixed buffers; a header block, and the
+ * preamble of a multipart (which is read as a part when no delimiter of
+ * its own opens one), are held until they end, over a source up to
+ * LINES_HOLD_MAX; an encoded message/rfc822 (an illegal but real thing)
+ * is decoded into memory only while the bytes so held stay under 4
+ * max_text. A non-text attachment is never decoded, except a PDF, which
+ * is streamed into pdftotext. So a message of any size is read with the
+ * same memory.
  */
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,10 +38,13 @@
 #include "search/charset.h"
 #include "search/decode.h"
 #include "search/extract.h"
+#include "search/lines.h"
 #include "search/params.h"
 
 #define MAX_BOUNDARY	256	/* RFC 2046 allows 70 */
 #define DEPTH_CEILING	200	/* whatever the caller asks: the stack */
+#define CHUNK		8192	/* body bytes handed on at a time */
+#define NONE		UINT64_MAX
 
 struct ctx {
 	const struct extract_limits *lim;
@@ -43,6 +53,23 @@ struct ctx {
 	int parts, attachments;
 	size_t held;		/* bytes of decoded messages in memory */
 	int depth_cut, parts_cut, pdf_big, pdf_time, msg_big;
+	int header_cut, lost;	/* a held header block or preamble was too long */
+};
+
+/*
+ * One walk over one input: its lines, and the boundaries of the
+ * multiparts the line being read is inside, outermost first.
+ */
+struct walk {
+	struct ctx *c;
+	struct lines *in;
+	char **bnd;		/* g_malloc'd */
+	size_t *bl;
+	int nb, cap;
+	int hit;		/* the entity ended at a delimiter of bnd[hit] (-1: not) */
+	int close;		/* ...which closes its multipart */
+	int end;		/* the input ended */
+	struct line ln;		/* the line walk_next gave */
 };
 
 /* What the enclosing structure says about an entity. */
@@ -53,7 +80,7 @@ struct env {
 	int related;		/* inside multipart/related */
 };
 
-static int entity(struct ctx *, const char *, size_t, int, struct env);
+static int entity(struct walk *, int, struct env);
 
 void
 extract_limits_default(struct extract_limits *l)
@@ -67,32 +94,6 @@ extract_limits_default(struct extract_limits *l)
 }
 
 /* ---- lines and header blocks ------------------------------------------- */
-
-/* The line at *PP (end of line as in mime/headers.c: LF, CRLF, CRCRLF, CR). */
-static int
-next_line(const char **pp, const char *end, const char **line, size_t *len)
-{
-	const char *p = *pp;
-
-	if (p >= end)
-		return 0;
-	*line = p;
-	while (p < end && *p != '\n' && *p != '\r')
-		p++;
-	*len = (size_t)(p - *line);
-	if (p < end) {
-		if (*p == '\n')
-			p++;
-		else if (end - p >= 2 && p[1] == '\n')
-			p += 2;
-		else if (end - p >= 3 && p[1] == '\r' && p[2] == '\n')
-			p += 3;
-		else
-			p++;
-	}
-	*pp = p;
-	return 1;
-}
 
 static int
 is_wsp(char c)
@@ -126,71 +127,344 @@ header_line(const char *s, size_t n)
 	return len > 0;
 }
 
-/*
- * Splits an entity into its header block (*HDR, *HLEN) and body (*BODY,
- * *BLEN). The block ends at the first empty line, or at a line of only
- * white space that text follows; when there is neither, at the first line
- * that is not a header (the separator is missing), so that such a body is
- * still read. A message skips a BOM and blank lines first.
- */
-static void
-split_entity(const char *p, size_t n, int msg, const char **hdr, size_t *hlen,
-    const char **body, size_t *blen)
-{
-	const char *end = p + n, *q, *line, *first_bad = NULL, *ws = NULL;
-	size_t len;
-	int any = 0;
+/* ---- the walk ----------------------------------------------------------- */
 
-	if (msg) {
-		if (n >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0)
-			p += 3;
-		for (q = p; next_line(&q, end, &line, &len) &&
-		    blank_line(line, len); )
-			p = q;
+static void
+walk_init(struct walk *w, struct ctx *c, struct lines *in)
+{
+	memset(w, 0, sizeof *w);
+	w->c = c;
+	w->in = in;
+	w->hit = -1;
+}
+
+static void
+walk_free(struct walk *w)
+{
+	while (w->nb > 0)
+		g_free(w->bnd[--w->nb]);
+	free(w->bnd);
+	free(w->bl);
+}
+
+/* Enters a multipart of boundary B (taken): its index, or -1 (ENOMEM). */
+static int
+push(struct walk *w, char *b)
+{
+	char **nb;
+	size_t *nl;
+	int cap;
+
+	if (w->nb == w->cap) {
+		cap = w->cap > 0 ? w->cap * 2 : 8;
+		if ((nb = realloc(w->bnd, (size_t)cap * sizeof *nb)) == NULL) {
+			g_free(b);
+			return -1;
+		}
+		w->bnd = nb;
+		if ((nl = realloc(w->bl, (size_t)cap * sizeof *nl)) == NULL) {
+			g_free(b);
+			return -1;
+		}
+		w->bl = nl;
+		w->cap = cap;
 	}
-	*hdr = p;
-	for (q = p; next_line(&q, end, &line, &len); ) {
-		if (len == 0) {
-			*hlen = (size_t)(line - p);
-			*body = q;
-			*blen = (size_t)(end - q);
+	w->bnd[w->nb] = b;
+	w->bl[w->nb] = strlen(b);
+	return w->nb++;
+}
+
+static void
+pop(struct walk *w)
+{
+	g_free(w->bnd[--w->nb]);
+}
+
+/*
+ * Whether LN is a delimiter line, and of which boundary: the outermost
+ * one it delimits, or -1. A delimiter is "--" B, then "--" for the last
+ * one (*CLOSE), else anything but a character that could make a longer
+ * boundary. RFC 2046 asks for a prefix match ("junk" after it is
+ * ignored); the exception keeps "--foo" from ending parts at an inner
+ * "--foobar".
+ */
+static int
+delimiter_of(const struct walk *w, const struct line *ln, int *close)
+{
+	const char *r;
+	size_t rest;
+	int k;
+
+	if (!ln->first || ln->len < 2 || ln->s[0] != '-' || ln->s[1] != '-')
+		return -1;
+	for (k = 0; k < w->nb; k++) {
+		if (ln->len < 2 + w->bl[k] ||
+		    memcmp(ln->s + 2, w->bnd[k], w->bl[k]) != 0)
+			continue;
+		r = ln->s + 2 + w->bl[k];
+		rest = ln->len - 2 - w->bl[k];
+		*close = rest >= 2 && r[0] == '-' && r[1] == '-';
+		if (*close || rest == 0 ||
+		    !(g_ascii_isalnum(*r) || strchr("'()+_,-./:=?", *r)))
+			return k;
+	}
+	return -1;
+}
+
+/* The next line of the entity being read into w->ln: 1; 0 once it ended,
+ * at a delimiter (w->hit) or the end of the input (w->end). */
+static int
+walk_next(struct walk *w)
+{
+	int k, close;
+
+	if (w->hit >= 0 || w->end)
+		return 0;
+	if (!lines_next(w->in, &w->ln)) {
+		w->end = 1;
+		return 0;
+	}
+	if ((k = delimiter_of(w, &w->ln, &close)) >= 0) {
+		w->hit = k;
+		w->close = close;
+		return 0;
+	}
+	return 1;
+}
+
+/* Where the rest of the entity starts: at the delimiter it ended at, if
+ * it did (the delimiter is read again, should the caller go back). */
+static uint64_t
+walk_tell(const struct walk *w)
+{
+	return w->hit >= 0 ? w->ln.off : lines_tell(w->in);
+}
+
+/* Back to OFF, which is held: what follows is read again. */
+static void
+walk_seek(struct walk *w, uint64_t off)
+{
+	lines_seek(w->in, off);
+	w->hit = -1;
+	w->end = w->in->err != 0;
+}
+
+/* The rest of the entity, unread. */
+static void
+skip(struct walk *w)
+{
+	while (walk_next(w) == 1)
+		;
+}
+
+/* Takes the delimiter the entity ended at: the input goes on after its
+ * line (all of it, if it came in pieces). */
+static void
+take_delimiter(struct walk *w)
+{
+	struct line ln;
+
+	w->hit = -1;
+	while (lines_next(w->in, &ln))
+		if (ln.first) {
+			lines_seek(w->in, ln.off);
 			return;
 		}
-		if (is_wsp(*line)) {
-			ws = blank_line(line, len) ? line : NULL;
+	w->end = 1;
+}
+
+/*
+ * After a delimiter of multipart OWN: whether its body ends right there
+ * (at the end of the input or an outer delimiter), so no part follows.
+ * An empty part before another delimiter of its own is still a part.
+ */
+static int
+at_end(struct walk *w, int own)
+{
+	uint64_t off;
+
+	if (walk_next(w) == 0) {
+		if (w->hit != own)
+			return 1;
+		walk_seek(w, w->ln.off);
+		return 0;
+	}
+	/* an empty line whose line end is the outer delimiter's is none (of
+	 * a CRCRLF, the delimiter takes the CRLF: a CR is left) */
+	off = w->ln.off;
+	if (w->ln.len == 0 && w->ln.eol < 3 && walk_next(w) == 0 && w->hit >= 0 &&
+	    w->hit != own)
+		return 1;
+	walk_seek(w, off);
+	return 0;
+}
+
+/* Body bytes on their way to a decoder, in chunks of CHUNK. */
+struct feed {
+	text_emit emit;
+	void *ud;
+	const int *stop;
+	char buf[CHUNK];
+	size_t n;
+};
+
+static int
+feed_put(struct feed *f, const char *s, size_t n)
+{
+	size_t k;
+
+	while (n > 0) {
+		k = CHUNK - f->n < n ? CHUNK - f->n : n;
+		memcpy(f->buf + f->n, s, k);
+		f->n += k;
+		s += k;
+		n -= k;
+		if (f->n == CHUNK) {
+			f->n = 0;
+			if ((f->stop == NULL || !*f->stop) &&
+			    f->emit(f->ud, f->buf, CHUNK) == -1)
+				return -1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * The body of the entity being read, to its end, to EMIT in chunks; none
+ * once *STOP (if STOP) is set. The line end before a delimiter is the
+ * delimiter's (of a CRCRLF, the CRLF). 0, or -1 when EMIT failed.
+ */
+static int
+body_feed(struct walk *w, text_emit emit, void *ud, const int *stop)
+{
+	struct feed f;
+	char eol[3];
+	size_t neol = 0;
+
+	f.emit = emit;
+	f.ud = ud;
+	f.stop = stop;
+	f.n = 0;
+	while (walk_next(w) == 1) {
+		if (stop != NULL && *stop)
+			continue;
+		if (feed_put(&f, eol, neol) == -1 ||
+		    feed_put(&f, w->ln.s, w->ln.len) == -1)
+			return -1;
+		neol = w->ln.eol;
+		memcpy(eol, w->ln.s + w->ln.len, neol);
+	}
+	if (w->hit >= 0 && neol > 0 && eol[neol - 1] == '\n')
+		neol--;
+	if (w->hit >= 0 && neol > 0 && eol[neol - 1] == '\r')
+		neol--;
+	if (feed_put(&f, eol, neol) == -1)
+		return -1;
+	if (f.n > 0 && (stop == NULL || !*stop))
+		return emit(ud, f.buf, f.n);
+	return 0;
+}
+
+/*
+ * Reads the header block of the entity that starts here, and leaves the
+ * input at its body; the headers parsed, NULL when out of memory. The
+ * block ends at the first empty line, or at a line of only white space
+ * that text follows; when there is neither, at the first line that is not
+ * a header (the separator is missing), so that such a body is still read.
+ * A message skips a BOM and blank lines first. A block longer than can be
+ * held ends before the line that made it so.
+ */
+static struct mime_headers *
+header_block(struct walk *w, int msg)
+{
+	struct lines *in = w->in;
+	uint64_t start = walk_tell(w), p = start, last = start, ws = NONE;
+	uint64_t bad = NONE, over = NONE, hend, body, end;
+	struct mime_headers *h;
+	int lead = msg, any = 0, hl;
+
+	lines_mark(in, start);
+	while (walk_next(w) == 1) {
+		const char *s = w->ln.s;
+		size_t n = w->ln.len;
+		uint64_t off = w->ln.off;
+
+		if (lead) {
+			if (off == start && n >= 3 &&
+			    memcmp(s, "\xef\xbb\xbf", 3) == 0)
+				s += 3, n -= 3, off += 3;
+			if (w->ln.first && blank_line(s, n)) {
+				p = off + n + w->ln.eol;
+				last = off + n;
+				continue;
+			}
+			lead = 0;
+			p = off;
+		}
+		last = off + n;
+		if (!w->ln.first) {	/* more of a long line */
+			if (ws != NONE && !blank_line(s, n))
+				ws = NONE;
 			continue;
 		}
-		if (ws != NULL && !header_line(line, len)) {
+		if (n == 0) {
+			/* not a line when the delimiter's line end is its */
+			body = off + w->ln.eol;
+			if (w->ln.eol < 3 && walk_next(w) == 0 && w->hit >= 0) {
+				last = off;
+				break;
+			}
+			hend = off;
+			goto parse;
+		}
+		if (is_wsp(*s)) {
+			ws = blank_line(s, n) ? off : NONE;
+			continue;
+		}
+		hl = header_line(s, n);
+		if (ws != NONE && !hl) {
 			/* "a blank line with a space in it", then text */
-			*hlen = (size_t)(ws - p);
-			*body = line;
-			*blen = (size_t)(end - line);
-			return;
+			hend = ws;
+			body = off;
+			goto parse;
 		}
-		ws = NULL;
-		if (!any && !msg && !header_line(line, len)) {
-			*hlen = 0;	/* a part that starts with text */
-			*body = p;
-			*blen = (size_t)(end - p);
-			return;
+		ws = NONE;
+		if (!any && !msg && !hl) {
+			hend = body = p;	/* a part that starts with text */
+			goto parse;
 		}
-		if (header_line(line, len))
+		if (hl)
 			any = 1;
-		else if (first_bad == NULL && (any || !msg ||
-		    len < 5 || memcmp(line, "From ", 5) != 0))
-			first_bad = line;	/* an mbox "From " line is not */
+		else if (bad == NONE && (any || !msg || n < 5 ||
+		    memcmp(s, "From ", 5) != 0))
+			bad = off;	/* an mbox "From " line is not */
+		if (lines_held(in) > lines_hold_max(in)) {
+			w->c->header_cut = 1;
+			over = off;
+			break;
+		}
 	}
-	if (first_bad != NULL && first_bad > p) {
-		*hlen = (size_t)(first_bad - p);
-		*body = first_bad;
-	} else if (first_bad != NULL && !any) {
-		*hlen = 0;		/* no headers at all: all body */
-		*body = p;
+	/* no separator: the entity ended (or the block is too long) */
+	end = over != NONE ? over : w->hit >= 0 ? last : lines_tell(in);
+	if (p > end)
+		p = end;
+	if (bad != NONE && bad > p) {
+		hend = body = bad;
+	} else if (bad != NONE && !any) {
+		hend = body = p;	/* no headers at all: all body */
 	} else {
-		*hlen = (size_t)(end - p);
-		*body = end;
+		hend = body = end;
 	}
-	*blen = (size_t)(end - *body);
+	if (body == end && over == NONE) {
+		h = mime_headers_parse(lines_at(in, p), (size_t)(hend - p));
+		lines_unmark(in);
+		return h;	/* at the end already */
+	}
+parse:
+	h = mime_headers_parse(lines_at(in, p), (size_t)(hend - p));
+	walk_seek(w, body);
+	lines_unmark(in);
+	return h;
 }
 
 static int
@@ -291,12 +565,27 @@ attachment(struct ctx *c, struct mime_headers *h, const char *type,
 }
 
 static int
-leaf(struct ctx *c, struct mime_headers *h, const char *type,
-    const char *body, size_t n, struct env env)
+text_feed(void *ud, const char *s, size_t n)
 {
+	return body_text_feed(ud, s, n);
+}
+
+static int
+pdf_feed(void *ud, const char *s, size_t n)
+{
+	return body_pdf_feed(ud, s, n);
+}
+
+static int
+leaf(struct walk *w, struct mime_headers *h, const char *type, struct env env)
+{
+	struct ctx *c = w->c;
 	const char *ct = mime_headers_raw(h, "Content-Type");
 	char disp[32], *name, *charset;
 	int enc, text, rc = 0, is_att, why = 0;
+	struct body_text bt;
+	struct body_pdf bp;
+	struct tbuf *dest;
 
 	param_token(mime_headers_raw(h, "Content-Disposition"), disp,
 	    sizeof disp);
@@ -310,19 +599,27 @@ leaf(struct ctx *c, struct mime_headers *h, const char *type,
 		return -1;
 	}
 	if (text) {
+		dest = is_att ? &c->att : &c->body;
 		charset = param_get_raw(ct, "charset");
-		tbuf_break(is_att ? &c->att : &c->body, 2);
-		rc = body_text(body, n, enc, charset,
+		tbuf_break(dest, 2);
+		body_text_begin(&bt, enc, charset,
 		    strcmp(type, "text/html") == 0 ||
 		    strcmp(type, "application/xhtml+xml") == 0 ||
-		    strcmp(type, "text/enriched") == 0,
-		    is_att ? &c->att : &c->body);
+		    strcmp(type, "text/enriched") == 0, dest);
+		rc = body_feed(w, text_feed, &bt, &dest->b->cut);
+		if (body_text_end(&bt) == -1)
+			rc = -1;
 		g_free(charset);
 	} else if (c->lim->pdf && (type_is(type, pdf_types) || (name != NULL &&
 	    ends_with(name, ".pdf")))) {
-		rc = body_pdf(body, n, enc, c->lim, &c->att, &why);
+		body_pdf_begin(&bp, enc, c->lim, &c->att);
+		rc = body_feed(w, pdf_feed, &bp, NULL);
+		if (body_pdf_end(&bp, &why) == -1)
+			rc = -1;
 		c->pdf_big |= why == BODY_PDF_BIG;
 		c->pdf_time |= why == BODY_PDF_TIME;
+	} else {
+		skip(w);	/* not text: the name is all */
 	}
 	g_free(name);
 	return rc;
@@ -330,124 +627,117 @@ leaf(struct ctx *c, struct mime_headers *h, const char *type,
 
 /* ---- containers ------------------------------------------------------------- */
 
-/*
- * Whether the line at Q is a delimiter of boundary B: "--" B, then "--"
- * for the last one (*CLOSE), else anything but a character that could
- * make a longer boundary. RFC 2046 asks for a prefix match ("junk" after
- * it is ignored); the exception keeps "--foo" from ending parts at an
- * inner "--foobar".
- */
 static int
-delimiter(const char *q, const char *end, size_t bl, int *close)
+multipart(struct walk *w, struct mime_headers *h, const char *type, int depth,
+    struct env env)
 {
-	const char *r = q + 2 + bl;
-
-	*close = 0;
-	if (end - r >= 2 && r[0] == '-' && r[1] == '-') {
-		*close = 1;
-		return 1;
-	}
-	return r == end || !(g_ascii_isalnum(*r) || strchr("'()+_,-./:=?", *r));
-}
-
-/* The start of the line end before Q (it belongs to the delimiter). */
-static const char *
-before_eol(const char *start, const char *q)
-{
-	if (q > start && q[-1] == '\n')
-		q--;
-	if (q > start && q[-1] == '\r')
-		q--;
-	return q;
-}
-
-/* NEEDLE (N > 0 bytes) in HAY (HN bytes); memmem is a GNU extension. */
-static const char *
-find(const char *hay, size_t hn, const char *needle, size_t n)
-{
-	const char *p = hay, *end = hay + hn;
-
-	while ((size_t)(end - p) >= n &&
-	    (p = memchr(p, needle[0], (size_t)(end - p) - n + 1)) != NULL) {
-		if (memcmp(p, needle, n) == 0)
-			return p;
-		p++;
-	}
-	return NULL;
-}
-
-static const char *
-after_line(const char *q, const char *end)
-{
-	const char *line;
-	size_t len;
-
-	(void)next_line(&q, end, &line, &len);
-	return q;
-}
-
-static int
-multipart(struct ctx *c, struct mime_headers *h, const char *type,
-    const char *body, size_t n, int depth, struct env env)
-{
-	const char *end = body + n, *q, *part = NULL;
-	char *b, needle[MAX_BOUNDARY + 3];
-	size_t bl;
+	struct ctx *c = w->c;
 	struct env sub = { 0, env.nested, 0, 0 };
-	int close = 0, rc = 0;
+	uint64_t start;
+	char *b;
+	size_t bl;
+	int own, held = 1, rc = 0, n = 0, blank = 0, empty;
 
-	if (strcmp(type, "multipart/encrypted") == 0)
-		return 0;	/* nothing readable inside */
+	if (strcmp(type, "multipart/encrypted") == 0) {
+		skip(w);	/* nothing readable inside */
+		return 0;
+	}
 	if (depth + 1 > c->lim->max_depth || depth + 1 > DEPTH_CEILING) {
 		c->depth_cut = 1;
+		skip(w);
 		return 0;
 	}
 	b = param_get_raw(mime_headers_raw(h, "Content-Type"), "boundary");
 	if (b == NULL || (bl = strlen(b)) == 0 || bl > MAX_BOUNDARY) {
 		g_free(b);	/* no boundary: the body as one part */
-		return entity(c, body, n, depth + 1, sub);
+		return entity(w, depth + 1, sub);
 	}
 	sub.digest = strcmp(type, "multipart/digest") == 0;
 	sub.related = strcmp(type, "multipart/related") == 0;
-	needle[0] = needle[1] = '-';
-	memcpy(needle + 2, b, bl);
-	g_free(b);
+	if ((own = push(w, b)) < 0)
+		return -1;
 
-	for (q = body; q < end && !close && rc == 0; q++) {
-		if ((q = find(q, (size_t)(end - q), needle, bl + 2)) == NULL)
-			break;
-		if ((q > body && q[-1] != '\n' && q[-1] != '\r') ||
-		    !delimiter(q, end, bl, &close))
-			continue;
-		if (part == NULL && close)
-			part = body;	/* only a last one: before it is a part */
-		if (part != NULL)
-			rc = entity(c, part, (size_t)(before_eol(part, q) - part),
-			    depth + 1, sub);
-		part = after_line(q, end);
-		if (c->parts >= c->lim->max_parts) {
-			if (!close && part < end)
-				c->parts_cut = 1;
-			return rc;
+	/* the preamble, held: it is a part if no delimiter opens one */
+	start = walk_tell(w);
+	lines_mark(w->in, start);
+	while (walk_next(w) == 1) {
+		if (n++ == 0)
+			blank = w->ln.len == 0 && w->ln.eol < 3;
+		if (held && lines_held(w->in) > lines_hold_max(w->in)) {
+			lines_unmark(w->in);
+			held = 0;
 		}
-		q = part - 1;
 	}
-	if (part == NULL)	/* no delimiter at all: the body as a part */
-		part = body;
-	if (rc == 0 && !close && part < end)
-		rc = entity(c, part, (size_t)(end - part), depth + 1, sub);
+	/* an empty body (a line end that is an outer delimiter's is none) */
+	empty = n == 0 || (n == 1 && blank && w->hit >= 0);
+	if (w->hit != own || w->close) {
+		if (w->hit != own)
+			pop(w);	/* no delimiter: the body as a part */
+		if (w->hit != own && empty) {
+			/* nothing */
+		} else if (held) {
+			walk_seek(w, start);
+			lines_unmark(w->in);
+			rc = entity(w, depth + 1, sub);
+		} else {
+			c->lost = 1;
+		}
+		if (w->nb <= own)
+			return rc;
+	}
+	lines_unmark(w->in);
+	/* only a last one: what was before it has been read as a part */
+	while (rc == 0 && w->hit == own && !w->close) {
+		take_delimiter(w);
+		if (c->parts >= c->lim->max_parts) {
+			if (!at_end(w, own))
+				c->parts_cut = 1;
+			break;
+		}
+		if (at_end(w, own))
+			break;
+		rc = entity(w, depth + 1, sub);
+	}
+	if (rc == 0 && w->hit == own)
+		take_delimiter(w);	/* the last one; the epilogue is no text */
+	pop(w);
+	if (rc == 0)
+		skip(w);
 	return rc;
 }
 
+struct held_message {
+	struct ctx *c;
+	struct decoder dec;
+	GString *s;
+	size_t n;		/* encoded bytes given */
+	int big;
+};
+
+static int
+held_feed(void *ud, const char *s, size_t n)
+{
+	struct held_message *m = ud;
+
+	m->n += n;
+	if (m->c->held + decode_bound(m->n, m->dec.enc) > 4 * m->c->lim->max_text) {
+		m->big = 1;
+		return 0;
+	}
+	return decoder_feed(&m->dec, s, n, gstring_emit, m->s);
+}
+
+static int walk_memory(struct ctx *, const char *, size_t, int, struct env);
+
 /* An attached message: its text goes to the body of this one. */
 static int
-message(struct ctx *c, struct mime_headers *h, const char *body, size_t n,
-    int depth, struct env env)
+message(struct walk *w, struct mime_headers *h, int depth, struct env env)
 {
+	struct ctx *c = w->c;
 	struct env sub = { 1, 1, 0, 0 };
+	struct held_message m;
 	char disp[32], *name;
-	GString *dec;
-	int enc, rc, never = 0;
+	int enc, rc;
 	size_t bound;
 
 	param_token(mime_headers_raw(h, "Content-Disposition"), disp,
@@ -459,24 +749,30 @@ message(struct ctx *c, struct mime_headers *h, const char *body, size_t n,
 		return -1;
 	if (depth + 1 > c->lim->max_depth || depth + 1 > DEPTH_CEILING) {
 		c->depth_cut = 1;
+		skip(w);
 		return 0;
 	}
 	enc = decode_kind(mime_headers_raw(h, "Content-Transfer-Encoding"));
 	tbuf_break(&c->body, 2);
 	if (enc == ENC_NONE)
-		return entity(c, body, n, depth + 1, sub);
+		return entity(w, depth + 1, sub);
 	/* an encoded message (not allowed, but sent): decoded in memory */
-	bound = decode_bound(n, enc);
-	if (c->held + bound > 4 * c->lim->max_text) {
+	memset(&m, 0, sizeof m);
+	m.c = c;
+	decoder_init(&m.dec, enc);
+	m.s = g_string_new("");
+	rc = body_feed(w, held_feed, &m, &m.big);
+	if (rc == 0 && !m.big)
+		rc = decoder_flush(&m.dec, gstring_emit, m.s);
+	if (m.big) {
 		c->msg_big = 1;
-		return 0;
+	} else if (rc == 0) {
+		bound = decode_bound(m.n, enc);
+		c->held += bound;
+		rc = walk_memory(c, m.s->str, m.s->len, depth + 1, sub);
+		c->held -= bound;
 	}
-	dec = g_string_sized_new(bound + 1);
-	(void)decode_body(body, n, enc, gstring_emit, dec, &never);
-	c->held += bound;
-	rc = entity(c, dec->str, dec->len, depth + 1, sub);
-	c->held -= bound;
-	g_string_free(dec, TRUE);
+	g_string_free(m.s, TRUE);
 	return rc;
 }
 
@@ -563,23 +859,22 @@ message_headers(struct ctx *c, struct mime_headers *h, int nested)
 	return 0;
 }
 
-/* One entity: a message or a MIME part, at nesting DEPTH. */
+/* One entity, a message or a MIME part at nesting DEPTH, read to its end. */
 static int
-entity(struct ctx *c, const char *p, size_t n, int depth, struct env env)
+entity(struct walk *w, int depth, struct env env)
 {
+	struct ctx *c = w->c;
 	struct mime_headers *h;
-	const char *hdr, *body;
-	size_t hlen, blen;
 	char type[128];
 	int rc = 0;
 
 	if (c->parts >= c->lim->max_parts) {
 		c->parts_cut = 1;
+		skip(w);
 		return 0;
 	}
 	c->parts++;
-	split_entity(p, n, env.msg, &hdr, &hlen, &body, &blen);
-	if ((h = mime_headers_parse(hdr, hlen)) == NULL)
+	if ((h = header_block(w, env.msg)) == NULL)
 		return -1;
 	if (env.msg && message_headers(c, h, env.nested) == -1) {
 		mime_headers_free(h);
@@ -590,17 +885,32 @@ entity(struct ctx *c, const char *p, size_t n, int depth, struct env env)
 		strcpy(type, env.digest ? "message/rfc822" : "text/plain");
 	env.msg = env.digest = 0;
 	if (strncmp(type, "multipart/", 10) == 0)
-		rc = multipart(c, h, type, body, blen, depth, env);
+		rc = multipart(w, h, type, depth, env);
 	else if (strcmp(type, "message/rfc822") == 0 ||
 	    strcmp(type, "message/global") == 0 ||
 	    strcmp(type, "message/news") == 0)
-		rc = message(c, h, body, blen, depth, env);
+		rc = message(w, h, depth, env);
 	else if (strcmp(type, "message/partial") == 0 ||
 	    strcmp(type, "message/external-body") == 0)
-		rc = 0;		/* no text of its own */
+		skip(w);	/* no text of its own */
 	else
-		rc = leaf(c, h, type, body, blen, env);
+		rc = leaf(w, h, type, env);
 	mime_headers_free(h);
+	return rc;
+}
+
+/* A walk over bytes in memory (an encoded attached message). */
+static int
+walk_memory(struct ctx *c, const char *data, size_t len, int depth, struct env env)
+{
+	struct lines in;
+	struct walk w;
+	int rc;
+
+	lines_init_mem(&in, data, len);
+	walk_init(&w, c, &in);
+	rc = entity(&w, depth, env);
+	walk_free(&w);
 	return rc;
 }
 
@@ -659,6 +969,16 @@ notes(const struct ctx *c, struct extract_text *t)
 	}
 	if (c->msg_big)
 		add_note(t, "an encoded attached message too big to decode");
+	if (c->header_cut) {
+		size_text(z, sizeof z, LINES_HOLD_MAX);
+		snprintf(s, sizeof s, "a header block over %s cut", z);
+		add_note(t, s);
+	}
+	if (c->lost) {
+		size_text(z, sizeof z, LINES_HOLD_MAX);
+		snprintf(s, sizeof s, "a multipart without delimiters over %s not read", z);
+		add_note(t, s);
+	}
 }
 
 void
@@ -674,13 +994,15 @@ extract_text_free(struct extract_text *t)
 	memset(t, 0, sizeof *t);
 }
 
-int
-extract_message(const char *data, size_t len, const struct extract_limits *lim,
+/* The walk of the input IN. 0, or -1 with errno (OUT is then empty). */
+static int
+extract_lines(struct lines *in, const struct extract_limits *lim,
     struct extract_text *out)
 {
 	struct extract_limits def;
 	struct env top = { 1, 0, 0, 0 };
 	struct ctx c;
+	struct walk w;
 	struct tbuf *all[7];
 	char **dst[7];
 	int rc, i;
@@ -704,18 +1026,58 @@ extract_message(const char *data, size_t len, const struct extract_limits *lim,
 	for (i = 0; i < 7; i++)
 		tbuf_init(all[i], &c.budget);
 
-	rc = entity(&c, data != NULL ? data : "", data != NULL ? len : 0, 0,
-	    top);
+	walk_init(&w, &c, in);
+	rc = entity(&w, 0, top);
+	walk_free(&w);
+	if (rc != 0)
+		errno = ENOMEM;
+	if (rc == 0 && in->err != 0) {
+		errno = in->err;
+		rc = -1;
+	}
 	for (i = 0; i < 7; i++)
-		if (rc == 0 && tbuf_take(all[i], dst[i]) == -1)
+		if (rc == 0 && tbuf_take(all[i], dst[i]) == -1) {
+			errno = ENOMEM;
 			rc = -1;
+		}
 	for (i = 0; i < 7; i++)
 		tbuf_free(all[i]);
 	if (rc != 0) {
+		i = errno;
 		extract_text_free(out);
+		errno = i;
 		return -1;
 	}
 	out->attachment_count = c.attachments;
 	notes(&c, out);
 	return 0;
+}
+
+int
+extract_message(const char *data, size_t len, const struct extract_limits *lim,
+    struct extract_text *out)
+{
+	struct lines in;
+
+	lines_init_mem(&in, data != NULL ? data : "", data != NULL ? len : 0);
+	return extract_lines(&in, lim, out);
+}
+
+int
+extract_stream(extract_read read, void *ud, const struct extract_limits *lim,
+    struct extract_text *out)
+{
+	struct lines in;
+	int rc, e;
+
+	if (lines_init_source(&in, read, ud) == -1) {
+		memset(out, 0, sizeof *out);
+		errno = ENOMEM;
+		return -1;
+	}
+	rc = extract_lines(&in, lim, out);
+	e = errno;
+	lines_free(&in);
+	errno = e;
+	return rc;
 }

@@ -6,6 +6,7 @@
  * and memory on any input, safe to call on a worker thread.
  */
 #include <stddef.h>
+#include <sys/types.h>
 
 struct extract_limits {
 	size_t max_text;	/* bytes of UTF-8 text taken from one message, all fields (default 4 MiB) */
@@ -43,6 +44,17 @@ struct extract_text {
  */
 int extract_message(const char *data, size_t len,
     const struct extract_limits *lim, struct extract_text *out);
+
+/*
+ * The same over a message that is read as it is walked: READ gives up to
+ * CAP more bytes of it, 0 at its end, -1 with errno. The memory it takes
+ * does not grow with the message (see extract.c). Returns 0, or -1 with
+ * errno: ENOMEM, or what READ failed with (OUT is then empty).
+ */
+typedef ssize_t (*extract_read)(void *ud, void *buf, size_t cap);
+int extract_stream(extract_read read, void *ud, const struct extract_limits *lim,
+    struct extract_text *out);
+
 void extract_text_free(struct extract_text *t);
 
 #endif

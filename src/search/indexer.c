@@ -23,7 +23,7 @@
 /* Extracted text held for one transaction; two batches are held at once
  * (one written while the next is extracted). */
 #define BATCH_TEXT_MAX ((size_t)16 << 20)
-#define MESSAGE_MAX ((size_t)512 << 20)		/* bigger blobs: headers only */
+#define WHOLE_MAX ((size_t)1 << 20)		/* bigger messages: walked as they are read */
 #define EXTRACTORS_MAX 4			/* threads extracting one batch */
 #define IDLE_WAIT_MS 500
 #define YIELD_SLEEP_NS 1000000L		/* long enough for the waiter's next try */
@@ -314,28 +314,61 @@ defer_row(struct batch *b, struct pending_row *p)
 	pthread_mutex_unlock(&b->mu);
 }
 
+static ssize_t
+stream_read(void *ud, void *buf, size_t cap)
+{
+	return store_stream_read(ud, buf, cap);
+}
+
+/* The text of message HASH: a small one read whole, a bigger one walked
+ * as it is read (its size does not count). 0, or -1 with errno (ENOMEM:
+ * try again later; else it cannot be read). */
+static int
+extract_hash(struct store_reader *reader, const char *hash, const struct extract_limits *lim,
+    struct extract_text *t)
+{
+	struct store_stream *st;
+	uint64_t size;
+	char *data;
+	size_t len;
+	int rc, e;
+
+	if (store_reader_get(reader, hash, WHOLE_MAX, &data, &len) == 0) {
+		rc = extract_message(data, len, lim, t);
+		e = errno;
+		free(data);
+		errno = rc == 0 ? 0 : e;
+		return rc;
+	}
+	if (errno != EFBIG || (st = store_reader_stream(reader, hash, &size)) == NULL)
+		return -1;
+	rc = extract_stream(stream_read, st, lim, t);
+	e = errno;
+	store_stream_close(st);
+	errno = e;
+	return rc;
+}
+
 /* Reads and extracts one message, and compresses its text for fts_text
  * (any thread, its own reader and packer). */
 static void
 extract_row(struct batch *b, struct store_reader *reader, struct index_text_packer *packer,
     struct pending_row *p)
 {
-	char *data;
-	size_t len, text = 0;
+	size_t text = 0;
 
-	if (p->hash[0] == '\0' || store_reader_get(reader, p->hash, MESSAGE_MAX, &data, &len) < 0) {
+	if (p->hash[0] == '\0' || extract_hash(reader, p->hash, &b->r->lim, &p->t) < 0) {
+		if (p->hash[0] != '\0' && errno == ENOMEM) {
+			memset(&p->t, 0, sizeof(p->t));
+			defer_row(b, p);
+			return;
+		}
 		p->missing = 1;
-		snprintf(p->note, sizeof(p->note), "not indexed: cannot read the message: %s",
-		    strerror(errno));
-		return;
-	}
-	if (extract_message(data, len, &b->r->lim, &p->t) < 0) {
-		free(data);
 		memset(&p->t, 0, sizeof(p->t));
-		defer_row(b, p);
+		snprintf(p->note, sizeof(p->note), "not indexed: cannot read the message: %s",
+		    p->hash[0] == '\0' ? "no content hash" : strerror(errno));
 		return;
 	}
-	free(data);
 	p->ok = 1;
 	for (int i = 0; i < NCOLS; i++) {
 		const char *c = column(&p->t, i);

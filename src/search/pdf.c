@@ -364,3 +364,15 @@ pdf_finish(struct pdf_job *j, char **text, size_t *len)
 		return PDF_CUT;
 	return status == 0 || *len > 0 ? PDF_OK : PDF_FAILED;
 }
+
+void
+pdf_abort(struct pdf_job *j)
+{
+	close(j->in);
+	j->in = -1;
+	(void)reap(j, 1);
+	close(j->out);
+	j->out = -1;
+	free(j->text);
+	j->text = NULL;
+}

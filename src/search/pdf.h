@@ -49,4 +49,7 @@ int pdf_write(struct pdf_job *j, const char *s, size_t n);
  */
 int pdf_finish(struct pdf_job *j, char **text, size_t *len);
 
+/* Ends the job without its text: kills the child and reaps it. */
+void pdf_abort(struct pdf_job *j);
+
 #endif

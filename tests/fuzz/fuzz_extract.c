@@ -6,8 +6,11 @@
  * the defaults. PDF extraction is off (no child processes here). Checked:
  * every field is valid UTF-8 without NULs or controls but \n, the fields
  * together stay within max_text, a note comes exactly with truncated, and
- * a second run gives the same result.
+ * a second run, over a stream read in pieces of 1 to 64 bytes, gives the
+ * same result (the input is far under what a stream may hold).
  */
+#include <sys/types.h>
+
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,11 +94,35 @@ same(const struct extract_text *a, const struct extract_text *b)
 	    a->truncated == b->truncated && strcmp(a->note, b->note) == 0;
 }
 
+/* The input in reads of 1 to 64 bytes, their sizes from a generator. */
+struct pieces {
+	const char *data;
+	size_t len, at;
+	uint32_t state;
+};
+
+static ssize_t
+pieces_read(void *ud, void *buf, size_t cap)
+{
+	struct pieces *p = ud;
+	size_t k = p->len - p->at;
+
+	p->state = p->state * 1664525u + 1013904223u;
+	if (k > 1 + (p->state >> 26))
+		k = 1 + (p->state >> 26);
+	if (k > cap)
+		k = cap;
+	memcpy(buf, p->data + p->at, k);
+	p->at += k;
+	return (ssize_t)k;
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct extract_limits lim;
 	struct extract_text a, b;
+	struct pieces p;
 	char *copy;
 
 	extract_limits_default(&lim);
@@ -116,7 +143,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	}
 	verify(&a, &lim);
-	if (extract_message(copy, size, &lim, &b) != 0)
+	p.data = copy;
+	p.len = size;
+	p.at = 0;
+	p.state = (uint32_t)size;
+	if (extract_stream(pieces_read, &p, &lim, &b) != 0)
 		abort();	/* out of memory once but not twice: unlikely */
 	if (!same(&a, &b))
 		abort();

@@ -18,34 +18,45 @@
 
 static char dir[] = "/tmp/ev-test-isteps-XXXXXX";
 
-/* Archives message N, whose body holds the one word "quokkaN". */
+/* Archives the LEN bytes of MSG; where they went in *LOC. */
 static void
-archive(struct archive_db *db, struct pack_store *ps, int n)
+archive_bytes(struct archive_db *db, struct pack_store *ps, const char *msg, size_t len,
+    struct pack_location *loc)
 {
-	char msg[256], hash[65];
+	char hash[65];
 	unsigned char md[SHA256_DIGEST_LENGTH];
-	struct pack_location loc;
 	struct pack_writer *w = pack_writer_new(ps);
-	int len = snprintf(msg, sizeof(msg), "From: a@example.com\r\nSubject: note %d\r\n\r\n"
-	    "a body with quokka%d in it\r\n", n, n), existed;
+	int existed;
 
 	CHECK(w != NULL);
-	CHECK_INT(pack_writer_write(w, msg, (size_t)len), 0);
+	CHECK_INT(pack_writer_write(w, msg, len), 0);
 	CHECK_INT(pack_writer_finish(w), 0);
-	SHA256((const unsigned char *)msg, (size_t)len, md);
+	SHA256((const unsigned char *)msg, len, md);
 	for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
 		snprintf(hash + 2 * i, 3, "%02x", md[i]);
-	CHECK_INT(pack_writer_store(w, &existed, &loc), 0);
+	CHECK_INT(pack_writer_store(w, &existed, loc), 0);
 	pack_writer_free(w);
 	CHECK_INT(pack_store_sync(ps), 0);
 	CHECK_INT(db_begin(db), 0);
 	struct db_message m = { .hash = hash, .size = (uint64_t)len, .date_unix = -1,
-		.sort_date = -1, .pack_segment = loc.segment, .pack_offset = loc.offset,
-		.pack_length = loc.length, .pack_codec = loc.codec };
+		.sort_date = -1, .pack_segment = loc->segment, .pack_offset = loc->offset,
+		.pack_length = loc->length, .pack_codec = loc->codec };
 	CHECK_INT(db_message_add(db, &m, NULL), 0);
 	CHECK_INT(pack_store_record(ps), 0);
 	CHECK_INT(db_commit(db), 0);
 	CHECK_INT(pack_store_committed(ps), 0);
+}
+
+/* Archives message N, whose body holds the one word "quokkaN". */
+static void
+archive(struct archive_db *db, struct pack_store *ps, int n)
+{
+	char msg[256];
+	struct pack_location loc;
+	int len = snprintf(msg, sizeof(msg), "From: a@example.com\r\nSubject: note %d\r\n\r\n"
+	    "a body with quokka%d in it\r\n", n, n);
+
+	archive_bytes(db, ps, msg, (size_t)len, &loc);
 }
 
 static int64_t
@@ -168,14 +179,115 @@ test_chain(void)
 	db_close(db);
 }
 
+static char dir2[] = "/tmp/ev-test-isteps2-XXXXXX";
+
+/* A message of SIZE bytes, most of them base64 lines, then a text part
+ * with WORD; malloc'd. */
+static char *
+big_message(size_t size, const char *word, size_t *len)
+{
+	char *m = malloc(size + 512);
+	size_t n;
+
+	n = (size_t)sprintf(m, "From: a@example.com\r\nSubject: big\r\n"
+	    "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+	    "Content-Type: application/octet-stream\r\n"
+	    "Content-Transfer-Encoding: base64\r\n\r\n");
+	for (unsigned x = 1; n < size; n++) {
+		x = x * 1103515245u + 12345u;
+		m[n] = n % 78 == 76 ? '\r' : n % 78 == 77 ? '\n' :
+		    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[x >> 26];
+	}
+	n += (size_t)sprintf(m + n, "\r\n--b\r\nContent-Type: text/plain\r\n\r\n%s\r\n--b--\r\n",
+	    word);
+	*len = n;
+	return m;
+}
+
+/* Flips a byte in the middle of what LOC says is stored. */
+static void
+damage(const char *d, const struct pack_location *loc)
+{
+	char path[4200];
+	FILE *f;
+	int c;
+
+	pack_segment_path(d, loc->segment, path, sizeof(path));
+	CHECK((f = fopen(path, "r+b")) != NULL);
+	if (f == NULL)
+		return;
+	fseek(f, (long)(loc->offset + loc->length / 2), SEEK_SET);
+	c = fgetc(f);
+	fseek(f, (long)(loc->offset + loc->length / 2), SEEK_SET);
+	fputc(c ^ 0x55, f);
+	fclose(f);
+}
+
+/* Messages over what is read whole are walked as they are read; one
+ * that cannot be read, large or small, is marked so with the reason. */
+static void
+test_big_and_damaged(void)
+{
+	char err[512], sql[200], *m;
+	struct archive_db *db = db_open(dir2, 0, err, sizeof(err));
+	struct pack_store *ps;
+	struct pack_location loc;
+	struct index_run *r;
+	sqlite3 *q;
+	size_t len;
+	int n, total = 0;
+
+	CHECK(db != NULL);
+	if (db == NULL)
+		return;
+	ps = pack_store_open(dir2, db_handle(db), err, sizeof(err));
+	CHECK(ps != NULL);
+	m = big_message(3u << 20, "wombatfinal", &len);
+	archive_bytes(db, ps, m, len, &loc);
+	free(m);
+	m = big_message(2u << 20, "numbatlost", &len);
+	archive_bytes(db, ps, m, len, &loc);
+	free(m);
+	damage(pack_store_dir(ps), &loc);
+	m = big_message(4096, "dingolost", &len);
+	archive_bytes(db, ps, m, len, &loc);
+	free(m);
+	damage(pack_store_dir(ps), &loc);
+
+	r = index_run_open(dir2, err, sizeof(err));
+	CHECK(r != NULL);
+	if (r == NULL)
+		return;
+	while ((n = index_run_step(r, 10, err, sizeof(err))) > 0)
+		total += n;
+	CHECK_INT(n, 0);
+	CHECK_INT(total, 3);
+	index_run_close(r);
+
+	snprintf(sql, sizeof(sql), "%s/archive.db", dir2);
+	CHECK_INT(sqlite3_open_v2(sql, &q, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	CHECK_INT(search_tokenizer_register(q), SQLITE_OK);
+	CHECK_INT(query_int(q, "SELECT count(*) FROM fts WHERE fts MATCH 'wombatfinal'"), 1);
+	CHECK_INT(query_int(q, "SELECT count(*) FROM fts WHERE fts MATCH 'numbatlost OR dingolost'"),
+	    0);
+	CHECK_INT(query_int(q, "SELECT count(*) FROM messages WHERE indexed = 1"), 1);
+	CHECK_INT(query_int(q, "SELECT count(*) FROM messages WHERE indexed = 2 AND index_note "
+	    "LIKE 'not indexed: cannot read the message: %'"), 2);
+	sqlite3_close(q);
+	pack_store_close(ps);
+	db_close(db);
+}
+
 int
 main(void)
 {
 	char cmd[200];
 
 	CHECK(mkdtemp(dir) != NULL);
+	CHECK(mkdtemp(dir2) != NULL);
 	RUN(test_chain);
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	RUN(test_big_and_damaged);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s %s", dir, dir2);
 	CHECK_INT(system(cmd), 0);
 	DONE();
 }
