@@ -81,6 +81,22 @@ crash_injection(uint64_t now)
 	}
 }
 
+#define COPY_BUF (64 * 1024)
+
+/* The bytes of IN into W through BUF (COPY_BUF bytes). 0; -2 when IN
+ * cannot be read to its end (a file shorter than recorded, unreadable);
+ * -1 with errno when W fails. */
+static int
+copy_into(struct store_stream *in, struct pack_writer *w, char *buf)
+{
+	ssize_t n;
+
+	while ((n = store_stream_read(in, buf, COPY_BUF)) > 0)
+		if (pack_writer_write(w, buf, (size_t)n) < 0)
+			return -1;
+	return n == 0 ? 0 : -2;
+}
+
 struct moved {
 	int64_t rowid;
 	char hash[65];
@@ -94,10 +110,11 @@ migrate_step(struct store *s, int n, struct migrate_counts *c, char *err, size_t
 	sqlite3_stmt *pick = NULL, *set = NULL;
 	struct moved *moved = calloc((size_t)n, sizeof(*moved));
 	struct store_reader *reader = store_reader_open(s->data_dir);
+	char *buf = malloc(COPY_BUF);
 	size_t nmoved = 0;
 	int looked = 0, rc = -1;
 
-	if (moved == NULL || reader == NULL) {
+	if (moved == NULL || reader == NULL || buf == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto out;
 	}
@@ -113,30 +130,38 @@ migrate_step(struct store *s, int n, struct migrate_counts *c, char *err, size_t
 		int64_t id = sqlite3_column_int64(pick, 0);
 		const char *hash = (const char *)sqlite3_column_text(pick, 1);
 		struct pack_writer *w;
-		char *data;
-		size_t len;
+		struct store_stream *in;
+		uint64_t len;
+		int copied;
 
 		if (is_broken(id))
 			continue;
 		looked++;
-		/* The reader reads the old file (the row names no pack yet). */
-		if (store_reader_get(reader, hash, 0, &data, &len) < 0) {
+		/* The reader reads the old file (the row names no pack yet), in
+		 * chunks: a big message costs no more memory than a small one. */
+		if ((in = store_reader_stream(reader, hash, &len)) == NULL) {
 			c->missing++;
 			mark_broken(id);
 			continue;
 		}
 		if ((w = pack_writer_new(s->packs)) == NULL) {
-			free(data);
+			store_stream_close(in);
 			snprintf(err, errlen, "out of memory");
 			goto out;
 		}
-		if (pack_writer_write(w, data, len) < 0 || pack_writer_finish(w) < 0) {
-			free(data);
+		if ((copied = copy_into(in, w, buf)) == -2) {
+			store_stream_close(in);
+			pack_writer_free(w);
+			c->corrupt++;	/* cut short: verify names it; the file stays */
+			mark_broken(id);
+			continue;
+		}
+		store_stream_close(in);
+		if (copied < 0 || pack_writer_finish(w) < 0) {
 			pack_writer_free(w);
 			snprintf(err, errlen, "cannot spool a message: %s", strerror(errno));
 			goto out;
 		}
-		free(data);
 		if (strcmp(pack_writer_hash(w), hash) != 0) {
 			c->corrupt++;	/* verify names it; the file stays as it is */
 			mark_broken(id);
@@ -201,5 +226,6 @@ out:
 	sqlite3_finalize(set);
 	store_reader_close(reader);
 	free(moved);
+	free(buf);
 	return rc;
 }

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -37,6 +38,53 @@ hash_bytes(const char *data, size_t len, char hex[65])
 
 	EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL);
 	hex_of(md, hex);
+}
+
+#define WHOLE_MAX ((size_t)1 << 20)	/* bigger messages are hashed as they are read */
+#define STREAM_BUF (64 * 1024)
+
+/*
+ * The SHA-256 (*GOT) and size of the stored bytes of message HASH: a
+ * small one read whole, a bigger one as it is read, so that verify's
+ * memory does not grow with the biggest message. 0, or -1 with errno as
+ * store_reader_get sets it (EIO: the stored bytes are not the message's).
+ */
+static int
+stored_hash(struct store_reader *reader, const char *hash, char got[65], uint64_t *size)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	struct store_stream *st;
+	EVP_MD_CTX *ctx;
+	char *data;
+	size_t len;
+	ssize_t n = -1;
+	int e;
+
+	if (store_reader_get(reader, hash, WHOLE_MAX, &data, &len) == 0) {
+		hash_bytes(data, len, got);
+		free(data);
+		*size = len;
+		return 0;
+	}
+	if (errno != EFBIG || (st = store_reader_stream(reader, hash, size)) == NULL)
+		return -1;
+	ctx = EVP_MD_CTX_new();
+	data = malloc(STREAM_BUF);
+	*size = 0;
+	errno = ENOMEM;
+	if (ctx != NULL && data != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1)
+		while ((n = store_stream_read(st, data, STREAM_BUF)) > 0) {
+			EVP_DigestUpdate(ctx, data, (size_t)n);
+			*size += (uint64_t)n;
+		}
+	e = errno;
+	if (n == 0 && EVP_DigestFinal_ex(ctx, md, NULL) == 1)
+		hex_of(md, got);
+	EVP_MD_CTX_free(ctx);
+	free(data);
+	store_stream_close(st);
+	errno = e;
+	return n == 0 ? 0 : -1;
 }
 
 static int
@@ -368,13 +416,13 @@ verify_archive(const char *data_dir, const struct verify_opts *o, FILE *out,
 	while (sqlite3_step(st) == SQLITE_ROW) {
 		const char *hash = (const char *)sqlite3_column_text(st, 0);
 		uint64_t want = (uint64_t)sqlite3_column_int64(st, 1);
-		char got[65], *data;
-		size_t size;
+		char got[65];
+		uint64_t size;
 
 		r->checked++;
 		if (o->progress)
 			o->progress(o->ud, r->checked, total);
-		if (store_reader_get(reader, hash, 0, &data, &size) < 0) {
+		if (stored_hash(reader, hash, got, &size) < 0) {
 			if (errno == EIO) {
 				r->corrupt++;
 				fprintf(out, "corrupt %s: its stored bytes are not the message's "
@@ -396,8 +444,6 @@ verify_archive(const char *data_dir, const struct verify_opts *o, FILE *out,
 			continue;
 		}
 		r->bytes += size;
-		hash_bytes(data, size, got);
-		free(data);
 		if (strcmp(got, hash) != 0 || size != want) {
 			r->corrupt++;
 			fprintf(out, "corrupt %s: its bytes hash to %s (%llu bytes, %llu recorded)\n",

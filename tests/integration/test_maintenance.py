@@ -137,6 +137,25 @@ class OldLayoutTest(unittest.TestCase):
         self.assertIn("0 missing, 0 corrupt, 0 orphan blobs", r.stdout)
         self.assertIn("1 segments, 0 damaged, 0 unreferenced", r.stdout)
 
+    def test_damaged_files_stay_where_they_are(self):
+        short, flipped = sorted(self.stored)[:2]
+        with open(blob_path(self.e.data, short), "r+b") as f:
+            f.truncate(10)
+        with open(blob_path(self.e.data, flipped), "r+b") as f:
+            raw = bytearray(f.read())
+            raw[len(raw) // 2] ^= 0x55
+            f.seek(0)
+            f.write(raw)
+        self.e.start(once=True)
+        self.assertEqual(self.e.wait(120), 0, self.e.log()[-3000:])
+        self.assertTrue(self.e.log_has(r"missing or damaged .*corrupt=2 .*moved=38"), self.e.log())
+        self.assertEqual(blobs_on_disk(self.e.data), {short, flipped})
+        r = vault.run("verify", "--data", self.e.data)
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertIn("corrupt %s" % short, r.stdout)
+        self.assertIn("corrupt %s" % flipped, r.stdout)
+        self.assertIn("0 missing, 2 corrupt", r.stdout)
+
     def test_a_migration_killed_halfway_loses_nothing(self):
         self.e.env["EMAILVAULT_MIGRATE_STEP"] = "7"
         self.e.env["EMAILVAULT_CRASH_AFTER_MIGRATED"] = "14"

@@ -286,31 +286,39 @@ class SyncTest(unittest.TestCase):
         self.wait_for(lambda: len(archive_state(self.e.data)[0]) == 60, 30, "all after resume")
 
     def test_verify_finds_missing_and_corrupt_blobs(self):
-        self.d.fill({"INBOX": 12})
+        # small messages are read whole, ones over 1 MiB as a stream
+        gen = mailgen.MailGen(seed=78)
+        self.d.fill({"INBOX": [m for m in gen.messages(12)] + [gen.message(size=3 << 20),
+                                                                gen.message(size=2 << 20)]})
         self.e.write_source("work", self.src())
         self.e.start(once=True)
         self.assertEqual(self.e.wait(60), 0)
         r = vault.run("verify", "--data", self.e.data)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        self.assertIn("12 messages checked", r.stdout)
+        self.assertIn("14 messages checked", r.stdout)
         self.assertIn("0 missing, 0 corrupt", r.stdout)
         _, msgs, _ = archive_state(self.e.data)
+        sizes = dict(archivecheck.db_rows(self.e.data, "SELECT hash, size FROM messages"))
         lost = archivecheck.last_stored(self.e.data)
-        flipped = sorted(h for h in msgs if h != lost)[0]
+        self.assertGreater(sizes[lost], 1 << 20)
+        small = sorted(h for h in msgs if sizes[h] < 1 << 20)[0]
+        big = [h for h in msgs if sizes[h] > 1 << 20 and h != lost][0]
         archivecheck.cut_message(self.e.data, lost)       # its bytes gone
-        archivecheck.corrupt_message(self.e.data, flipped)  # one flipped byte
+        archivecheck.corrupt_message(self.e.data, small)  # one flipped byte
+        archivecheck.corrupt_message(self.e.data, big)
         r = vault.run("verify", "--data", self.e.data)
         self.assertEqual(r.returncode, 1)
-        self.assertIn("missing %s" % lost, r.stdout)
-        self.assertIn("corrupt %s" % flipped, r.stdout)
-        self.assertIn("1 missing, 1 corrupt", r.stdout)
+        self.assertIn("missing %s: its segment ends before it" % lost, r.stdout)
+        self.assertIn("corrupt %s" % small, r.stdout)
+        self.assertIn("corrupt %s" % big, r.stdout)
+        self.assertIn("1 missing, 2 corrupt", r.stdout)
         self.assertIn("1 damaged", r.stdout)    # the segment is shorter than committed
         # the engine still starts (a new segment) and archives new mail
         self.d.deliver("INBOX", mailgen.MailGen(seed=77).message(size=3000))
         self.e.start(once=True)
         self.assertEqual(self.e.wait(60), 0)
         self.assertTrue(self.e.log_has("messages at its end are lost"), self.e.log())
-        self.assertEqual(len(archive_state(self.e.data)[1]), 13)
+        self.assertEqual(len(archive_state(self.e.data)[1]), 15)
 
     def test_shortfall_is_an_error_event(self):
         self.d.fill({"INBOX": 10})
