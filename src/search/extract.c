@@ -668,25 +668,27 @@ multipart(struct walk *w, struct mime_headers *h, const char *type, int depth,
 			held = 0;
 		}
 	}
+	lines_unmark(w->in);	/* what was held stays until the next read */
 	/* an empty body (a line end that is an outer delimiter's is none) */
 	empty = n == 0 || (n == 1 && blank && w->hit >= 0);
+	/*
+	 * No delimiter of its own: the body (unless empty) is one part; only
+	 * the last one: what was before it is. Either is read again.
+	 */
 	if (w->hit != own || w->close) {
 		if (w->hit != own)
-			pop(w);	/* no delimiter: the body as a part */
-		if (w->hit != own && empty) {
-			/* nothing */
-		} else if (held) {
-			walk_seek(w, start);
-			lines_unmark(w->in);
-			rc = entity(w, depth + 1, sub);
-		} else {
-			c->lost = 1;
+			pop(w);
+		if (w->hit == own || !empty) {
+			if (held) {
+				walk_seek(w, start);
+				rc = entity(w, depth + 1, sub);
+			} else {
+				c->lost = 1;
+			}
 		}
 		if (w->nb <= own)
 			return rc;
 	}
-	lines_unmark(w->in);
-	/* only a last one: what was before it has been read as a part */
 	while (rc == 0 && w->hit == own && !w->close) {
 		take_delimiter(w);
 		if (c->parts >= c->lim->max_parts) {

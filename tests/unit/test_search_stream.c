@@ -146,6 +146,7 @@ test_big_message(void)
 	struct big b = { 96u << 20, 3u << 20, 0,
 	    "Subject: big\nContent-Type: multipart/mixed; boundary=zz\n\n"
 	    "--zz\nContent-Type: text/plain\n\nfirstword here\n"
+	    "--zz\nContent-Type: multipart/alternative; boundary=yy\n"	/* empty */
 	    "--zz\nContent-Type: application/octet-stream; name=blob.bin\n"
 	    "Content-Transfer-Encoding: base64\n\n",
 	    "\n--zz\nContent-Type: text/plain\n\n",
@@ -165,6 +166,17 @@ test_big_message(void)
 	CHECK_STR(t.attachments, "");
 	CHECK_INT(t.attachment_count, 1);
 	CHECK_INT(t.truncated, 0);
+	extract_text_free(&t);
+
+	/* an empty multipart last, then all of it as the epilogue: nothing
+	 * held from that multipart on */
+	b = (struct big){ 96u << 20, 0, 0,
+	    "Subject: epilogue\nContent-Type: multipart/mixed; boundary=zz\n\n"
+	    "--zz\nContent-Type: multipart/alternative; boundary=yy\n--zz--\n", "", "" };
+	before = peak_kib();
+	CHECK_INT(extract_stream(big_read, &b, NULL, &t), 0);
+	CHECK(peak_kib() - before < 16 * 1024);
+	CHECK_STR(t.subject, "epilogue");
 	extract_text_free(&t);
 }
 
