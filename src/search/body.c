@@ -116,6 +116,7 @@ body_text_end(struct body_text *bt)
 
 	if (rc == 0 && !bt->dest->b->cut)
 		rc = decoder_flush(&bt->dec, pipeline_bytes, bt);
+	decoder_free(&bt->dec);
 	if (bt->opened) {
 		if (rc == 0)
 			rc = conv_finish(&bt->conv);
@@ -181,6 +182,7 @@ body_pdf_begin(struct body_pdf *bp, int enc, const struct extract_limits *lim,
 	bp->dest = dest;
 	decoder_init(&bp->dec, enc);
 	bp->state = pdf_tool() == NULL || dest->b->cut ? PDF_OFF : PDF_LOOKING;
+	bp->counting = bp->state != PDF_OFF;
 }
 
 /* Starts pdftotext and hands it what was held while looking. */
@@ -239,11 +241,12 @@ pdf_decoded(void *ud, const char *s, size_t n)
 int
 body_pdf_feed(struct body_pdf *bp, const char *s, size_t n)
 {
-	if (bp->state == PDF_OFF)
+	if (!bp->counting)
 		return 0;
 	bp->encoded += n;
 	if (decode_bound(bp->encoded, bp->dec.enc) > bp->lim->pdf_max) {
-		bp->why = BODY_PDF_BIG;
+		bp->why = BODY_PDF_BIG;	/* whatever else stopped it */
+		bp->counting = 0;
 		if (bp->state == PDF_RUNNING)
 			pdf_abort(&bp->job);
 		free(bp->look);
@@ -251,6 +254,8 @@ body_pdf_feed(struct body_pdf *bp, const char *s, size_t n)
 		bp->state = PDF_OFF;
 		return 0;
 	}
+	if (bp->state == PDF_OFF)
+		return 0;
 	return decoder_feed(&bp->dec, s, n, pdf_decoded, bp);
 }
 
@@ -263,6 +268,7 @@ body_pdf_end(struct body_pdf *bp, int *why)
 
 	if (bp->state != PDF_OFF)
 		rc = decoder_flush(&bp->dec, pdf_decoded, bp);
+	decoder_free(&bp->dec);
 	free(bp->look);
 	bp->look = NULL;
 	*why = bp->why;

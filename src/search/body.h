@@ -54,6 +54,7 @@ struct body_pdf {
 	struct tbuf *dest;
 	struct decoder dec;
 	int state;		/* looking for "obj", running, or off */
+	int counting;		/* the size still matters (a note when over pdf_max) */
 	int why;
 	size_t encoded;		/* body bytes given so far */
 	char *look;		/* decoded bytes held while looking */

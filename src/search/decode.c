@@ -3,6 +3,7 @@
  * (base64, quoted-printable, uuencode), which keep a few bytes of state
  * between calls and never allocate.
  */
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -90,22 +91,52 @@ uu_skip(struct decoder *d, const char **s, size_t n)
 	return (size_t)(end - p);
 }
 
-int
-decoder_feed(struct decoder *d, const char *s, size_t n, text_emit emit, void *ud)
+/* Steps the decoder over N bytes of S in CHUNK-sized calls. */
+static int
+step(struct decoder *d, const char *s, size_t n, text_emit emit, void *ud)
 {
 	char out[CHUNK + 64];
 	size_t k, got;
 
-	if (d->enc == ENC_NONE)
-		return n > 0 ? emit(ud, s, n) : 0;
-	if (d->enc == ENC_UU && d->uu < 2 && (n = uu_skip(d, &s, n)) == 0)
-		return 0;
 	/* out holds g_mime_encoding_outlen(CHUNK): decoding never grows */
 	for (; n > 0; s += k, n -= k) {
 		k = n < CHUNK ? n : CHUNK;
 		got = g_mime_encoding_step(&d->st, s, k, out);
 		if (got > 0 && emit(ud, out, got) == -1)
 			return -1;
+	}
+	return 0;
+}
+
+int
+decoder_feed(struct decoder *d, const char *s, size_t n, text_emit emit, void *ud)
+{
+	size_t k;
+
+	if (d->enc == ENC_NONE)
+		return n > 0 ? emit(ud, s, n) : 0;
+	if (d->enc != ENC_UU)
+		return step(d, s, n, emit, ud);
+	if (d->uu < 2 && (n = uu_skip(d, &s, n)) == 0)
+		return 0;
+	/*
+	 * GMime's uudecoder gives other bytes for damaged data cut at other
+	 * places: the data goes to it in CHUNKs counted from the end of the
+	 * "begin" line, as when a whole body was decoded.
+	 */
+	if (d->uubuf == NULL && (d->uubuf = malloc(CHUNK)) == NULL)
+		return -1;
+	while (n > 0) {
+		k = CHUNK - d->uun < n ? CHUNK - d->uun : n;
+		memcpy(d->uubuf + d->uun, s, k);
+		d->uun += k;
+		s += k;
+		n -= k;
+		if (d->uun == CHUNK) {
+			d->uun = 0;
+			if (step(d, d->uubuf, CHUNK, emit, ud) == -1)
+				return -1;
+		}
 	}
 	return 0;
 }
@@ -118,8 +149,19 @@ decoder_flush(struct decoder *d, text_emit emit, void *ud)
 
 	if (d->enc == ENC_NONE || (d->enc == ENC_UU && d->uu < 2))
 		return 0;
+	if (d->uun > 0 && step(d, d->uubuf, d->uun, emit, ud) == -1)
+		return -1;
+	d->uun = 0;
 	got = g_mime_encoding_flush(&d->st, NULL, 0, out);
 	return got > 0 ? emit(ud, out, got) : 0;
+}
+
+void
+decoder_free(struct decoder *d)
+{
+	free(d->uubuf);
+	d->uubuf = NULL;
+	d->uun = 0;
 }
 
 int
@@ -128,12 +170,15 @@ decode_body(const char *body, size_t n, int enc, text_emit emit, void *ud,
 {
 	struct decoder d;
 	size_t i, k;
+	int rc = 0;
 
 	decoder_init(&d, enc);
-	for (i = 0; i < n && !*stop; i += k) {
+	for (i = 0; i < n && !*stop && rc == 0; i += k) {
 		k = n - i < CHUNK ? n - i : CHUNK;
-		if (decoder_feed(&d, body + i, k, emit, ud) == -1)
-			return -1;
+		rc = decoder_feed(&d, body + i, k, emit, ud);
 	}
-	return *stop ? 0 : decoder_flush(&d, emit, ud);
+	if (rc == 0 && !*stop)
+		rc = decoder_flush(&d, emit, ud);
+	decoder_free(&d);
+	return rc;
 }

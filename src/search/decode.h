@@ -26,18 +26,23 @@ int decode_body(const char *body, size_t n, int enc, text_emit emit,
 
 /*
  * The same as the bytes come: decoder_feed takes the body in chunks of
- * any size, decoder_flush hands over what the state still holds.
+ * any size, decoder_flush hands over what the state still holds,
+ * decoder_free frees it (feed and flush return -1 when EMIT fails or
+ * memory runs out).
  */
 struct decoder {
 	int enc;
 	GMimeEncoding st;
 	int uu;			/* uuencode: 0 looking for "begin ", 1 in it, 2 decoding */
 	size_t uu_match;	/* bytes of "begin " matched at a line start (7: not at one) */
+	char *uubuf;		/* uuencoded data on its way, in CHUNKs (malloc) */
+	size_t uun;
 };
 
 void decoder_init(struct decoder *d, int enc);
 int decoder_feed(struct decoder *d, const char *s, size_t n, text_emit emit, void *ud);
 int decoder_flush(struct decoder *d, text_emit emit, void *ud);
+void decoder_free(struct decoder *d);	/* flushed or not */
 
 /* An upper bound of the decoded size of N encoded bytes. */
 size_t decode_bound(size_t n, int enc);

@@ -379,9 +379,9 @@ header_block(struct walk *w, int msg)
 {
 	struct lines *in = w->in;
 	uint64_t start = walk_tell(w), p = start, last = start, ws = NONE;
-	uint64_t bad = NONE, over = NONE, hend, body, end;
+	uint64_t bad = NONE, over = NONE, lstart = start, hend, body, end;
 	struct mime_headers *h;
-	int lead = msg, any = 0, hl;
+	int lead = msg, lblank = 0, any = 0, hl;
 
 	lines_mark(in, start);
 	while (walk_next(w) == 1) {
@@ -389,17 +389,39 @@ header_block(struct walk *w, int msg)
 		size_t n = w->ln.len;
 		uint64_t off = w->ln.off;
 
-		if (lead) {
-			if (off == start && n >= 3 &&
-			    memcmp(s, "\xef\xbb\xbf", 3) == 0)
-				s += 3, n -= 3, off += 3;
-			if (w->ln.first && blank_line(s, n)) {
-				p = off + n + w->ln.eol;
+		if (lead) {	/* a BOM and blank lines, not held */
+			if (w->ln.first) {
+				if (off == start && n >= 3 &&
+				    memcmp(s, "\xef\xbb\xbf", 3) == 0)
+					s += 3, n -= 3, off += 3;
+				lstart = off;
+				lblank = 1;
+			}
+			if (lblank && blank_line(s, n)) {
+				if (w->ln.eol > 0) {
+					p = off + n + w->ln.eol;
+					lines_mark(in, p);
+				} else if (lines_held(in) > lines_hold_max(in) / 2) {
+					/* a long one: its white space so far is dropped */
+					p = lstart = off + n;
+					lines_mark(in, p);
+				}
 				last = off + n;
 				continue;
 			}
 			lead = 0;
-			p = off;
+			p = lstart;
+			if (!w->ln.first) {
+				/* a long run of white space, then text: folded */
+				ws = NONE;
+				last = off + n;
+				continue;
+			}
+		}
+		if (lines_held(in) > lines_hold_max(in)) {
+			w->c->header_cut = 1;
+			over = w->ln.off;
+			break;
 		}
 		last = off + n;
 		if (!w->ln.first) {	/* more of a long line */
@@ -438,14 +460,11 @@ header_block(struct walk *w, int msg)
 		else if (bad == NONE && (any || !msg || n < 5 ||
 		    memcmp(s, "From ", 5) != 0))
 			bad = off;	/* an mbox "From " line is not */
-		if (lines_held(in) > lines_hold_max(in)) {
-			w->c->header_cut = 1;
-			over = off;
-			break;
-		}
 	}
 	/* no separator: the entity ended (or the block is too long) */
 	end = over != NONE ? over : w->hit >= 0 ? last : lines_tell(in);
+	if (lead && lblank && over == NONE)
+		p = end;	/* all blank, the last line without a line end */
 	if (p > end)
 		p = end;
 	if (bad != NONE && bad > p) {
@@ -661,8 +680,9 @@ multipart(struct walk *w, struct mime_headers *h, const char *type, int depth,
 	start = walk_tell(w);
 	lines_mark(w->in, start);
 	while (walk_next(w) == 1) {
-		if (n++ == 0)
+		if (n == 0)
 			blank = w->ln.len == 0 && w->ln.eol < 3;
+		n += n < 2;	/* only none, one or more matter */
 		if (held && lines_held(w->in) > lines_hold_max(w->in)) {
 			lines_unmark(w->in);
 			held = 0;
@@ -766,6 +786,7 @@ message(struct walk *w, struct mime_headers *h, int depth, struct env env)
 	rc = body_feed(w, held_feed, &m, &m.big);
 	if (rc == 0 && !m.big)
 		rc = decoder_flush(&m.dec, gstring_emit, m.s);
+	decoder_free(&m.dec);
 	if (m.big) {
 		c->msg_big = 1;
 	} else if (rc == 0) {

@@ -138,6 +138,7 @@ refill(struct lines *l)
 		l->buf = nb;
 		l->cap = ncap;
 	}
+	errno = 0;
 	n = l->src(l->ud, l->buf + l->end, l->cap - l->end);
 	if (n < 0) {
 		l->err = errno != 0 ? errno : EIO;

@@ -461,6 +461,22 @@ test_pdf(void)
 	CHECK_STR(t.note, "PDF over 100 bytes not read");
 	extract_text_free(&t);
 
+	/* too big, and no object in its first 256 KiB either: still said */
+	{
+		GString *m = g_string_new("Content-Type: multipart/mixed; boundary=b\n\n--b\n"
+		    "Content-Type: application/pdf\n\n");
+
+		while (m->len < 300 * 1024)
+			g_string_append(m, "%PDF-1.4 filler without objects\n");
+		g_string_append(m, "--b--\n");
+		lim.pdf_max = 200 * 1024;
+		extract(m->str, m->len, &lim, &t);
+		CHECK_STR(t.note, "PDF over 200 KiB not read");
+		extract_text_free(&t);
+		g_string_free(m, TRUE);
+		CHECK(no_children());
+	}
+
 	lim.pdf_max = 1 << 20;		/* no time: killed, reaped */
 	lim.pdf_seconds = 0.0001;
 	extract_file("pdf-attachment.eml", &lim, &t);
