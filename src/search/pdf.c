@@ -259,6 +259,10 @@ wait_io(struct pdf_job *j, int write)
 	r = poll(p, (nfds_t)n, ms);
 	if (r == -1 && errno != EINTR)
 		return -1;
+	if (left_ms(j) == 0) {	/* poll waits whole ms: what came late is not read */
+		j->timeout = 1;
+		return -1;
+	}
 	if (r > 0 && !j->eof && !j->cut && p[0].revents != 0)
 		drain(j);
 	return 0;
