@@ -23,6 +23,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "harness"))
+import archivecheck  # noqa: E402
 import dovecot  # noqa: E402
 import mailgen  # noqa: E402
 import vault    # noqa: E402
@@ -74,13 +75,10 @@ def archive(bin_, d, user, indexer):
                              "--log", os.path.join(tmp, "engine.log")], env=env)
     hwm_kb, t0, next_poll = 0, time.time(), 0
     while time.time() - t0 < 1800:
-        try:
-            with open("/proc/%d/status" % proc.pid) as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        hwm_kb = max(hwm_kb, int(line.split()[1]))
-        except OSError:
+        kib = archivecheck.peak_rss_kib(proc.pid)
+        if kib is None:
             break
+        hwm_kb = max(hwm_kb, kib)
         if time.time() >= next_poll:
             st = status(bin_, data)
             if st.get("status") == "active" and (not indexer or st.get("index_lag") == 0):
