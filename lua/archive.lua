@@ -30,6 +30,14 @@ function A.message(id, opts)
   return archive.message(id, { raw = opts.raw, text = opts.text ~= false })
 end
 
+-- vault.write_message(id, file [, "raw" | "headers"]) -> bytes written | nil, err
+-- The message's bytes into an io file, in bounded memory whatever its size.
+function A.write_message(id, file, part)
+  if type(id) ~= "string" then error("vault.write_message expects a message id (string)", 2) end
+  if io.type(file) ~= "file" then error("vault.write_message expects an open io file", 2) end
+  return archive.write(id, file, part)
+end
+
 -- Runs an export to the end; in a task it yields between steps so the
 -- engine goes on archiving. Returns the number of messages written.
 function A.export(query, path, format, opts)
@@ -113,14 +121,14 @@ end
 -- `emailvault show`: the bytes to write and the exit status. MODE is
 -- "raw", "headers", "text" or nil (a readable summary).
 function A.cli_show(id, mode)
-  local m, err = archive.message(id, { raw = mode == "raw" or mode == "headers",
-    text = mode == "text" or mode == nil })
-  if not m then return "emailvault show: " .. err .. "\n", 1 end
-  if mode == "raw" then return m.raw, 0 end
-  if mode == "headers" then
-    local head = m.raw:match("^(.-\r?\n)\r?\n") or m.raw
-    return head, 0
+  if mode == "raw" or mode == "headers" then
+    -- straight to stdout: a message of any size in the same memory
+    local n, err = archive.write(id, io.stdout, mode)
+    if not n then return "emailvault show: " .. err .. "\n", 1 end
+    return "", 0
   end
+  local m, err = archive.message(id, { text = true })
+  if not m then return "emailvault show: " .. err .. "\n", 1 end
   local t = m.text
   if mode == "text" then
     return t.body .. (t.attachments ~= "" and ("\n" .. t.attachments) or "") .. "\n", 0

@@ -20,6 +20,7 @@ end
 vault.stats = stats.stats
 local A = require "archive"
 vault.search, vault.message = A.search, A.message
+vault.write_message = A.write_message
 
 local function needs_engine(name)
   return function() error("vault." .. name .. " needs the running engine (emailvault run)", 2) end

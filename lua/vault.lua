@@ -48,6 +48,7 @@ function vault.storage() return require("storage").view() end
 local A = require "archive"
 vault.search = A.search
 vault.message = A.message
+vault.write_message = A.write_message
 vault.export = A.export
 -- Empties the index; the indexer fills it again from the blobs.
 function vault.reindex() return require("vault.archive").reindex() end

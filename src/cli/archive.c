@@ -289,17 +289,7 @@ cmd_export(int argc, char **argv)
 			.flags = (const char *)sqlite3_column_text(q, 4),
 			.sender = (const char *)sqlite3_column_text(q, 5),
 		};
-		char *data;
-		size_t len;
-		if (store_reader_get(reader, m.hash, 0, &data, &len) < 0) {
-			snprintf(err, sizeof(err), "message %s is recorded but its bytes cannot be read: %s "
-			    "(run emailvault verify)", m.hash, strerror(errno));
-			ok = 0;
-			break;
-		}
-		int added = exporter_add(x, &m, data, len, err, sizeof(err));
-		free(data);
-		if (added < 0) {
+		if (exporter_add_stored(x, &m, reader, err, sizeof(err)) < 0) {
 			ok = 0;
 			break;
 		}

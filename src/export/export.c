@@ -9,7 +9,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "export/mboxrd.h"
 #include "paths.h"
+#include "store/reader.h"
 
 /* An mbox file being written: OUT.tmp until exporter_close renames it. */
 struct mbox_file {
@@ -24,6 +26,12 @@ struct exporter {
 	char *out;
 	struct mbox_file *mboxes;
 	unsigned long seq;
+	/* the message being written: into an mbox, or a file of its own */
+	struct mbox_file *mb;
+	struct mboxrd_quoter quote;
+	int fd;			/* -1: none, or the file is there already */
+	char path[8192], tmp[8192];
+	int failed, write_errno;
 };
 
 int
@@ -40,53 +48,6 @@ export_format_parse(const char *name, enum export_format *out)
 	else
 		return -1;
 	return 0;
-}
-
-/* ---- mboxrd ------------------------------------------------------------ */
-
-/* 1 if the line at P (of N bytes left) is ">*From ". */
-static int
-from_line(const char *p, size_t n)
-{
-	size_t i = 0;
-
-	while (i < n && p[i] == '>')
-		i++;
-	return n - i >= 5 && memcmp(p + i, "From ", 5) == 0;
-}
-
-char *
-export_mboxrd_quote(const char *data, size_t len, size_t *outlen)
-{
-	size_t extra = 0, o = 0;
-	char *out;
-
-	for (size_t i = 0; i < len; i++)
-		if ((i == 0 || data[i - 1] == '\n') && from_line(data + i, len - i))
-			extra++;
-	if ((out = malloc(len + extra + 1)) == NULL)
-		return NULL;
-	for (size_t i = 0; i < len; i++) {
-		if ((i == 0 || data[i - 1] == '\n') && from_line(data + i, len - i))
-			out[o++] = '>';
-		out[o++] = data[i];
-	}
-	out[o] = '\0';
-	*outlen = o;
-	return out;
-}
-
-size_t
-export_mboxrd_unquote(char *data, size_t len)
-{
-	size_t o = 0;
-
-	for (size_t i = 0; i < len; i++) {
-		if ((i == 0 || data[i - 1] == '\n') && data[i] == '>' && from_line(data + i, len - i))
-			continue;	/* drop one '>' of a quoted From line */
-		data[o++] = data[i];
-	}
-	return o;
 }
 
 /* ---- paths ------------------------------------------------------------- */
@@ -154,33 +115,45 @@ write_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
-/* Writes DIR/NAME through a temporary name; an existing NAME is kept (it
- * holds the same message: names carry the hash). */
+/* DIR/NAME is written through TMPDIR/.NAME.tmp; an existing NAME is kept
+ * (it holds the same message: names carry the hash). */
 static int
-write_file(const char *dir, const char *tmpdir, const char *name, const char *data, size_t len,
+file_begin(struct exporter *x, const char *dir, const char *tmpdir, const char *name,
     char *err, size_t errlen)
 {
-	char path[8192], tmp[8192];
 	struct stat st;
-	int fd;
 
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	if (stat(path, &st) == 0)
-		return 0;
-	snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", tmpdir, name);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0 || write_all(fd, data, len) < 0 || close(fd) < 0) {
-		snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
-		if (fd >= 0)
-			unlink(tmp);
-		return -1;
-	}
-	if (rename(tmp, path) < 0) {
-		snprintf(err, errlen, "cannot rename %s: %s", tmp, strerror(errno));
-		unlink(tmp);
+	snprintf(x->path, sizeof(x->path), "%s/%s", dir, name);
+	if (stat(x->path, &st) == 0)
+		return 0;	/* x->fd stays -1: the bytes are skipped */
+	snprintf(x->tmp, sizeof(x->tmp), "%s/.%s.tmp", tmpdir, name);
+	x->fd = open(x->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (x->fd < 0) {
+		snprintf(err, errlen, "cannot write %s: %s", x->tmp, strerror(errno));
 		return -1;
 	}
 	return 0;
+}
+
+static int
+file_end(struct exporter *x, int ok, char *err, size_t errlen)
+{
+	int fd = x->fd;
+
+	x->fd = -1;
+	if (fd < 0)
+		return ok ? 0 : -1;
+	if (close(fd) < 0 && ok) {
+		snprintf(err, errlen, "cannot write %s: %s", x->tmp, strerror(errno));
+		ok = 0;
+	}
+	if (ok && rename(x->tmp, x->path) < 0) {
+		snprintf(err, errlen, "cannot rename %s: %s", x->tmp, strerror(errno));
+		ok = 0;
+	}
+	if (!ok)
+		unlink(x->tmp);
+	return ok ? 0 : -1;
 }
 
 /* ---- the three formats ------------------------------------------------- */
@@ -260,12 +233,10 @@ fail:
 }
 
 static int
-add_mbox(struct exporter *x, const struct export_msg *m, const char *data, size_t len, char *err,
-    size_t errlen)
+begin_mbox(struct exporter *x, const struct export_msg *m, char *err, size_t errlen)
 {
 	struct mbox_file *mb = mbox_for(x, m, err, errlen);
-	char when[64], *q;
-	size_t qlen;
+	char when[64];
 	time_t t = (time_t)m->date;
 	struct tm tm;
 	const char *who = m->sender && *m->sender && !strpbrk(m->sender, " \t\r\n") ? m->sender :
@@ -275,19 +246,19 @@ add_mbox(struct exporter *x, const struct export_msg *m, const char *data, size_
 		return -1;
 	gmtime_r(&t, &tm);
 	strftime(when, sizeof(when), "%a %b %e %H:%M:%S %Y", &tm);
-	if ((q = export_mboxrd_quote(data, len, &qlen)) == NULL) {
-		snprintf(err, errlen, "out of memory");
-		return -1;
-	}
-	/* The message, then one newline that a reader takes off again. */
-	if (fprintf(mb->f, "From %s %s\n", who, when) < 0 || fwrite(q, 1, qlen, mb->f) != qlen ||
-	    fputc('\n', mb->f) == EOF) {
+	if (fprintf(mb->f, "From %s %s\n", who, when) < 0) {
 		snprintf(err, errlen, "cannot write %s: %s", mb->tmp, strerror(errno));
-		free(q);
 		return -1;
 	}
-	free(q);
+	x->mb = mb;
+	mboxrd_quote_init(&x->quote);
 	return 0;
+}
+
+static int
+mbox_out(void *ud, const char *p, size_t n)
+{
+	return fwrite(p, 1, n, ud) == n ? 0 : -1;
 }
 
 static void
@@ -303,8 +274,7 @@ file_stem(const struct export_msg *m, char *buf, size_t cap)
 }
 
 static int
-add_eml(struct exporter *x, const struct export_msg *m, const char *data, size_t len, char *err,
-    size_t errlen)
+begin_eml(struct exporter *x, const struct export_msg *m, char *err, size_t errlen)
 {
 	char dir[4096], name[128];
 
@@ -314,7 +284,7 @@ add_eml(struct exporter *x, const struct export_msg *m, const char *data, size_t
 	}
 	file_stem(m, name, sizeof(name));
 	strncat(name, ".eml", sizeof(name) - strlen(name) - 1);
-	return write_file(dir, dir, name, data, len, err, errlen);
+	return file_begin(x, dir, dir, name, err, errlen);
 }
 
 /* Maildir info flags (alphabetical) from IMAP system flags. */
@@ -344,8 +314,7 @@ maildir_info(const char *flags, char *buf, size_t cap)
 }
 
 static int
-add_maildir(struct exporter *x, const struct export_msg *m, const char *data, size_t len,
-    char *err, size_t errlen)
+begin_maildir(struct exporter *x, const struct export_msg *m, char *err, size_t errlen)
 {
 	char dir[4096], sub[4200], tmp[4200], name[200], info[16];
 	static const char *const subs[] = { "cur", "new", "tmp" };
@@ -367,7 +336,7 @@ add_maildir(struct exporter *x, const struct export_msg *m, const char *data, si
 	snprintf(name, sizeof(name), "%lld.%.32s.emailvault%s", (long long)m->date, m->hash, info);
 	snprintf(sub, sizeof(sub), "%s/cur", dir);
 	snprintf(tmp, sizeof(tmp), "%s/tmp", dir);
-	return write_file(sub, tmp, name, data, len, err, errlen);
+	return file_begin(x, sub, tmp, name, err, errlen);
 }
 
 /* ---- the exporter ------------------------------------------------------ */
@@ -388,6 +357,7 @@ exporter_open(const struct export_opts *o, char *err, size_t errlen)
 	}
 	x->o = *o;
 	x->o.out = x->out;
+	x->fd = -1;
 	/* a trailing '/' would double up in paths */
 	for (size_t n = strlen(x->out); n > 1 && x->out[n - 1] == '/'; n--)
 		x->out[n - 1] = '\0';
@@ -410,18 +380,93 @@ exporter_open(const struct export_opts *o, char *err, size_t errlen)
 }
 
 int
+exporter_begin(struct exporter *x, const struct export_msg *m, char *err, size_t errlen)
+{
+	x->mb = NULL;
+	x->fd = -1;
+	x->failed = 0;
+	switch (x->o.format) {
+	case EXPORT_MBOX:
+		return begin_mbox(x, m, err, errlen);
+	case EXPORT_EML:
+		return begin_eml(x, m, err, errlen);
+	case EXPORT_MAILDIR:
+		return begin_maildir(x, m, err, errlen);
+	}
+	return -1;
+}
+
+int
+exporter_write(struct exporter *x, const char *p, size_t n)
+{
+	if (x->failed)
+		return -1;
+	if (x->mb)
+		x->failed = mboxrd_quote(&x->quote, p, n, mbox_out, x->mb->f) < 0;
+	else if (x->fd >= 0)
+		x->failed = write_all(x->fd, p, n) < 0;
+	if (x->failed)
+		x->write_errno = errno;
+	return x->failed ? -1 : 0;
+}
+
+int
+exporter_end(struct exporter *x, int ok, char *err, size_t errlen)
+{
+	if (x->mb) {
+		struct mbox_file *mb = x->mb;
+		x->mb = NULL;
+		/* The message, then one newline that a reader takes off again. */
+		if (!x->failed && (mboxrd_quote_end(&x->quote, mbox_out, mb->f) < 0 ||
+		    fputc('\n', mb->f) == EOF)) {
+			x->failed = 1;
+			x->write_errno = errno;
+		}
+		if (x->failed)
+			snprintf(err, errlen, "cannot write %s: %s", mb->tmp, strerror(x->write_errno));
+		return ok && !x->failed ? 0 : -1;
+	}
+	if (x->failed) {
+		snprintf(err, errlen, "cannot write %s: %s", x->tmp, strerror(x->write_errno));
+		ok = 0;
+	}
+	return file_end(x, ok, err, errlen);
+}
+
+int
 exporter_add(struct exporter *x, const struct export_msg *m, const char *data, size_t len,
     char *err, size_t errlen)
 {
-	switch (x->o.format) {
-	case EXPORT_MBOX:
-		return add_mbox(x, m, data, len, err, errlen);
-	case EXPORT_EML:
-		return add_eml(x, m, data, len, err, errlen);
-	case EXPORT_MAILDIR:
-		return add_maildir(x, m, data, len, err, errlen);
+	if (exporter_begin(x, m, err, errlen) < 0)
+		return -1;
+	exporter_write(x, data, len);
+	return exporter_end(x, 1, err, errlen);
+}
+
+static int
+stored_out(void *ud, const char *p, size_t n)
+{
+	return exporter_write(ud, p, n);
+}
+
+int
+exporter_add_stored(struct exporter *x, const struct export_msg *m, struct store_reader *r,
+    char *err, size_t errlen)
+{
+	int rc, e;
+
+	if (exporter_begin(x, m, err, errlen) < 0)
+		return -1;
+	rc = store_reader_copy(r, m->hash, stored_out, x);
+	e = errno;
+	if (exporter_end(x, rc == 0, err, errlen) < 0 && rc != -1)
+		return -1;	/* ERR says what could not be written */
+	if (rc == -1) {
+		snprintf(err, errlen, "message %s is recorded but its bytes cannot be read: %s "
+		    "(run emailvault verify)", m->hash, strerror(e));
+		return -1;
 	}
-	return -1;
+	return 0;
 }
 
 int
@@ -429,6 +474,8 @@ exporter_close(struct exporter *x, int ok, char *err, size_t errlen)
 {
 	int rc = ok ? 0 : -1;
 
+	if (x->fd >= 0)		/* a message begun and never ended */
+		file_end(x, 0, err, errlen);
 	while (x->mboxes) {
 		struct mbox_file *mb = x->mboxes;
 		x->mboxes = mb->next;

@@ -6,16 +6,19 @@
  * opened read-only (show, search and export without an engine).
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <lauxlib.h>
+#include <lualib.h>
 #include <sqlite3.h>
 
 #include "export/export.h"
 #include "search/extract.h"
 #include "search/indexer.h"
 #include "search/search.h"
+#include "search/stored.h"
 #include "store/db.h"
 #include "store/reader.h"
 #include "store/store.h"
@@ -113,15 +116,12 @@ push_locations(lua_State *L, sqlite3 *db, const char *hash)
 	sqlite3_finalize(st);
 }
 
+/* The text T as a table; frees T. */
 static void
-push_extracted(lua_State *L, const char *data, size_t len)
+push_extracted(lua_State *L, struct extract_text *tp)
 {
-	struct extract_limits lim;
-	struct extract_text t;
+	struct extract_text t = *tp;
 
-	extract_limits_default(&lim);
-	if (extract_message(data, len, &lim, &t) < 0)
-		luaL_error(L, "not enough memory");
 	lua_createtable(L, 0, 8);
 	lua_pushstring(L, t.subject);
 	lua_setfield(L, -2, "subject");
@@ -142,6 +142,20 @@ push_extracted(lua_State *L, const char *data, size_t len)
 		lua_setfield(L, -2, "cut");
 	}
 	extract_text_free(&t);
+}
+
+/* Closes R; nil and why message HASH cannot be read (an error when memory
+ * ran out: nothing is wrong with the message). */
+static int
+unreadable(lua_State *L, struct store_reader *r, const char *hash, int e)
+{
+	store_reader_close(r);
+	if (e == ENOMEM)
+		return luaL_error(L, "not enough memory");
+	lua_pushnil(L);
+	lua_pushfstring(L, "message %s is recorded but its bytes cannot be read: %s "
+	    "(run emailvault verify)", hash, strerror(e));
+	return 2;
 }
 
 /*
@@ -199,29 +213,152 @@ l_message(lua_State *L)
 	lua_setfield(L, -2, "locations");
 	if (want_raw || want_text) {
 		struct store_reader *r = store_reader_open(s->data_dir);
+		struct extract_limits lim;
+		struct extract_text t;
 		char *data;
 		size_t len;
 		if (r == NULL)
 			return luaL_error(L, "not enough memory");
-		if (store_reader_get(r, hash, 0, &data, &len) < 0) {
-			int e = errno;
-			store_reader_close(r);
-			lua_pushnil(L);
-			lua_pushfstring(L, "message %s is recorded but its bytes cannot be read: %s "
-			    "(run emailvault verify)", hash, strerror(e));
-			return 2;
-		}
-		store_reader_close(r);
+		/* raw: a Lua string, so the whole message; the text is read in
+		 * bounded memory whatever the size (archive.write for bytes) */
 		if (want_raw) {
+			if (store_reader_get(r, hash, 0, &data, &len) < 0)
+				return unreadable(L, r, hash, errno);
 			lua_pushlstring(L, data, len);
+			free(data);
 			lua_setfield(L, -2, "raw");
 		}
 		if (want_text) {
-			push_extracted(L, data, len);
+			extract_limits_default(&lim);
+			if (extract_stored(r, hash, &lim, &t) < 0)
+				return unreadable(L, r, hash, errno);
+			push_extracted(L, &t);
 			lua_setfield(L, -2, "text");
 		}
-		free(data);
+		store_reader_close(r);
 	}
+	return 1;
+}
+
+/* Where archive.write puts the bytes; with HEADERS, only those before the
+ * first empty line (the line end before it included, as `show --headers`
+ * always gave). */
+struct writing {
+	FILE *f;
+	int headers;
+	int state;		/* 0; 1: after '\n'; 2: after "\n\r", the '\r' held */
+	int ended;		/* the empty line was seen */
+	int write_errno;
+	lua_Integer written;
+};
+
+static int
+write_out(struct writing *w, const char *p, size_t n)
+{
+	if (n > 0 && fwrite(p, 1, n, w->f) != n) {
+		w->write_errno = errno ? errno : EIO;
+		return -1;
+	}
+	w->written += (lua_Integer)n;
+	return 0;
+}
+
+static int
+write_put(void *ud, const char *p, size_t n)
+{
+	struct writing *w = ud;
+	size_t from = 0;
+
+	if (!w->headers)
+		return write_out(w, p, n);
+	for (size_t i = 0; i < n; i++) {
+		if (w->state == 2) {
+			if (p[i] == '\n') {
+				w->ended = 1;
+				return -1;
+			}
+			if (write_out(w, "\r", 1) < 0)
+				return -1;
+			w->state = 0;
+		}
+		if (w->state == 1) {
+			if (p[i] == '\n') {
+				w->ended = 1;
+				write_out(w, p + from, i - from);
+				return -1;
+			}
+			if (p[i] == '\r') {
+				if (write_out(w, p + from, i - from) < 0)
+					return -1;
+				from = i + 1;
+				w->state = 2;
+				continue;
+			}
+			w->state = 0;
+		}
+		if (p[i] == '\n')
+			w->state = 1;
+	}
+	return write_out(w, p + from, n - from);
+}
+
+/*
+ * archive.write(id, file [, "raw" | "headers"]) -> bytes written | nil, err
+ * The message's bytes into FILE (an io file), or only its header block,
+ * in bounded memory whatever its size. A message over 1 MiB is written as
+ * it is read and checked against its id at the end: if that fails, what
+ * was written is not the message, and the error says so.
+ */
+static int
+l_write(lua_State *L)
+{
+	struct store *s = check_store(L);
+	const char *id = luaL_checkstring(L, 1);
+	luaL_Stream *file = luaL_checkudata(L, 2, LUA_FILEHANDLE);
+	const char *part = luaL_optstring(L, 3, "raw");
+	struct writing w = { .f = file->f };
+	struct store_reader *r;
+	const char *hash;
+	int n, rc, e;
+
+	if (file->closef == NULL)
+		return luaL_error(L, "archive.write: the file is closed");
+	if (strcmp(part, "raw") != 0 && strcmp(part, "headers") != 0)
+		return luaL_error(L, "archive.write: part must be \"raw\" or \"headers\", not \"%s\"",
+		    part);
+	w.headers = part[0] == 'h';
+	if ((n = push_resolved(L, db_handle(s->db), id)) != 1)
+		return n;
+	hash = lua_tostring(L, -1);
+	if ((r = store_reader_open(s->data_dir)) == NULL)
+		return luaL_error(L, "not enough memory");
+	errno = 0;
+	rc = store_reader_copy(r, hash, write_put, &w);
+	e = errno;
+	if (rc == -2 && w.ended)
+		rc = 0;
+	if (rc == 0 && !w.ended && w.state == 2 && write_out(&w, "\r", 1) < 0)
+		rc = -2;	/* no empty line: the whole message, its last '\r' too */
+	if (rc == 0 && fflush(w.f) != 0) {
+		w.write_errno = errno;
+		rc = -2;
+	}
+	if (rc == -1) {
+		if (e == ENOENT) {
+			store_reader_close(r);
+			lua_pushnil(L);
+			lua_pushfstring(L, "no message with id '%s' in this archive", id);
+			return 2;
+		}
+		return unreadable(L, r, hash, e);
+	}
+	store_reader_close(r);
+	if (rc == -2) {
+		lua_pushnil(L);
+		lua_pushfstring(L, "cannot write message %s: %s", hash, strerror(w.write_errno));
+		return 2;
+	}
+	lua_pushinteger(L, w.written);
 	return 1;
 }
 
@@ -487,17 +624,7 @@ l_exporter_step(lua_State *L)
 			.flags = (const char *)sqlite3_column_text(e->st, 4),
 			.sender = (const char *)sqlite3_column_text(e->st, 5),
 		};
-		char *data;
-		size_t len;
-		if (store_reader_get(e->reader, m.hash, 0, &data, &len) < 0) {
-			snprintf(err, sizeof(err), "message %s is recorded but its bytes cannot be read: "
-			    "%s (run emailvault verify)", m.hash, strerror(errno));
-			exporter_release(e, 0, err, sizeof(err));
-			return luaL_error(L, "%s", err);
-		}
-		rc = exporter_add(e->x, &m, data, len, err, sizeof(err));
-		free(data);
-		if (rc < 0) {
+		if (exporter_add_stored(e->x, &m, e->reader, err, sizeof(err)) < 0) {
 			exporter_release(e, 0, err, sizeof(err));
 			return luaL_error(L, "%s", err);
 		}
@@ -537,6 +664,7 @@ luaopen_vault_archive(lua_State *L)
 	static const luaL_Reg funcs[] = {
 		{ "resolve", l_resolve },
 		{ "message", l_message },
+		{ "write", l_write },
 		{ "search", l_search },
 		{ "index", l_index },
 		{ "reindex", l_reindex },

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "search/extract.h"
 #include "search/index_text.h"
+#include "search/stored.h"
 #include "store/db.h"
 #include "store/reader.h"
 #include "thread_name.h"
@@ -23,7 +24,6 @@
 /* Extracted text held for one transaction; two batches are held at once
  * (one written while the next is extracted). */
 #define BATCH_TEXT_MAX ((size_t)16 << 20)
-#define WHOLE_MAX ((size_t)1 << 20)		/* bigger messages: walked as they are read */
 #define EXTRACTORS_MAX 4			/* threads extracting one batch */
 #define IDLE_WAIT_MS 500
 #define YIELD_SLEEP_NS 1000000L		/* long enough for the waiter's next try */
@@ -314,41 +314,6 @@ defer_row(struct batch *b, struct pending_row *p)
 	pthread_mutex_unlock(&b->mu);
 }
 
-static ssize_t
-stream_read(void *ud, void *buf, size_t cap)
-{
-	return store_stream_read(ud, buf, cap);
-}
-
-/* The text of message HASH: a small one read whole, a bigger one walked
- * as it is read (its size does not count). 0, or -1 with errno (ENOMEM:
- * try again later; else it cannot be read). */
-static int
-extract_hash(struct store_reader *reader, const char *hash, const struct extract_limits *lim,
-    struct extract_text *t)
-{
-	struct store_stream *st;
-	uint64_t size;
-	char *data;
-	size_t len;
-	int rc, e;
-
-	if (store_reader_get(reader, hash, WHOLE_MAX, &data, &len) == 0) {
-		rc = extract_message(data, len, lim, t);
-		e = errno;
-		free(data);
-		errno = rc == 0 ? 0 : e;
-		return rc;
-	}
-	if (errno != EFBIG || (st = store_reader_stream(reader, hash, &size)) == NULL)
-		return -1;
-	rc = extract_stream(stream_read, st, lim, t);
-	e = errno;
-	store_stream_close(st);
-	errno = e;
-	return rc;
-}
-
 /* Reads and extracts one message, and compresses its text for fts_text
  * (any thread, its own reader and packer). */
 static void
@@ -357,7 +322,7 @@ extract_row(struct batch *b, struct store_reader *reader, struct index_text_pack
 {
 	size_t text = 0;
 
-	if (p->hash[0] == '\0' || extract_hash(reader, p->hash, &b->r->lim, &p->t) < 0) {
+	if (p->hash[0] == '\0' || extract_stored(reader, p->hash, &b->r->lim, &p->t) < 0) {
 		if (p->hash[0] != '\0' && errno == ENOMEM) {
 			memset(&p->t, 0, sizeof(p->t));
 			defer_row(b, p);

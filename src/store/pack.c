@@ -1195,19 +1195,19 @@ pack_writer_free(struct pack_writer *w)
 
 /* ---- reading ----------------------------------------------------------- */
 
-/* The zstd frame of SLEN bytes at OFF in FD, decompressed into RAW, which
- * it must fill exactly: 0; -1 with errno (a read failed); -2 corrupt. */
+/* The zstd frame of SLEN bytes at OFF in FD, decompressed with Z into RAW,
+ * which it must fill exactly: 0; -1 with errno (a read failed); -2 corrupt. */
 static int
-read_zstd(int fd, uint64_t off, uint64_t slen, char *raw, size_t rlen)
+read_zstd(ZSTD_DCtx *z, int fd, uint64_t off, uint64_t slen, char *raw, size_t rlen)
 {
 	unsigned char in[READ_IN];
-	ZSTD_DCtx *z = ZSTD_createDCtx();
 	ZSTD_outBuffer out = { raw, rlen, 0 };
 	size_t left = 1;
 	int rc = 0;
 
-	if (z == NULL) {
-		errno = ENOMEM;
+	/* a read that failed half-way leaves its frame in Z */
+	if (ZSTD_isError(ZSTD_DCtx_reset(z, ZSTD_reset_session_only))) {
+		errno = EIO;
 		return -1;
 	}
 	while (slen > 0) {
@@ -1236,13 +1236,12 @@ read_zstd(int fd, uint64_t off, uint64_t slen, char *raw, size_t rlen)
 	if (rc == 0 && (left != 0 || out.pos != rlen))
 		rc = -2;
 out:
-	ZSTD_freeDCtx(z);
 	return rc;
 }
 
 int
 pack_read(int fd, const struct pack_location *loc, const char *hash, uint64_t raw_size,
-    char **data, size_t *len)
+    struct pack_dctx *dctx, char **data, size_t *len)
 {
 	unsigned char hdr[PACK_RECORD_HEADER], want[32], md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
@@ -1267,7 +1266,12 @@ pack_read(int fd, const struct pack_location *loc, const char *hash, uint64_t ra
 	} else {
 		/* Decompressed straight from the file through a small buffer: a
 		 * big message is held once, not also as its stored bytes. */
-		switch (read_zstd(fd, loc->offset + sizeof(hdr), slen, raw, (size_t)rlen)) {
+		ZSTD_DCtx *own = NULL, *z = dctx ? (ZSTD_DCtx *)dctx : (own = ZSTD_createDCtx());
+		int zrc = z ? read_zstd(z, fd, loc->offset + sizeof(hdr), slen, raw, (size_t)rlen) : -1;
+		ZSTD_freeDCtx(own);
+		if (z == NULL)
+			errno = ENOMEM;
+		switch (zrc) {
 		case -1:
 			goto fail;
 		case -2:
@@ -1290,6 +1294,18 @@ fail:
 		errno = e;
 	}
 	return -1;
+}
+
+struct pack_dctx *
+pack_dctx_new(void)
+{
+	return (struct pack_dctx *)ZSTD_createDCtx();
+}
+
+void
+pack_dctx_free(struct pack_dctx *d)
+{
+	ZSTD_freeDCtx((ZSTD_DCtx *)d);
 }
 
 /* ---- reading in chunks --------------------------------------------------- */

@@ -30,6 +30,7 @@ struct store_reader {
 	sqlite3_stmt *where;
 	struct open_segment fds[FD_CACHE];
 	unsigned next;
+	struct pack_dctx *dctx;		/* made at the first packed read */
 };
 
 struct store_reader *
@@ -68,6 +69,7 @@ store_reader_close(struct store_reader *r)
 			close(r->fds[i].fd);
 	sqlite3_finalize(r->where);
 	sqlite3_close(r->db);
+	pack_dctx_free(r->dctx);
 	free(r);
 }
 
@@ -193,7 +195,11 @@ store_reader_get(struct store_reader *r, const char *hash, size_t max, char **da
 	}
 	if ((fd = segment_fd(r, loc.segment)) < 0)
 		return -1;
-	return pack_read(fd, &loc, hash, size, data, len);
+	if (loc.codec != PACK_RAW && r->dctx == NULL && (r->dctx = pack_dctx_new()) == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	return pack_read(fd, &loc, hash, size, r->dctx, data, len);
 }
 
 /* ---- streams ---------------------------------------------------------------- */
@@ -286,4 +292,44 @@ store_stream_close(struct store_stream *s)
 	if (s->fd >= 0)
 		close(s->fd);
 	free(s);
+}
+
+#define COPY_CHUNK (64 * 1024)
+
+int
+store_reader_copy(struct store_reader *r, const char *hash,
+    int (*put)(void *ud, const char *p, size_t n), void *ud)
+{
+	struct store_stream *st;
+	uint64_t size;
+	char *data;
+	size_t len;
+	ssize_t n;
+	int rc = 0, e;
+
+	if (store_reader_get(r, hash, STORE_WHOLE_MAX, &data, &len) == 0) {
+		rc = put(ud, data, len) < 0 ? -2 : 0;
+		free(data);
+		return rc;
+	}
+	if (errno != EFBIG || (st = store_reader_stream(r, hash, &size)) == NULL)
+		return -1;
+	if ((data = malloc(COPY_CHUNK)) == NULL) {
+		store_stream_close(st);
+		errno = ENOMEM;
+		return -1;
+	}
+	errno = 0;
+	while ((n = store_stream_read(st, data, COPY_CHUNK)) > 0)
+		if (put(ud, data, (size_t)n) < 0) {
+			rc = -2;
+			break;
+		}
+	if (rc == 0 && n < 0)
+		rc = -1;
+	e = rc == -1 && errno == 0 ? EIO : errno;
+	free(data);
+	store_stream_close(st);
+	errno = e;
+	return rc;
 }

@@ -38,6 +38,17 @@ struct store_stream *store_reader_stream(struct store_reader *r, const char *has
 ssize_t store_stream_read(struct store_stream *s, void *buf, size_t cap);
 void store_stream_close(struct store_stream *s);
 
+/*
+ * The bytes of HASH given to PUT, whatever its size, in bounded memory: a
+ * message up to STORE_WHOLE_MAX is read whole and checked before PUT sees
+ * a byte; a bigger one goes in chunks as it is read and is checked at the
+ * end (EIO then: what PUT was given is not the message). PUT returns 0, or
+ * -1 to stop. 0; -1 with errno when reading failed; -2 when PUT stopped.
+ */
+#define STORE_WHOLE_MAX ((size_t)1 << 20)
+int store_reader_copy(struct store_reader *r, const char *hash,
+    int (*put)(void *ud, const char *p, size_t n), void *ud);
+
 /* 1 if HASH is a well-formed message id (64 lower-case hex digits). */
 int store_hash_valid(const char *hash);
 

@@ -29,62 +29,47 @@ hex_of(const unsigned char *md, char hex[65])
 	hex[64] = '\0';
 }
 
-/* SHA-256 of LEN bytes as lowercase hex. */
-static void
-hash_bytes(const char *data, size_t len, char hex[65])
-{
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
+struct hashing {
+	EVP_MD_CTX *ctx;
+	uint64_t size;
+};
 
-	EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL);
-	hex_of(md, hex);
+static int
+hash_put(void *ud, const char *p, size_t n)
+{
+	struct hashing *h = ud;
+
+	h->size += n;
+	return EVP_DigestUpdate(h->ctx, p, n) == 1 ? 0 : -1;
 }
 
-#define WHOLE_MAX ((size_t)1 << 20)	/* bigger messages are hashed as they are read */
-#define STREAM_BUF (64 * 1024)
-
 /*
- * The SHA-256 (*GOT) and size of the stored bytes of message HASH: a
- * small one read whole, a bigger one as it is read, so that verify's
- * memory does not grow with the biggest message. 0, or -1 with errno as
+ * The SHA-256 (*GOT) and size of the stored bytes of message HASH, read in
+ * bounded memory whatever its size. 0, or -1 with errno as
  * store_reader_get sets it (EIO: the stored bytes are not the message's).
  */
 static int
 stored_hash(struct store_reader *reader, const char *hash, char got[65], uint64_t *size)
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
-	struct store_stream *st;
-	EVP_MD_CTX *ctx;
-	char *data;
-	size_t len;
-	ssize_t n = -1;
-	int e;
+	struct hashing h = { EVP_MD_CTX_new(), 0 };
+	int rc = -1;
 
-	if (store_reader_get(reader, hash, WHOLE_MAX, &data, &len) == 0) {
-		hash_bytes(data, len, got);
-		free(data);
-		*size = len;
-		return 0;
-	}
-	if (errno != EFBIG || (st = store_reader_stream(reader, hash, size)) == NULL)
-		return -1;
-	ctx = EVP_MD_CTX_new();
-	data = malloc(STREAM_BUF);
-	*size = 0;
 	errno = ENOMEM;
-	if (ctx != NULL && data != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1)
-		while ((n = store_stream_read(st, data, STREAM_BUF)) > 0) {
-			EVP_DigestUpdate(ctx, data, (size_t)n);
-			*size += (uint64_t)n;
-		}
-	e = errno;
-	if (n == 0 && EVP_DigestFinal_ex(ctx, md, NULL) == 1)
-		hex_of(md, got);
-	EVP_MD_CTX_free(ctx);
-	free(data);
-	store_stream_close(st);
+	if (h.ctx != NULL && EVP_DigestInit_ex(h.ctx, EVP_sha256(), NULL) == 1) {
+		rc = store_reader_copy(reader, hash, hash_put, &h);
+		if (rc == -2)
+			errno = ENOMEM;
+		if (rc == 0 && EVP_DigestFinal_ex(h.ctx, md, NULL) == 1)
+			hex_of(md, got);
+		else if (rc == 0)
+			rc = -1;
+	}
+	int e = errno;
+	EVP_MD_CTX_free(h.ctx);
+	*size = h.size;
 	errno = e;
-	return n == 0 ? 0 : -1;
+	return rc == 0 ? 0 : -1;
 }
 
 static int

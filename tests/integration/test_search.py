@@ -2,9 +2,11 @@
 the indexer beside the import, a word only in one encoded spot finds
 exactly its message, every script, the operators, malformed queries, show,
 export (mbox, eml, maildir) and its round trips, reindex and verify."""
+import base64
 import hashlib
 import json
 import os
+import random
 import re
 import shutil
 import sqlite3
@@ -263,6 +265,79 @@ class SearchTest(unittest.TestCase):
         m = self.e.eval("return vault.message('%s')" % z[:12])
         self.assertEqual(m["id"], z)
         self.assertIn("Bahnhof", m["text"]["body"])
+
+    def test_show_and_export_of_a_big_message(self):
+        """Over 1 MiB, show --raw and --headers, export and vault.write_message
+        write the message as it is read: the same bytes, in the same memory."""
+        rnd = random.Random(12)
+        raws = {}
+        for word, size in (("okapistream", 8 << 20), ("okapismall", 2 << 20)):
+            b64 = base64.encodebytes(rnd.randbytes(size * 3 // 4))
+            big = (b"From: Big Sender <big@example.org>\r\nTo: bob@example.com\r\n"
+                   b"Subject: a big one\r\nMIME-Version: 1.0\r\n"
+                   b"Content-Type: multipart/mixed; boundary=bb\r\n\r\n--bb\r\n"
+                   b"Content-Type: application/octet-stream\r\n"
+                   b"Content-Transfer-Encoding: base64\r\n\r\n"
+                   + b64.replace(b"\n", b"\r\n") +
+                   b"--bb\r\nContent-Type: text/plain\r\n\r\nFrom the far end: "
+                   + word.encode() + b"\r\n>From quoted\r\n--bb--\r\n")
+            uid = self.d.deliver("Archive/2023", big)
+            raw = dict(self.d.server_messages("Archive/2023"))[uid]
+            raws[word] = (hashlib.sha256(raw).hexdigest(), raw)
+        self.e.eval("return vault.sync('work')")
+        deadline = time.time() + 60
+        while time.time() < deadline and not all(
+                h in search_ids(self.e.data, w) for w, (h, _) in raws.items()):
+            time.sleep(0.3)
+        h, raw = raws["okapistream"]
+        self.assertIn(h, search_ids(self.e.data, "okapistream"))
+
+        def show_held(*args):
+            """The output, and the command's peak RSS (VmHWM, KiB) once it
+            is blocked writing into the full pipe: by then a command that
+            reads the message whole holds all of it."""
+            p = subprocess.Popen([vault.BIN, "show", "--data", self.e.data] + list(args),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            peak, end = None, time.time() + 30
+            while time.time() < end and p.poll() is None:
+                try:
+                    with open("/proc/%d/wchan" % p.pid) as f:
+                        blocked = "pipe_write" in f.read()
+                except OSError:
+                    break
+                if blocked:
+                    peak = archivecheck.peak_rss_kib(p.pid)
+                    break
+                time.sleep(0.02)
+            out, err = p.communicate()
+            self.assertEqual(p.returncode, 0, err)
+            return out, peak
+
+        out8, peak8 = show_held("--raw", h[:12])
+        self.assertEqual(out8, raw)
+        out2, peak2 = show_held("--raw", raws["okapismall"][0])
+        self.assertEqual(out2, raws["okapismall"][1])
+        # read whole, 6 MiB more of message would be held, at least once
+        self.assertIsNotNone(peak8)
+        self.assertIsNotNone(peak2)
+        self.assertLess(peak8 - peak2, 2 * 1024, (peak8, peak2))
+        head, _ = show_held("--headers", h)
+        self.assertEqual(head, raw[:raw.index(b"\r\n\r\n") + 2])
+        self.assertIn("okapistream", run("show", "--data", self.e.data, "--text", h).stdout)
+
+        out = os.path.join(self.e.tmp, "big.mbox")
+        r = run("export", "--data", self.e.data, "--format", "mbox", "--out", out, "okapistream")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(mbox_messages(out), [raw])
+        path = os.path.join(self.e.tmp, "big.eml")
+        n = self.e.eval("local f = assert(io.open(%r, 'wb')) local n, err = vault.write_message(%r, f) "
+                        "f:close() return n or err" % (path, h))
+        self.assertEqual(n, len(raw))
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), raw)
+        r = run("show", "--data", self.e.data, "--raw", "ffffffffff")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("no message", r.stderr)
 
     # ---- export --------------------------------------------------------
     def test_export_mbox_round_trip(self):

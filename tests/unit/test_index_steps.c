@@ -2,7 +2,6 @@
  * before extracted while it wrote its own, so the chain must index every
  * message once, take in mail archived meanwhile, come back for a row it
  * passed, and start again after a reset. */
-#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,41 +10,13 @@
 #include <sqlite3.h>
 
 #include "check.h"
+#include "packed.h"
 #include "search/indexer.h"
 #include "search/tokenize.h"
 #include "store/db.h"
 #include "store/pack.h"
 
 static char dir[] = "/tmp/ev-test-isteps-XXXXXX";
-
-/* Archives the LEN bytes of MSG; where they went in *LOC. */
-static void
-archive_bytes(struct archive_db *db, struct pack_store *ps, const char *msg, size_t len,
-    struct pack_location *loc)
-{
-	char hash[65];
-	unsigned char md[SHA256_DIGEST_LENGTH];
-	struct pack_writer *w = pack_writer_new(ps);
-	int existed;
-
-	CHECK(w != NULL);
-	CHECK_INT(pack_writer_write(w, msg, len), 0);
-	CHECK_INT(pack_writer_finish(w), 0);
-	SHA256((const unsigned char *)msg, len, md);
-	for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
-		snprintf(hash + 2 * i, 3, "%02x", md[i]);
-	CHECK_INT(pack_writer_store(w, &existed, loc), 0);
-	pack_writer_free(w);
-	CHECK_INT(pack_store_sync(ps), 0);
-	CHECK_INT(db_begin(db), 0);
-	struct db_message m = { .hash = hash, .size = (uint64_t)len, .date_unix = -1,
-		.sort_date = -1, .pack_segment = loc->segment, .pack_offset = loc->offset,
-		.pack_length = loc->length, .pack_codec = loc->codec };
-	CHECK_INT(db_message_add(db, &m, NULL), 0);
-	CHECK_INT(pack_store_record(ps), 0);
-	CHECK_INT(db_commit(db), 0);
-	CHECK_INT(pack_store_committed(ps), 0);
-}
 
 /* Archives message N, whose body holds the one word "quokkaN". */
 static void
@@ -202,25 +173,6 @@ big_message(size_t size, const char *word, size_t *len)
 	    word);
 	*len = n;
 	return m;
-}
-
-/* Flips a byte in the middle of what LOC says is stored. */
-static void
-damage(const char *d, const struct pack_location *loc)
-{
-	char path[4200];
-	FILE *f;
-	int c;
-
-	pack_segment_path(d, loc->segment, path, sizeof(path));
-	CHECK((f = fopen(path, "r+b")) != NULL);
-	if (f == NULL)
-		return;
-	fseek(f, (long)(loc->offset + loc->length / 2), SEEK_SET);
-	c = fgetc(f);
-	fseek(f, (long)(loc->offset + loc->length / 2), SEEK_SET);
-	fputc(c ^ 0x55, f);
-	fclose(f);
 }
 
 /* Messages over what is read whole are walked as they are read; one
