@@ -107,14 +107,17 @@ make_dir(struct bk *b, const char *path)
 	return 0;
 }
 
-/* DIR/.NAME.tmp for DIR/NAME. */
+/* DIR/.NAME.tmp for DIR/NAME; "" (which no open finds) if it is too long. */
 static void
 tmp_name(const char *dst, char *buf, size_t len)
 {
 	const char *slash = strrchr(dst, '/');
 	int dlen = slash ? (int)(slash - dst) : 0;
+	int n = snprintf(buf, len, "%.*s%s.%s.tmp", dlen, dst, slash ? "/" : "",
+	    slash ? slash + 1 : dst);
 
-	snprintf(buf, len, "%.*s%s.%s.tmp", dlen, dst, slash ? "/" : "", slash ? slash + 1 : dst);
+	if (n < 0 || (size_t)n >= len)
+		buf[0] = '\0';
 }
 
 static int
@@ -484,24 +487,63 @@ blob_path(const char *root, const char *hash, char *buf, size_t len)
 	snprintf(buf, len, "%s/blobs/%.2s/%.2s/%s", root, hash, hash + 2, hash);
 }
 
+/* Where blob_from_store's bytes go: the temporary file, in order. */
+struct blob_out {
+	int fd;
+	uint64_t off;
+};
+
+static int
+blob_put(void *ud, const char *p, size_t n)
+{
+	struct blob_out *o = ud;
+
+	if (pwrite_all(o->fd, p, n, o->off) < 0)
+		return -1;
+	o->off += n;
+	return 0;
+}
+
 /* A blob file that was moved into packs after the snapshot: its bytes
  * from wherever DATA holds them now (the name is the content's hash, so
- * they are the same bytes). 1 if DATA has them nowhere. */
+ * they are the same bytes), through a synced temporary file and in bounded
+ * memory whatever the message's size. 1 if DATA has them nowhere or they
+ * are damaged there (nothing is installed then). */
 static int
 blob_from_store(struct bk *b, const char *hash, const char *dst)
 {
-	char *data;
-	size_t len;
-	int rc;
+	char tmp[PATH_MAX];
+	struct blob_out o = { -1, 0 };
+	int rc, e;
 
 	if (b->reader == NULL && (b->reader = store_reader_open(b->data)) == NULL)
 		return failed(b, "cannot read", b->data);
-	if (store_reader_get(b->reader, hash, 0, &data, &len) < 0)
-		return errno == ENOENT || errno == EIO || errno == ENODATA ? 1 :
+	tmp_name(dst, tmp, sizeof(tmp));
+	unlink(tmp);
+	if ((o.fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0)
+		return failed(b, "cannot write", tmp);
+	rc = store_reader_copy(b->reader, hash, blob_put, &o);
+	e = errno;
+	if (rc == 0 && fsync(o.fd) < 0) {
+		rc = -2;
+		e = errno;
+	}
+	if (rc != 0) {
+		close(o.fd);
+		unlink(tmp);
+		errno = e;
+		if (rc == -2)
+			return failed(b, "cannot write", dst);
+		return e == ENOENT || e == EIO || e == ENODATA ? 1 :
 		    failed(b, "cannot read message", hash);
-	rc = install_bytes(b, dst, data, len);
-	free(data);
-	return rc;
+	}
+	if (close(o.fd) < 0 || rename(tmp, dst) < 0) {
+		failed(b, "cannot write", dst);
+		unlink(tmp);
+		return -1;
+	}
+	b->r->bytes_copied += o.off;
+	return 0;
 }
 
 static int
@@ -549,8 +591,8 @@ backup_blobs(struct bk *b)
 				break;
 			}
 			if (k > 0)
-				damaged(b, "message %s is missing from %s (run emailvault verify "
-				    "--data %s)", hash, b->data, b->data);
+				damaged(b, "message %s is missing or damaged in %s (run emailvault "
+				    "verify --data %s)", hash, b->data, b->data);
 			else
 				b->r->blob_copied++;
 			continue;
@@ -811,6 +853,8 @@ count_messages(struct bk *b)
 	return 0;
 }
 
+void (*backup_snapshot_taken)(void);
+
 static int
 run(struct bk *b)
 {
@@ -846,6 +890,8 @@ run(struct bk *b)
 	snprintf(db, sizeof(db), "%s/archive.db", b->out);
 	if (snapshot(b, tmpdb) < 0)
 		goto fail;
+	if (backup_snapshot_taken != NULL)
+		backup_snapshot_taken();
 	if (count_messages(b) < 0 || backup_segments(b) < 0 || backup_blobs(b) < 0)
 		goto fail_db;
 	sqlite3_close(b->snap);

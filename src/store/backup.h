@@ -41,4 +41,8 @@ struct backup_result {
 int backup_run(const char *data_dir, const char *out_dir, FILE *warn, struct backup_result *r,
     char *err, size_t errlen);
 
+/* For tests: called, when set, once the snapshot is taken and before any
+ * file is copied (where a running engine goes on changing DATA_DIR). */
+extern void (*backup_snapshot_taken)(void);
+
 #endif

@@ -1,7 +1,8 @@
 /* store/backup.c on a pack store that stays open (as a running engine's
  * would): the snapshot's segments up to their committed length, sealed
  * ones linked and then kept, a changed copy replaced, old-layout blob
- * files, tokens, the markers, and the folders it refuses. */
+ * files (and those moved into packs while it runs), tokens, the markers,
+ * and the folders it refuses. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -76,27 +77,34 @@ add(struct archive_db *db, struct pack_store *ps, size_t len, unsigned seed, int
 	CHECK_INT(pack_store_committed(ps), 0);
 }
 
-/* A message of the old layout: its blob file and a row without a pack place. */
+/* A message of the old layout, LEN random bytes: its blob file (if
+ * WITH_FILE) and a row without a pack place. */
 static void
-add_blob(struct archive_db *db, unsigned seed, int with_file, char *h)
+add_blob_of(struct archive_db *db, size_t len, unsigned seed, int with_file, char *h)
 {
 	unsigned char md[32];
-	char path[4400], *m = noise(5000, seed);
+	char path[4700], *m = noise(len, seed);
 	int fd;
 
-	SHA256((unsigned char *)m, 5000, md);
+	SHA256((unsigned char *)m, len, md);
 	hex(md, h);
 	if (with_file) {
 		snprintf(path, sizeof(path), "mkdir -p %s/blobs/%.2s/%.2s", data, h, h + 2);
 		CHECK_INT(system(path), 0);
 		snprintf(path, sizeof(path), "%s/blobs/%.2s/%.2s/%s", data, h, h + 2, h);
 		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		CHECK(fd >= 0 && write(fd, m, 5000) == 5000);
+		CHECK(fd >= 0 && write(fd, m, len) == (ssize_t)len);
 		close(fd);
 	}
-	struct db_message dm = { .hash = h, .size = 5000, .date_unix = -1, .sort_date = -1 };
+	struct db_message dm = { .hash = h, .size = len, .date_unix = -1, .sort_date = -1 };
 	CHECK_INT(db_message_add(db, &dm, NULL), 0);
 	free(m);
+}
+
+static void
+add_blob(struct archive_db *db, unsigned seed, int with_file, char *h)
+{
+	add_blob_of(db, 5000, seed, with_file, h);
 }
 
 static void
@@ -305,6 +313,107 @@ test_refuses(void)
 	unlink(path);
 }
 
+/* ---- a blob file moved into packs while the backup runs ---------------- */
+
+static struct archive_db *moving_db;
+static struct pack_store *moving_ps;
+static char moving[3][65];		/* to a pack; to a pack; to another's bytes */
+static size_t moving_len[3] = { 3u << 20, 7000, (2u << 20) + 1 };
+
+/* Records HASH at LOC and removes its blob file, as the migration does. */
+static void
+move_to(const char *hash, const struct pack_location *loc)
+{
+	char sql[512], path[4700];
+
+	CHECK_INT(db_begin(moving_db), 0);
+	snprintf(sql, sizeof(sql), "UPDATE messages SET pack_segment = %lld, pack_offset = %llu, "
+	    "pack_length = %llu, pack_codec = %d WHERE hash = '%s'", (long long)loc->segment,
+	    (unsigned long long)loc->offset, (unsigned long long)loc->length, loc->codec, hash);
+	CHECK_INT(sqlite3_exec(db_handle(moving_db), sql, NULL, NULL, NULL), SQLITE_OK);
+	CHECK_INT(pack_store_record(moving_ps), 0);
+	CHECK_INT(db_commit(moving_db), 0);
+	CHECK_INT(pack_store_committed(moving_ps), 0);
+	snprintf(path, sizeof(path), "%s/blobs/%.2s/%.2s/%s", data, hash, hash + 2, hash);
+	CHECK_INT(unlink(path), 0);
+}
+
+/* After the snapshot: the first two go into a pack; the third is recorded
+ * at the first one's bytes, which do not hash to its name. */
+static void
+move_while_backing_up(void)
+{
+	struct pack_location loc[2];
+
+	for (int i = 0; i < 2; i++) {
+		struct pack_writer *w = pack_writer_new(moving_ps);
+		char *m = noise(moving_len[i], 400 + (unsigned)i);
+
+		CHECK(w != NULL);
+		CHECK_INT(pack_writer_write(w, m, moving_len[i]), 0);
+		CHECK_INT(pack_writer_finish(w), 0);
+		CHECK_INT(pack_writer_append(w, &loc[i]), 0);
+		pack_writer_free(w);
+		free(m);
+		CHECK_INT(pack_store_sync(moving_ps), 0);
+		move_to(moving[i], &loc[i]);
+	}
+	move_to(moving[2], &loc[0]);
+}
+
+static void
+test_blobs_moved_meanwhile(void)
+{
+	char err[1024], path[4700], tmp[4700];
+	struct backup_result r;
+	struct stat sb;
+	FILE *devnull = fopen("/dev/null", "w");
+
+	moving_db = db_open(data, 0, err, sizeof(err));
+	CHECK(moving_db != NULL);
+	moving_ps = pack_store_open(data, db_handle(moving_db), err, sizeof(err));
+	CHECK(moving_ps != NULL);
+	for (int i = 0; i < 3; i++)
+		add_blob_of(moving_db, moving_len[i], 400 + (unsigned)i, 1, moving[i]);
+	backup_snapshot_taken = move_while_backing_up;
+	CHECK_INT(backup_run(data, out, devnull, &r, err, sizeof(err)), 0);
+	backup_snapshot_taken = NULL;
+	CHECK_STR(err, "");
+	CHECK_INT(r.blobs, 3);
+	CHECK_INT(r.blob_copied, 2);		/* read from the pack they went to */
+	CHECK_INT(r.damaged, 1);
+	for (int i = 0; i < 3; i++) {
+		snprintf(path, sizeof(path), "%s/blobs/%.2s/%.2s/%s", out, moving[i],
+		    moving[i] + 2, moving[i]);
+		snprintf(tmp, sizeof(tmp), "%s/blobs/%.2s/%.2s/.%s.tmp", out, moving[i],
+		    moving[i] + 2, moving[i]);
+		CHECK(access(tmp, F_OK) < 0);	/* no partial copy left */
+		if (i == 2) {
+			CHECK(access(path, F_OK) < 0);
+			continue;
+		}
+		CHECK(stat(path, &sb) == 0);
+		CHECK_INT((uint64_t)sb.st_size, moving_len[i]);
+		CHECK_INT(sb.st_mode & 0777, 0600);
+		{
+			/* the same bytes: the name is their hash */
+			unsigned char md[32];
+			char h[65], *buf = malloc(moving_len[i]);
+			int fd = open(path, O_RDONLY);
+
+			CHECK(fd >= 0 && read(fd, buf, moving_len[i]) == (ssize_t)moving_len[i]);
+			close(fd);
+			SHA256((unsigned char *)buf, moving_len[i], md);
+			hex(md, h);
+			CHECK_STR(h, moving[i]);
+			free(buf);
+		}
+	}
+	pack_store_close(moving_ps);
+	db_close(moving_db);
+	fclose(devnull);
+}
+
 int
 main(void)
 {
@@ -316,6 +425,11 @@ main(void)
 	RUN(test_snapshot_links_keeps_and_replaces);
 	RUN(test_tokens_copied_private);
 	RUN(test_refuses);
+	/* a data folder of its own */
+	snprintf(data, sizeof(data), "%s/moving", root);
+	snprintf(out, sizeof(out), "%s/moving-backup", root);
+	mkdir(data, 0700);
+	RUN(test_blobs_moved_meanwhile);
 	{
 		char cmd[4300];
 		snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
