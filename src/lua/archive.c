@@ -263,6 +263,9 @@ write_out(struct writing *w, const char *p, size_t n)
 	return 0;
 }
 
+/* The message, or its header block: up to and with the line end before
+ * the first empty line (the whole message if it has none). What follows
+ * the block is still read, unwritten, so that the message is checked. */
 static int
 write_put(void *ud, const char *p, size_t n)
 {
@@ -271,11 +274,13 @@ write_put(void *ud, const char *p, size_t n)
 
 	if (!w->headers)
 		return write_out(w, p, n);
+	if (w->ended)
+		return 0;
 	for (size_t i = 0; i < n; i++) {
 		if (w->state == 2) {
 			if (p[i] == '\n') {
 				w->ended = 1;
-				return -1;
+				return 0;
 			}
 			if (write_out(w, "\r", 1) < 0)
 				return -1;
@@ -284,8 +289,7 @@ write_put(void *ud, const char *p, size_t n)
 		if (w->state == 1) {
 			if (p[i] == '\n') {
 				w->ended = 1;
-				write_out(w, p + from, i - from);
-				return -1;
+				return write_out(w, p + from, i - from);
 			}
 			if (p[i] == '\r') {
 				if (write_out(w, p + from, i - from) < 0)
@@ -306,8 +310,9 @@ write_put(void *ud, const char *p, size_t n)
  * archive.write(id, file [, "raw" | "headers"]) -> bytes written | nil, err
  * The message's bytes into FILE (an io file), or only its header block,
  * in bounded memory whatever its size. A message over 1 MiB is written as
- * it is read and checked against its id at the end: if that fails, what
- * was written is not the message, and the error says so.
+ * it is read and checked against its id at the end (with "headers" too:
+ * the rest is read, not written): if that fails, what was written is not
+ * the message, and the error says so.
  */
 static int
 l_write(lua_State *L)
@@ -335,8 +340,6 @@ l_write(lua_State *L)
 	errno = 0;
 	rc = store_reader_copy(r, hash, write_put, &w);
 	e = errno;
-	if (rc == -2 && w.ended)
-		rc = 0;
 	if (rc == 0 && !w.ended && w.state == 2 && write_out(&w, "\r", 1) < 0)
 		rc = -2;	/* no empty line: the whole message, its last '\r' too */
 	if (rc == 0 && fflush(w.f) != 0) {

@@ -339,6 +339,32 @@ class SearchTest(unittest.TestCase):
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("no message", r.stderr)
 
+        # damaged where it is stored (and put right afterwards): neither
+        # the message nor its header block is given as if whole
+        db = sqlite3.connect("file:%s?mode=ro" % os.path.join(self.e.data, "archive.db"), uri=True)
+        seg, off, length = db.execute("SELECT pack_segment, pack_offset, pack_length FROM messages "
+                                      "WHERE hash = ?", (h,)).fetchone()
+        db.close()
+        where = off + 56 + length // 2          # PACK_RECORD_HEADER, then the stored bytes
+        with open(os.path.join(self.e.data, "packs", "%08d.seg" % seg), "r+b") as f:
+            def flip():
+                f.seek(where)
+                b = f.read(1)
+                f.seek(where)
+                f.write(bytes([b[0] ^ 0x55]))
+                f.flush()
+            flip()
+            try:
+                for part in ("--raw", "--headers"):
+                    r = subprocess.run([vault.BIN, "show", "--data", self.e.data, part, h],
+                                       capture_output=True)
+                    self.assertEqual(r.returncode, 1, (part, r.stderr))
+                    self.assertIn(b"run emailvault verify", r.stderr, part)
+            finally:
+                flip()
+        head, _ = show_held("--headers", h)
+        self.assertEqual(head, raw[:raw.index(b"\r\n\r\n") + 2])
+
     # ---- export --------------------------------------------------------
     def test_export_mbox_round_trip(self):
         out = os.path.join(self.e.tmp, "all.mbox")
