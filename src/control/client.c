@@ -1,6 +1,8 @@
+#define _GNU_SOURCE	/* ppoll */
 #include "control/client.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,12 +72,24 @@ run_chunk(int fd, const char *chunk, int json, char **capture)
 {
 	size_t len = strlen(chunk);
 	char *req = malloc(len + 1);
-	struct sigaction sa, old;
-	int status = 1;
+	struct sigaction sa, old_sa;
+	sigset_t block, old_mask, wait_mask;
+	int status = 1, interrupts_sent = 0;
 
 	if (req == NULL)
 		return 1;
+	/* The handler is in place before the chunk leaves: a Ctrl-C right
+	 * after it must cancel the chunk, not kill us while it runs on. */
 	got_sigint = 0;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_sigint;
+	sigaction(SIGINT, &sa, &old_sa);
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigprocmask(SIG_BLOCK, &block, &old_mask);
+	wait_mask = old_mask;
+	sigdelset(&wait_mask, SIGINT);
+
 	req[0] = json ? EVAL_FLAG_JSON : 0;
 	memcpy(req + 1, chunk, len);
 	if (frame_write(fd, 'E', req, len + 1) < 0) {
@@ -84,39 +98,42 @@ run_chunk(int fd, const char *chunk, int json, char **capture)
 		int e = errno;
 		char type, *payload;
 		size_t plen;
+		int refused = 0;
 		if (frame_read(fd, &type, &payload, &plen) == 0) {
-			if (type == 'X')
-				fprintf(stderr, "%s\n", payload);
-			free(payload);
 			if (type == 'X') {
-				free(req);
-				return 1;
+				fprintf(stderr, "%s\n", payload);
+				refused = 1;
 			}
+			free(payload);
 		}
-		fprintf(stderr, "emailvault: cannot send to the engine: %s\n", strerror(e));
+		if (!refused)
+			fprintf(stderr, "emailvault: cannot send to the engine: %s\n", strerror(e));
 		free(req);
-		return 1;
+		goto out;
 	}
 	free(req);
 
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_sigint;	/* no SA_RESTART: read() returns EINTR */
-	sigaction(SIGINT, &sa, &old);
+	/* SIGINT is let in only while ppoll waits: a Ctrl-C at any moment
+	 * after the chunk went out is seen before the next wait. */
 	for (;;) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
 		char type, *payload;
 		size_t plen;
 
-		if (frame_read(fd, &type, &payload, &plen) < 0) {
-			if (errno == EINTR) {
-				if (got_sigint > 1) {
-					/* second Ctrl-C: give up waiting; the reply
-					 * would come late, so this connection is done */
-					status = CONTROL_ABANDONED;
-					break;
-				}
-				(void)frame_write(fd, 'I', NULL, 0);
-				continue;
+		if (got_sigint > interrupts_sent) {
+			if (interrupts_sent > 0) {
+				/* second Ctrl-C: give up waiting; the reply
+				 * would come late, so this connection is done */
+				status = CONTROL_ABANDONED;
+				break;
 			}
+			(void)frame_write(fd, 'I', NULL, 0);
+			interrupts_sent = 1;
+		}
+		int ready = ppoll(&pfd, 1, NULL, &wait_mask);
+		if (ready < 0 && errno == EINTR)
+			continue;
+		if (ready < 0 || frame_read(fd, &type, &payload, &plen) < 0) {
 			fprintf(stderr, "emailvault: the engine closed the connection%s%s\n",
 			    errno ? ": " : "", errno ? strerror(errno) : "");
 			status = CONTROL_LOST;
@@ -145,7 +162,9 @@ run_chunk(int fd, const char *chunk, int json, char **capture)
 		}
 		free(payload);
 	}
-	sigaction(SIGINT, &old, NULL);
+out:
+	sigprocmask(SIG_SETMASK, &old_mask, NULL);
+	sigaction(SIGINT, &old_sa, NULL);
 	fflush(stdout);
 	return status;
 }
