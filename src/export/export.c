@@ -382,8 +382,9 @@ exporter_open(const struct export_opts *o, char *err, size_t errlen)
 int
 exporter_begin(struct exporter *x, const struct export_msg *m, char *err, size_t errlen)
 {
+	if (x->fd >= 0)		/* the last one begun and never ended: dropped */
+		file_end(x, 0, err, errlen);
 	x->mb = NULL;
-	x->fd = -1;
 	x->failed = 0;
 	switch (x->o.format) {
 	case EXPORT_MBOX:

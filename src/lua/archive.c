@@ -255,6 +255,7 @@ struct writing {
 static int
 write_out(struct writing *w, const char *p, size_t n)
 {
+	errno = 0;	/* fwrite need not set it: no stale one reported */
 	if (n > 0 && fwrite(p, 1, n, w->f) != n) {
 		w->write_errno = errno ? errno : EIO;
 		return -1;
@@ -346,15 +347,10 @@ l_write(lua_State *L)
 		w.write_errno = errno;
 		rc = -2;
 	}
-	if (rc == -1) {
-		if (e == ENOENT) {
-			store_reader_close(r);
-			lua_pushnil(L);
-			lua_pushfstring(L, "no message with id '%s' in this archive", id);
-			return 2;
-		}
+	/* The id resolved: ENOENT here is a segment or blob file gone, not
+	 * an unknown message. */
+	if (rc == -1)
 		return unreadable(L, r, hash, e);
-	}
 	store_reader_close(r);
 	if (rc == -2) {
 		lua_pushnil(L);

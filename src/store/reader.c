@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
 #include <sqlite3.h>
 
 #include "log.h"
@@ -113,6 +114,26 @@ store_hash_valid(const char *hash)
 	return i == 64;
 }
 
+/* 1 when the SHA-256 finished in MD is HASH (hex). A blob file of the
+ * old layout carries no checksum of its own: its name is the check. */
+static int
+digest_is(EVP_MD_CTX *md, const char *hash)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char sum[EVP_MAX_MD_SIZE];
+	unsigned int n = 0;
+	char got[65];
+
+	if (EVP_DigestFinal_ex(md, sum, &n) != 1 || n != 32)
+		return 0;
+	for (unsigned i = 0; i < 32; i++) {
+		got[2 * i] = hex[sum[i] >> 4];
+		got[2 * i + 1] = hex[sum[i] & 15];
+	}
+	got[64] = '\0';
+	return strcmp(got, hash) == 0;
+}
+
 /* The old layout: DATA/blobs/ab/cd/<hash>. */
 static int
 read_blob_file(struct store_reader *r, const char *hash, size_t max, char **data, size_t *len)
@@ -154,6 +175,15 @@ read_blob_file(struct store_reader *r, const char *hash, size_t max, char **data
 		got += (size_t)n;
 	}
 	close(fd);
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	int ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+	    EVP_DigestUpdate(md, buf, got) == 1 && digest_is(md, hash);
+	EVP_MD_CTX_free(md);
+	if (!ok) {
+		free(buf);
+		errno = EIO;	/* not the message its name says */
+		return -1;
+	}
 	buf[got] = '\0';
 	*data = buf;
 	*len = got;
@@ -206,7 +236,9 @@ store_reader_get(struct store_reader *r, const char *hash, size_t max, char **da
 
 struct store_stream {
 	struct pack_stream *ps;		/* a packed message */
-	int fd;				/* or a blob file of the old layout */
+	int fd;				/* or a blob file of the old layout, */
+	EVP_MD_CTX *md;			/* checked against its name at the end */
+	char hash[65];
 	uint64_t left;
 };
 
@@ -251,9 +283,11 @@ store_reader_stream(struct store_reader *r, const char *hash, uint64_t *size)
 	}
 	char path[4200];
 	snprintf(path, sizeof(path), "%s/%.2s/%.2s/%s", r->root, hash, hash + 2, hash);
-	if ((s->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0) {
-		int e = errno;
-		free(s);
+	memcpy(s->hash, hash, sizeof(s->hash));
+	if ((s->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0 ||
+	    (s->md = EVP_MD_CTX_new()) == NULL || EVP_DigestInit_ex(s->md, EVP_sha256(), NULL) != 1) {
+		int e = s->fd < 0 ? errno : ENOMEM;
+		store_stream_close(s);
 		errno = e;
 		return NULL;
 	}
@@ -267,8 +301,16 @@ store_stream_read(struct store_stream *s, void *buf, size_t cap)
 
 	if (s->ps)
 		return pack_stream_read(s->ps, buf, cap);
-	if (s->left == 0)
+	if (s->left == 0) {
+		int ok = s->md == NULL || digest_is(s->md, s->hash);
+		EVP_MD_CTX_free(s->md);
+		s->md = NULL;
+		if (!ok) {
+			errno = EIO;	/* what was given is not the message */
+			return -1;
+		}
 		return 0;
+	}
 	if (cap > s->left)
 		cap = (size_t)s->left;
 	do
@@ -278,8 +320,13 @@ store_stream_read(struct store_stream *s, void *buf, size_t cap)
 		errno = EIO;		/* shorter than recorded: the file changed */
 		return -1;
 	}
-	if (n > 0)
+	if (n > 0) {
 		s->left -= (uint64_t)n;
+		if (EVP_DigestUpdate(s->md, buf, (size_t)n) != 1) {
+			errno = EIO;
+			return -1;
+		}
+	}
 	return n;
 }
 
@@ -291,6 +338,7 @@ store_stream_close(struct store_stream *s)
 	pack_stream_close(s->ps);
 	if (s->fd >= 0)
 		close(s->fd);
+	EVP_MD_CTX_free(s->md);
 	free(s);
 }
 

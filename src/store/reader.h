@@ -20,7 +20,8 @@ void store_reader_close(struct store_reader *r);
  * The bytes of the message HASH (64 lower-case hex digits) in a malloc'd
  * buffer *DATA of *LEN bytes, NUL-terminated for convenience (the NUL is not
  * counted). At most MAX bytes (0: no limit); a bigger message fails with
- * EFBIG. 0, or -1 with errno (ENOENT: no such message in the store).
+ * EFBIG. 0, or -1 with errno (ENOENT: no such message recorded, or the
+ * file that holds it is gone; EIO: what is there does not hash to HASH).
  */
 int store_reader_get(struct store_reader *r, const char *hash, size_t max, char **data,
     size_t *len);
@@ -28,8 +29,9 @@ int store_reader_get(struct store_reader *r, const char *hash, size_t max, char 
 /*
  * The same in chunks, without holding the message: a stream over its bytes
  * (*SIZE gets how many), NULL with errno. store_stream_read gives up to CAP
- * bytes, 0 at the end, -1 with errno (EIO: a packed message did not hash
- * to its name; what was given is then not the message). A stream stays
+ * bytes, 0 at the end, -1 with errno (EIO: the message, packed or an
+ * old-layout blob file, did not hash to its name; what was given is then
+ * not the message). A stream stays
  * valid after other reads and keeps its own descriptor; the reader must
  * outlive it.
  */

@@ -362,6 +362,19 @@ class SearchTest(unittest.TestCase):
                     self.assertIn(b"run emailvault verify", r.stderr, part)
             finally:
                 flip()
+        # its segment gone (and put back): recorded, but unreadable, which
+        # is not "no message with that id"
+        seg_path = os.path.join(self.e.data, "packs", "%08d.seg" % seg)
+        os.rename(seg_path, seg_path + ".away")
+        try:
+            r = subprocess.run([vault.BIN, "show", "--data", self.e.data, "--raw", h],
+                               capture_output=True)
+        finally:
+            os.rename(seg_path + ".away", seg_path)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn(b"is recorded but its bytes cannot be read: No such file or directory",
+                      r.stderr)
+        self.assertNotIn(b"no message", r.stderr)
         head, _ = show_held("--headers", h)
         self.assertEqual(head, raw[:raw.index(b"\r\n\r\n") + 2])
 

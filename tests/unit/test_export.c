@@ -397,6 +397,30 @@ test_export_stored(void)
 			CHECK_INT(count_files(path), 1);	/* the good one alone */
 		}
 	}
+
+	/* A message begun and never ended when the next begins: dropped, its
+	 * temporary file too; the next is written whole. */
+	snprintf(path, sizeof(path), "%s/again", dir);
+	{
+		struct export_opts o = { .format = EXPORT_EML, .out = path };
+		struct export_msg m0 = { .hash = hash[0], .date = 1700000000 };
+		struct export_msg m2 = { .hash = hash[2], .date = 1700000002 };
+		char name[4300];
+		size_t len;
+		char *d;
+		CHECK((x = exporter_open(&o, err, sizeof(err))) != NULL);
+		CHECK_INT(exporter_begin(x, &m0, err, sizeof(err)), 0);
+		CHECK_INT(exporter_write(x, msgs[0], 10), 0);
+		CHECK_INT(exporter_begin(x, &m2, err, sizeof(err)), 0);
+		CHECK_INT(exporter_write(x, msgs[2], lens[2]), 0);
+		CHECK_INT(exporter_end(x, 1, err, sizeof(err)), 0);
+		CHECK_INT(exporter_close(x, 1, err, sizeof(err)), 0);
+		CHECK_INT(count_files(path), 1);
+		snprintf(name, sizeof(name), "%s/20231114-%06d-%.16s.eml", path, 221322, hash[2]);
+		d = slurp(name, &len);
+		CHECK(d != NULL && len == lens[2] && memcmp(d, msgs[2], len) == 0);
+		free(d);
+	}
 	store_reader_close(r);
 	for (int i = 0; i < 3; i++)
 		free(msgs[i]);
