@@ -99,7 +99,16 @@ run_chunk(int fd, const char *chunk, int json, char **capture)
 		char type, *payload;
 		size_t plen;
 		int refused = 0;
-		if (frame_read(fd, &type, &payload, &plen) == 0) {
+		if (e == EMSGSIZE) {
+			fprintf(stderr, "emailvault: the chunk is too big to send: %zu bytes "
+			    "(at most %u)\n", len, FRAME_MAX - 2);
+			free(req);
+			goto out;
+		}
+		/* only an engine that closed may have said why: one that is
+		 * still there would leave this read waiting */
+		if ((e == EPIPE || e == ECONNRESET) &&
+		    frame_read(fd, &type, &payload, &plen) == 0) {
 			if (type == 'X') {
 				fprintf(stderr, "%s\n", payload);
 				refused = 1;
@@ -163,8 +172,13 @@ run_chunk(int fd, const char *chunk, int json, char **capture)
 		free(payload);
 	}
 out:
-	sigprocmask(SIG_SETMASK, &old_mask, NULL);
+	/* A Ctrl-C that came with the reply, not yet acted on, goes to the
+	 * handler that was there before (eval's default ends the command;
+	 * the REPL's drops its line): the handler first, then the mask. */
 	sigaction(SIGINT, &old_sa, NULL);
+	sigprocmask(SIG_SETMASK, &old_mask, NULL);
+	if (got_sigint > interrupts_sent && status != CONTROL_ABANDONED)
+		raise(SIGINT);
 	fflush(stdout);
 	return status;
 }

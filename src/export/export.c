@@ -28,6 +28,7 @@ struct exporter {
 	unsigned long seq;
 	/* the message being written: into an mbox, or a file of its own */
 	struct mbox_file *mb;
+	off_t mb_start;		/* where its "From " line begins */
 	struct mboxrd_quoter quote;
 	int fd;			/* -1: none, or the file is there already */
 	char path[8192], tmp[8192];
@@ -246,12 +247,28 @@ begin_mbox(struct exporter *x, const struct export_msg *m, char *err, size_t err
 		return -1;
 	gmtime_r(&t, &tm);
 	strftime(when, sizeof(when), "%a %b %e %H:%M:%S %Y", &tm);
-	if (fprintf(mb->f, "From %s %s\n", who, when) < 0) {
+	if ((x->mb_start = ftello(mb->f)) < 0 || fprintf(mb->f, "From %s %s\n", who, when) < 0) {
 		snprintf(err, errlen, "cannot write %s: %s", mb->tmp, strerror(errno));
 		return -1;
 	}
 	x->mb = mb;
 	mboxrd_quote_init(&x->quote);
+	return 0;
+}
+
+/* Takes the message being written back out of its mbox: a message that
+ * could not be read or written whole is not left there in part. */
+static int
+mbox_drop(struct exporter *x, char *err, size_t errlen)
+{
+	struct mbox_file *mb = x->mb;
+
+	x->mb = NULL;
+	if (fflush(mb->f) != 0 || ftruncate(fileno(mb->f), x->mb_start) < 0 ||
+	    fseeko(mb->f, x->mb_start, SEEK_SET) < 0) {
+		snprintf(err, errlen, "cannot write %s: %s", mb->tmp, strerror(errno));
+		return -1;
+	}
 	return 0;
 }
 
@@ -382,9 +399,11 @@ exporter_open(const struct export_opts *o, char *err, size_t errlen)
 int
 exporter_begin(struct exporter *x, const struct export_msg *m, char *err, size_t errlen)
 {
-	if (x->fd >= 0)		/* the last one begun and never ended: dropped */
+	/* the last one begun and never ended: dropped */
+	if (x->mb && mbox_drop(x, err, errlen) < 0)
+		return -1;
+	if (x->fd >= 0)
 		file_end(x, 0, err, errlen);
-	x->mb = NULL;
 	x->failed = 0;
 	switch (x->o.format) {
 	case EXPORT_MBOX:
@@ -416,16 +435,21 @@ exporter_end(struct exporter *x, int ok, char *err, size_t errlen)
 {
 	if (x->mb) {
 		struct mbox_file *mb = x->mb;
-		x->mb = NULL;
 		/* The message, then one newline that a reader takes off again. */
-		if (!x->failed && (mboxrd_quote_end(&x->quote, mbox_out, mb->f) < 0 ||
+		if (ok && !x->failed && (mboxrd_quote_end(&x->quote, mbox_out, mb->f) < 0 ||
 		    fputc('\n', mb->f) == EOF)) {
 			x->failed = 1;
 			x->write_errno = errno;
 		}
 		if (x->failed)
 			snprintf(err, errlen, "cannot write %s: %s", mb->tmp, strerror(x->write_errno));
-		return ok && !x->failed ? 0 : -1;
+		if (!ok || x->failed) {
+			char why[512];
+			mbox_drop(x, why, sizeof(why));	/* ERR says the first failure */
+			return -1;
+		}
+		x->mb = NULL;
+		return 0;
 	}
 	if (x->failed) {
 		snprintf(err, errlen, "cannot write %s: %s", x->tmp, strerror(x->write_errno));

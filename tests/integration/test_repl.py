@@ -5,6 +5,7 @@ import os
 import pty
 import select
 import signal
+import subprocess
 import tempfile
 import time
 import unittest
@@ -220,6 +221,23 @@ class PlainTerminalTest(unittest.TestCase):
         self.assertNotIn("\r   ...> ", out)
         self.assertEqual(out.count("vault> "), 9)
         self.assertIn("plain line input", out)      # the banner says why
+
+    def test_a_chunk_too_big_to_send(self):
+        """Over the control socket's frame limit: said at once, and the REPL
+        goes on (it used to wait for a refusal the engine never sends)."""
+        hist = tempfile.mktemp(prefix="ev-hist-")
+        env = dict(os.environ, EMAILVAULT_HISTORY=hist)
+        big = "return #'" + "x" * (17 << 20) + "'\n"
+        try:
+            p = subprocess.run([vault.BIN, "repl", "--data", self.e.data],
+                               input=big + "return 6 * 7\n", capture_output=True,
+                               text=True, timeout=60, env=env)
+        finally:
+            if os.path.exists(hist):
+                os.unlink(hist)
+        self.assertEqual(p.returncode, 0, p.stderr[-500:])
+        self.assertIn("the chunk is too big to send", p.stderr)
+        self.assertIn("42", p.stdout)
 
     def test_term_dumb(self):
         self.session(Repl(self.e.data, term="dumb"))

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <sqlite3.h>
 
@@ -23,6 +24,8 @@
 static char root[] = "/tmp/ev-backup-XXXXXX";
 static char data[4200], out[4200];
 
+#define PIECE ((size_t)1 << 20)
+
 static void
 hex(const unsigned char *md, char *s)
 {
@@ -30,18 +33,32 @@ hex(const unsigned char *md, char *s)
 		sprintf(s + 2 * i, "%02x", md[i]);
 }
 
+/* The next LEN bytes of the random stream whose state is *X: a big
+ * message can be made a piece at a time. */
+static void
+noise_next(unsigned *x, char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		*x ^= *x << 13;
+		*x ^= *x >> 17;
+		*x ^= *x << 5;
+		s[i] = (char)*x;
+	}
+}
+
+static unsigned
+noise_seed(unsigned seed)
+{
+	return seed * 2654435761u + 1;
+}
+
 static char *
 noise(size_t len, unsigned seed)
 {
 	char *s = malloc(len);
-	unsigned x = seed * 2654435761u + 1;
+	unsigned x = noise_seed(seed);
 
-	for (size_t i = 0; i < len; i++) {
-		x ^= x << 13;
-		x ^= x >> 17;
-		x ^= x << 5;
-		s[i] = (char)x;
-	}
+	noise_next(&x, s, len);
 	return s;
 }
 
@@ -83,22 +100,41 @@ static void
 add_blob_of(struct archive_db *db, size_t len, unsigned seed, int with_file, char *h)
 {
 	unsigned char md[32];
-	char path[4700], *m = noise(len, seed);
-	int fd;
+	unsigned x = noise_seed(seed);
+	char path[4700], *piece = malloc(PIECE);
+	EVP_MD_CTX *sum = EVP_MD_CTX_new();
+	int fd = -1;
 
-	SHA256((unsigned char *)m, len, md);
-	hex(md, h);
+	CHECK(piece != NULL && sum != NULL && EVP_DigestInit_ex(sum, EVP_sha256(), NULL) == 1);
 	if (with_file) {
-		snprintf(path, sizeof(path), "mkdir -p %s/blobs/%.2s/%.2s", data, h, h + 2);
+		snprintf(path, sizeof(path), "mkdir -p %s/blobs", data);
 		CHECK_INT(system(path), 0);
-		snprintf(path, sizeof(path), "%s/blobs/%.2s/%.2s/%s", data, h, h + 2, h);
+		snprintf(path, sizeof(path), "%s/blobs/new.tmp", data);
 		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		CHECK(fd >= 0 && write(fd, m, len) == (ssize_t)len);
+		CHECK(fd >= 0);
+	}
+	for (size_t off = 0; off < len;) {
+		size_t n = len - off < PIECE ? len - off : PIECE;
+		noise_next(&x, piece, n);
+		EVP_DigestUpdate(sum, piece, n);
+		if (fd >= 0)
+			CHECK(write(fd, piece, n) == (ssize_t)n);
+		off += n;
+	}
+	EVP_DigestFinal_ex(sum, md, NULL);
+	EVP_MD_CTX_free(sum);
+	free(piece);
+	hex(md, h);
+	if (fd >= 0) {
+		char dst[4700], cmd[4800];
 		close(fd);
+		snprintf(cmd, sizeof(cmd), "mkdir -p %s/blobs/%.2s/%.2s", data, h, h + 2);
+		CHECK_INT(system(cmd), 0);
+		snprintf(dst, sizeof(dst), "%s/blobs/%.2s/%.2s/%s", data, h, h + 2, h);
+		CHECK_INT(rename(path, dst), 0);
 	}
 	struct db_message dm = { .hash = h, .size = len, .date_unix = -1, .sort_date = -1 };
 	CHECK_INT(db_message_add(db, &dm, NULL), 0);
-	free(m);
 }
 
 static void
@@ -317,8 +353,39 @@ test_refuses(void)
 
 static struct archive_db *moving_db;
 static struct pack_store *moving_ps;
-static char moving[3][65];		/* to a pack; to a pack; to another's bytes */
-static size_t moving_len[3] = { 3u << 20, 7000, (2u << 20) + 1 };
+static char moving[4][65];
+/* to a pack (big: is it copied in bounded memory?); to a pack; to another's
+ * bytes; to a pack, and then a byte of it changed */
+static size_t moving_len[4] = { 40u << 20, 7000, (2u << 20) + 1, (2u << 20) + 3 };
+static long rss_after_moving;	/* KiB, when the peak was set back */
+
+static long
+status_kib(const char *field)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long v = -1;
+
+	if (f == NULL)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, field, strlen(field)) == 0)
+			v = atol(line + strlen(field));
+	fclose(f);
+	return v;
+}
+
+/* Sets the process's peak RSS (VmHWM) back to what it holds now. */
+static int
+reset_peak(void)
+{
+	int fd = open("/proc/self/clear_refs", O_WRONLY);
+	int ok = fd >= 0 && write(fd, "5", 1) == 1;
+
+	if (fd >= 0)
+		close(fd);
+	return ok ? 0 : -1;
+}
 
 /* Records HASH at LOC and removes its blob file, as the migration does. */
 static void
@@ -338,27 +405,55 @@ move_to(const char *hash, const struct pack_location *loc)
 	CHECK_INT(unlink(path), 0);
 }
 
-/* After the snapshot: the first two go into a pack; the third is recorded
- * at the first one's bytes, which do not hash to its name. */
+/* Appends message I of moving[] to the pack store, a piece at a time. */
+static void
+append_moving(int i, struct pack_location *loc)
+{
+	struct pack_writer *w = pack_writer_new(moving_ps);
+	unsigned x = noise_seed(400 + (unsigned)i);
+	char *piece = malloc(PIECE);
+
+	CHECK(w != NULL && piece != NULL);
+	for (size_t off = 0; off < moving_len[i];) {
+		size_t n = moving_len[i] - off < PIECE ? moving_len[i] - off : PIECE;
+		noise_next(&x, piece, n);
+		CHECK_INT(pack_writer_write(w, piece, n), 0);
+		off += n;
+	}
+	CHECK_INT(pack_writer_finish(w), 0);
+	CHECK_INT(pack_writer_append(w, loc), 0);
+	pack_writer_free(w);
+	free(piece);
+	CHECK_INT(pack_store_sync(moving_ps), 0);
+}
+
+/* After the snapshot: the first two and the fourth go into a pack; the
+ * third is recorded at the first one's bytes, which do not hash to its
+ * name; a byte of the fourth is changed in its segment. */
 static void
 move_while_backing_up(void)
 {
-	struct pack_location loc[2];
+	struct pack_location loc[4];
+	char path[4700];
+	unsigned char b;
 
-	for (int i = 0; i < 2; i++) {
-		struct pack_writer *w = pack_writer_new(moving_ps);
-		char *m = noise(moving_len[i], 400 + (unsigned)i);
-
-		CHECK(w != NULL);
-		CHECK_INT(pack_writer_write(w, m, moving_len[i]), 0);
-		CHECK_INT(pack_writer_finish(w), 0);
-		CHECK_INT(pack_writer_append(w, &loc[i]), 0);
-		pack_writer_free(w);
-		free(m);
-		CHECK_INT(pack_store_sync(moving_ps), 0);
+	for (int i = 0; i < 4; i++) {
+		if (i == 2)
+			continue;
+		append_moving(i, &loc[i]);
 		move_to(moving[i], &loc[i]);
 	}
 	move_to(moving[2], &loc[0]);
+	CHECK_INT(loc[3].codec, PACK_RAW);	/* random bytes: stored as they are */
+	pack_segment_path(pack_store_dir(moving_ps), loc[3].segment, path, sizeof(path));
+	int fd = open(path, O_RDWR);
+	off_t at = (off_t)(loc[3].offset + PACK_RECORD_HEADER + loc[3].length / 2);
+	CHECK(fd >= 0 && pread(fd, &b, 1, at) == 1);
+	b ^= 0x20;
+	CHECK(pwrite(fd, &b, 1, at) == 1);
+	close(fd);
+	/* what the backup holds from here on is its own */
+	rss_after_moving = reset_peak() == 0 ? status_kib("VmRSS:") : -1;
 }
 
 static void
@@ -373,22 +468,32 @@ test_blobs_moved_meanwhile(void)
 	CHECK(moving_db != NULL);
 	moving_ps = pack_store_open(data, db_handle(moving_db), err, sizeof(err));
 	CHECK(moving_ps != NULL);
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < 4; i++)
 		add_blob_of(moving_db, moving_len[i], 400 + (unsigned)i, 1, moving[i]);
 	backup_snapshot_taken = move_while_backing_up;
 	CHECK_INT(backup_run(data, out, devnull, &r, err, sizeof(err)), 0);
+	long peak = status_kib("VmHWM:");
 	backup_snapshot_taken = NULL;
 	CHECK_STR(err, "");
-	CHECK_INT(r.blobs, 3);
+	CHECK_INT(r.blobs, 4);
 	CHECK_INT(r.blob_copied, 2);		/* read from the pack they went to */
-	CHECK_INT(r.damaged, 1);
-	for (int i = 0; i < 3; i++) {
+	CHECK_INT(r.damaged, 2);		/* other bytes; a byte changed */
+	CHECK_INT(r.removed, 0);		/* no temporary file left to sweep */
+	if (rss_after_moving > 0 && peak > 0) {
+		/* 40 MiB copied: read whole, it would be held whole */
+		printf("a 40 MiB message copied from a pack: peak RSS %ld KiB more\n",
+		    peak - rss_after_moving);
+		CHECK(peak - rss_after_moving < 8 * 1024);
+	} else {
+		printf("peak RSS cannot be set back here (/proc/self/clear_refs): not measured\n");
+	}
+	for (int i = 0; i < 4; i++) {
 		snprintf(path, sizeof(path), "%s/blobs/%.2s/%.2s/%s", out, moving[i],
 		    moving[i] + 2, moving[i]);
 		snprintf(tmp, sizeof(tmp), "%s/blobs/%.2s/%.2s/.%s.tmp", out, moving[i],
 		    moving[i] + 2, moving[i]);
 		CHECK(access(tmp, F_OK) < 0);	/* no partial copy left */
-		if (i == 2) {
+		if (i >= 2) {
 			CHECK(access(path, F_OK) < 0);
 			continue;
 		}

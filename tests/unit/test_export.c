@@ -421,6 +421,36 @@ test_export_stored(void)
 		CHECK(d != NULL && len == lens[2] && memcmp(d, msgs[2], len) == 0);
 		free(d);
 	}
+	/* the same in an mbox: the "From " line and the part go again */
+	snprintf(path, sizeof(path), "%s/again.mbox", dir);
+	{
+		struct export_opts o = { .format = EXPORT_MBOX, .out = path };
+		struct export_msg m0 = { .hash = hash[0], .date = 1700000000 };
+		struct export_msg m2 = { .hash = hash[2], .date = 1700000002 };
+		CHECK((x = exporter_open(&o, err, sizeof(err))) != NULL);
+		CHECK_INT(exporter_begin(x, &m0, err, sizeof(err)), 0);
+		CHECK_INT(exporter_write(x, msgs[0], 10), 0);
+		CHECK_INT(exporter_begin(x, &m2, err, sizeof(err)), 0);
+		CHECK_INT(exporter_write(x, msgs[2], lens[2]), 0);
+		CHECK_INT(exporter_end(x, 1, err, sizeof(err)), 0);
+		CHECK_INT(exporter_close(x, 1, err, sizeof(err)), 0);
+		check_mbox(path, &msgs[2], &lens[2], 1);
+	}
+	/* a damaged one that the caller skips: not left in the mbox in part */
+	snprintf(path, sizeof(path), "%s/skipped.mbox", dir);
+	{
+		struct export_opts o = { .format = EXPORT_MBOX, .out = path };
+		struct export_msg ms[3] = { { .hash = hash[0], .date = 1700000000 },
+			{ .hash = hash[1], .date = 1700000001 }, { .hash = hash[2], .date = 1700000002 } };
+		char *good[2] = { msgs[0], msgs[2] };
+		size_t good_len[2] = { lens[0], lens[2] };
+		CHECK((x = exporter_open(&o, err, sizeof(err))) != NULL);
+		CHECK_INT(exporter_add_stored(x, &ms[0], r, err, sizeof(err)), 0);
+		CHECK_INT(exporter_add_stored(x, &ms[1], r, err, sizeof(err)), -1);
+		CHECK_INT(exporter_add_stored(x, &ms[2], r, err, sizeof(err)), 0);
+		CHECK_INT(exporter_close(x, 1, err, sizeof(err)), 0);
+		check_mbox(path, good, good_len, 2);
+	}
 	store_reader_close(r);
 	for (int i = 0; i < 3; i++)
 		free(msgs[i]);
