@@ -320,6 +320,29 @@ count_files(const char *path)
 	return n;
 }
 
+/* Begins message A and writes 10 bytes of it, then begins B without
+ * ending A, writes all of B and ends it: an export to OUT in FORMAT. */
+static void
+begin_twice(enum export_format format, const char *out, const char *a, const char *a_bytes,
+    const char *b, const char *b_bytes, size_t b_len)
+{
+	struct export_opts o = { .format = format, .out = out };
+	struct export_msg ma = { .hash = a, .date = 1700000000 };
+	struct export_msg mb = { .hash = b, .date = 1700000002 };
+	char err[512];
+	struct exporter *x = exporter_open(&o, err, sizeof(err));
+
+	CHECK(x != NULL);
+	if (x == NULL)
+		return;
+	CHECK_INT(exporter_begin(x, &ma, err, sizeof(err)), 0);
+	CHECK_INT(exporter_write(x, a_bytes, 10), 0);
+	CHECK_INT(exporter_begin(x, &mb, err, sizeof(err)), 0);
+	CHECK_INT(exporter_write(x, b_bytes, b_len), 0);
+	CHECK_INT(exporter_end(x, 1, err, sizeof(err)), 0);
+	CHECK_INT(exporter_close(x, 1, err, sizeof(err)), 0);
+}
+
 static void
 test_export_stored(void)
 {
@@ -399,43 +422,23 @@ test_export_stored(void)
 	}
 
 	/* A message begun and never ended when the next begins: dropped, its
-	 * temporary file too; the next is written whole. */
+	 * temporary file too (in an mbox, its "From " line and part); the next
+	 * is written whole. */
 	snprintf(path, sizeof(path), "%s/again", dir);
+	begin_twice(EXPORT_EML, path, hash[0], msgs[0], hash[2], msgs[2], lens[2]);
 	{
-		struct export_opts o = { .format = EXPORT_EML, .out = path };
-		struct export_msg m0 = { .hash = hash[0], .date = 1700000000 };
-		struct export_msg m2 = { .hash = hash[2], .date = 1700000002 };
 		char name[4300];
 		size_t len;
 		char *d;
-		CHECK((x = exporter_open(&o, err, sizeof(err))) != NULL);
-		CHECK_INT(exporter_begin(x, &m0, err, sizeof(err)), 0);
-		CHECK_INT(exporter_write(x, msgs[0], 10), 0);
-		CHECK_INT(exporter_begin(x, &m2, err, sizeof(err)), 0);
-		CHECK_INT(exporter_write(x, msgs[2], lens[2]), 0);
-		CHECK_INT(exporter_end(x, 1, err, sizeof(err)), 0);
-		CHECK_INT(exporter_close(x, 1, err, sizeof(err)), 0);
 		CHECK_INT(count_files(path), 1);
 		snprintf(name, sizeof(name), "%s/20231114-%06d-%.16s.eml", path, 221322, hash[2]);
 		d = slurp(name, &len);
 		CHECK(d != NULL && len == lens[2] && memcmp(d, msgs[2], len) == 0);
 		free(d);
 	}
-	/* the same in an mbox: the "From " line and the part go again */
 	snprintf(path, sizeof(path), "%s/again.mbox", dir);
-	{
-		struct export_opts o = { .format = EXPORT_MBOX, .out = path };
-		struct export_msg m0 = { .hash = hash[0], .date = 1700000000 };
-		struct export_msg m2 = { .hash = hash[2], .date = 1700000002 };
-		CHECK((x = exporter_open(&o, err, sizeof(err))) != NULL);
-		CHECK_INT(exporter_begin(x, &m0, err, sizeof(err)), 0);
-		CHECK_INT(exporter_write(x, msgs[0], 10), 0);
-		CHECK_INT(exporter_begin(x, &m2, err, sizeof(err)), 0);
-		CHECK_INT(exporter_write(x, msgs[2], lens[2]), 0);
-		CHECK_INT(exporter_end(x, 1, err, sizeof(err)), 0);
-		CHECK_INT(exporter_close(x, 1, err, sizeof(err)), 0);
-		check_mbox(path, &msgs[2], &lens[2], 1);
-	}
+	begin_twice(EXPORT_MBOX, path, hash[0], msgs[0], hash[2], msgs[2], lens[2]);
+	check_mbox(path, &msgs[2], &lens[2], 1);
 	/* a damaged one that the caller skips: not left in the mbox in part */
 	snprintf(path, sizeof(path), "%s/skipped.mbox", dir);
 	{
